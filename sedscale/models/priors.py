@@ -1,0 +1,144 @@
+"""Priors over forward-model parameters, usable by ``sbi``.
+
+Every model is parameterized in a *sampling space* in which its prior is a
+box-uniform distribution (``sbi.utils.BoxUniform``).  The flow is trained in
+that space.  Dirichlet-distributed fractions (PROVABGS SFH coefficients
+beta, Leja et al. mass fractions) enter through the exact stick-breaking
+unit-cube transform of Betancourt (2013): for Dirichlet(1, ..., 1) with K
+components and u_k ~ U(0, 1), k = 1..K-1,
+
+    v_k  = 1 - u_k ** (1 / (K - k))          (v_k ~ Beta(1, K - k))
+    x_k  = v_k * prod_{j<k} (1 - v_j),  x_K = prod_{j<K} (1 - v_j)
+
+is exactly Dirichlet(1, ..., 1); :func:`simplex_to_unit_cube` inverts it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+
+
+def unit_cube_to_simplex(u: np.ndarray) -> np.ndarray:
+    """Map (n, K-1) unit-cube coordinates to (n, K) Dirichlet(1,...,1) fractions."""
+    u = np.asarray(u, dtype=float)
+    k_minus_1 = u.shape[-1]
+    exponents = 1.0 / (k_minus_1 - np.arange(k_minus_1))
+    v = 1.0 - u**exponents
+    remaining = np.cumprod(1.0 - v, axis=-1)
+    before = np.concatenate([np.ones(u.shape[:-1] + (1,)), remaining[..., :-1]], axis=-1)
+    return np.concatenate([v * before, remaining[..., -1:]], axis=-1)
+
+
+def simplex_to_unit_cube(x: np.ndarray) -> np.ndarray:
+    """Exact inverse of :func:`unit_cube_to_simplex`."""
+    x = np.asarray(x, dtype=float)
+    k_minus_1 = x.shape[-1] - 1
+    remaining = 1.0 - np.cumsum(x[..., :-1], axis=-1)
+    before = np.concatenate([np.ones(x.shape[:-1] + (1,)), remaining[..., :-1]], axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.where(before > 0, x[..., :-1] / before, 0.0)
+    exponents = (k_minus_1 - np.arange(k_minus_1)).astype(float)
+    return np.clip(1.0 - v, 0.0, 1.0) ** exponents
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One sampling-space parameter with a uniform prior.
+
+    Attributes
+    ----------
+    name : str
+        Column name used everywhere (Parquet, catalogs, plots).
+    low, high : float
+        Prior bounds.
+    unit : str
+        Unit of the parameter ("" for dimensionless, "dex" for logs).
+    label : str
+        LaTeX label for plots.
+    """
+
+    name: str
+    low: float
+    high: float
+    unit: str = ""
+    label: str = ""
+
+
+class Prior:
+    """Box-uniform prior in a model's sampling space.
+
+    Parameters
+    ----------
+    parameters : sequence of Parameter
+    """
+
+    def __init__(self, parameters):
+        self.parameters = tuple(parameters)
+        self.names = tuple(p.name for p in self.parameters)
+        self.low = np.array([p.low for p in self.parameters], dtype=float)
+        self.high = np.array([p.high for p in self.parameters], dtype=float)
+
+    @property
+    def dim(self) -> int:
+        return len(self.parameters)
+
+    def torch_distribution(self, device: str = "cpu"):
+        """The prior as an ``sbi.utils.BoxUniform`` (a torch Distribution)."""
+        from sbi.utils import BoxUniform
+
+        return BoxUniform(
+            low=torch.as_tensor(self.low, dtype=torch.float32, device=device),
+            high=torch.as_tensor(self.high, dtype=torch.float32, device=device),
+        )
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw ``n`` samples (float64, shape (n, dim)) with a numpy Generator."""
+        return self.low + (self.high - self.low) * rng.random((n, self.dim))
+
+    def log_prob(self, theta) -> np.ndarray:
+        """Log density (uniform: constant inside the box, -inf outside)."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        inside = self.in_support(theta)
+        return np.where(inside, -np.sum(np.log(self.high - self.low)), -np.inf)
+
+    def in_support(self, theta) -> np.ndarray:
+        """Boolean per row: every parameter finite and inside its bounds."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        return np.all(np.isfinite(theta) & (theta >= self.low) & (theta <= self.high), axis=-1)
+
+    def validate(self, theta) -> np.ndarray:
+        """Return ``theta`` as a float64 (n, dim) array or raise ParameterError.
+
+        The error names the first offending parameter.
+        """
+        theta = np.asarray(theta, dtype=float)
+        if theta.ndim == 1:
+            theta = theta[None, :]
+        if theta.ndim != 2 or theta.shape[1] != self.dim:
+            raise ParameterError(
+                f"theta must have shape (n, {self.dim}) with columns {list(self.names)}; got {theta.shape}"
+            )
+        for j, p in enumerate(self.parameters):
+            col = theta[:, j]
+            if not np.all(np.isfinite(col)):
+                raise ParameterError(f"parameter {p.name!r} has NaN or infinite values")
+            bad = (col < p.low) | (col > p.high)
+            if np.any(bad):
+                raise ParameterError(
+                    f"parameter {p.name!r} outside its prior [{p.low}, {p.high}]: "
+                    f"{col[bad][:3].tolist()} ({int(bad.sum())} rows)"
+                )
+        return theta
+
+    def to_dict(self) -> dict:
+        """JSON-serializable description (stored in Parquet and checkpoints)."""
+        return {
+            "type": "BoxUniform",
+            "parameters": [
+                {"name": p.name, "low": p.low, "high": p.high, "unit": p.unit} for p in self.parameters
+            ],
+        }
