@@ -229,17 +229,33 @@ class ForwardModel(abc.ABC):
         n = sf.cum_mass.shape[0]
         split = self._split_node(lib)
         w_young, w_old = _hat_young_old(sf, lib)
-        iz, wz = _bracket_log(lib.metallicities, sf.node_z)
         young = np.zeros((n, lib.wavelength.size), dtype=dtype)
         old = np.zeros_like(young)
+        if np.all(sf.node_z == sf.node_z[:, :1]):
+            # One metallicity per galaxy: group galaxies by their Z bracket.
+            iz, wz = _bracket_log(lib.metallicities, sf.node_z[:, 0])
+            for k in np.unique(iz):
+                rows = np.flatnonzero(iz == k)
+                for j, f in ((k, 1 - wz[rows, None]), (k + 1, wz[rows, None])):
+                    young[rows] += (w_young[rows, : split + 1] * f).astype(dtype) @ self._basis(
+                        lib, j, slice(0, split + 1), dtype
+                    )
+                    old[rows] += (w_old[rows, split:] * f).astype(dtype) @ self._basis(lib, j, slice(split, None), dtype)
+            return young, old
+        iz, wz = _bracket_log(lib.metallicities, sf.node_z)
+        k_lo, k_hi = iz.min(axis=1), iz.max(axis=1) + 1
         for k in range(lib.metallicities.size):
-            coeff = np.where(iz == k, 1 - wz, 0.0) + np.where(iz + 1 == k, wz, 0.0)
-            wy, wo = w_young * coeff, w_old * coeff
-            rows = np.flatnonzero(wy.any(axis=1) | wo.any(axis=1))
+            rows = np.flatnonzero((k_lo <= k) & (k <= k_hi))
             if rows.size == 0:
                 continue
-            young[rows] += wy[rows, : split + 1].astype(dtype) @ self._basis(lib, k, slice(0, split + 1), dtype)
-            old[rows] += wo[rows, split:].astype(dtype) @ self._basis(lib, k, slice(split, None), dtype)
+            izr, wzr = iz[rows], wz[rows]
+            coeff = np.where(izr == k, 1 - wzr, 0.0) + np.where(izr + 1 == k, wzr, 0.0)
+            young[rows] += (w_young[rows, : split + 1] * coeff[:, : split + 1]).astype(dtype) @ self._basis(
+                lib, k, slice(0, split + 1), dtype
+            )
+            old[rows] += (w_old[rows, split:] * coeff[:, split:]).astype(dtype) @ self._basis(
+                lib, k, slice(split, None), dtype
+            )
         if sf.burst_fraction is not None:
             has = np.flatnonzero(sf.burst_fraction > 0)
             burst = _bilinear(lib.native_lum, lib.native_ages, lib.metallicities, sf.burst_age[has], sf.burst_z[has])
@@ -374,7 +390,7 @@ def _bilinear(values: np.ndarray, ages: np.ndarray, metallicities: np.ndarray, a
     """``values`` (n_z, n_age, m) bilinearly interpolated in (age, log Z) -> (n, m)."""
     ia, wa = _bracket_lin(ages, age)
     iz, wz = _bracket_log(metallicities, z)
-    wa = wa[:, None]
-    wz = wz[:, None]
+    wa = wa.astype(values.dtype)[:, None]
+    wz = wz.astype(values.dtype)[:, None]
     v = values
     return (1 - wz) * ((1 - wa) * v[iz, ia] + wa * v[iz, ia + 1]) + wz * ((1 - wa) * v[iz + 1, ia] + wa * v[iz + 1, ia + 1])

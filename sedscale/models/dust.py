@@ -56,10 +56,12 @@ def kriek_conroy_tau(wave: np.ndarray, tau_v, n_dust) -> np.ndarray:
     """
     wave = np.asarray(wave, dtype=float)
     n_dust = np.asarray(n_dust, dtype=float)[..., None]
-    eb = 0.85 - 1.9 * n_dust
     lw = wave * BUMP_WIDTH_AA
-    drude = lw**2 / ((wave**2 - BUMP_CENTER_AA**2) ** 2 + lw**2)
-    a_over_av = (calzetti_k(wave) + eb * drude) / CALZETTI_RV * (wave / 5500.0) ** n_dust
+    drude = lw**2 / ((wave**2 - BUMP_CENTER_AA**2) ** 2 + lw**2) / CALZETTI_RV
+    # (k_C + E_b D) / R_V with E_b = 0.85 - 1.9 n, split so that only one
+    # (n, n_wave) product and one exp depend on the galaxy.
+    base = calzetti_k(wave) / CALZETTI_RV + 0.85 * drude
+    a_over_av = (base - 1.9 * n_dust * drude) * np.exp(n_dust * np.log(wave / 5500.0))
     return np.asarray(tau_v, dtype=float)[..., None] * np.clip(a_over_av, 0.0, None)
 
 

@@ -34,11 +34,15 @@ def piecewise_constant_moments(bin_edges: np.ndarray, bin_fraction: np.ndarray, 
     -------
     M, K : ndarray, shape (n, n_t)
     """
-    lo = bin_edges[:, :-1, None]
-    hi = bin_edges[:, 1:, None]
-    u = np.clip(t[None, None, :], lo, hi)
-    rate = (bin_fraction / np.diff(bin_edges, axis=1))[:, :, None]
-    return np.sum(rate * (u - lo), axis=1), np.sum(rate * 0.5 * (u**2 - lo**2), axis=1)
+    rate = bin_fraction / np.diff(bin_edges, axis=1)
+    m = np.zeros((bin_edges.shape[0], t.size))
+    k = np.zeros_like(m)
+    for b in range(bin_fraction.shape[1]):
+        lo, hi = bin_edges[:, b, None], bin_edges[:, b + 1, None]
+        u = np.clip(t[None, :], lo, hi)
+        m += rate[:, b, None] * (u - lo)
+        k += rate[:, b, None] * 0.5 * (u - lo) * (u + lo)
+    return m, k
 
 
 def delayed_tau_moments(age: np.ndarray, tau: np.ndarray, t: np.ndarray):

@@ -57,7 +57,9 @@ class PhotometryOperator:
                 f"rest-frame wavelength range [{self.wave_edges[0]:.0f}, {self.wave_edges[-1]:.0f}] A "
                 f"does not cover the filters up to z={self.z_max} (needs < {blue_limit:.0f} and > {red_limit:.0f})"
             )
-        self._matrix = self._tabulate().astype(np.float32)
+        matrix = self._tabulate().astype(np.float32)
+        # P(z_j) and P(z_j+1) side by side, (n_z - 1, n_wave, 2 n_band).
+        self._stacked = np.ascontiguousarray(np.concatenate([matrix[:-1], matrix[1:]], axis=2))
 
     @property
     def n_bands(self) -> int:
@@ -94,11 +96,16 @@ class PhotometryOperator:
             raise ParameterError(f"redshift must be in (0, {self.z_max}]")
         pos = z / self.dz
         j = np.minimum(pos.astype(int), self.z_grid.size - 2)
-        w = (pos - j).astype(np.float32)[:, None]
+        w = (pos - j)[:, None]
         lum = np.asarray(lum, dtype=np.float32)
-        lo = np.einsum("nk,nkb->nb", lum, self._matrix[j])
-        hi = np.einsum("nk,nkb->nb", lum, self._matrix[j + 1])
-        band = (1 - w) * lo + w * hi
+        band = np.empty((lum.shape[0], self.n_bands))
+        # Galaxies sharing a redshift-grid cell share the two response
+        # matrices: one small matrix product per occupied cell.
+        order = np.argsort(j, kind="stable")
+        cells, starts = np.unique(j[order], return_index=True)
+        for cell, rows in zip(cells, np.split(order, starts[1:])):
+            both = lum[rows] @ self._stacked[cell]
+            band[rows] = (1 - w[rows]) * both[:, : self.n_bands] + w[rows] * both[:, self.n_bands :]
         dl = cosmology_table(self.cosmology).luminosity_distance_cm(z)
         factor = (1 + z) * LSUN_ERG_S / (4 * np.pi * dl**2) / NANOMAGGY_CGS
-        return band.astype(np.float64) * factor[:, None]
+        return band * factor[:, None]
