@@ -1,0 +1,28 @@
+"""Command-line front ends (thin wrappers over the Python API).
+
+Every ``main(argv)`` returns an exit status; :func:`run_guarded` turns
+sedscale errors into one-line messages instead of tracebacks.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from ..errors import SedscaleError
+
+#: Exit status for bad input or configuration.
+EXIT_ERROR = 2
+#: Exit status after Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+
+def run_guarded(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
+    """Call ``main(argv)``, reporting sedscale errors and Ctrl-C in one line."""
+    try:
+        return main(argv)
+    except SedscaleError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,116 @@
+"""``bin/run_simulate``: simulate a training set on a Dask cluster into partitioned Parquet.
+
+Examples
+--------
+    bin/run_simulate --model dirichlet --n 1000000 --out sims/dirichlet --cluster local
+    bin/run_simulate --model provabgs --n 1000000 --out sims/provabgs_nsa --cluster slurm \\
+        --nmf-dir ../shared/data/provabgs --z-from-catalog nsa.fits
+    bin/run_simulate ... --resume          # continue an interrupted run
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..cluster import load_cluster_config, open_client
+from ..simulate import SimulationConfig, check_output, plan_run, run_simulation
+from ..simulate.config import DEFAULT_PARTITION_SIZE, DEFAULT_Z_RANGE
+from . import EXIT_INTERRUPTED, run_guarded
+
+PROG = "run_simulate"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="forward model: dirichlet, provabgs or delayed_tau")
+    p.add_argument("--n", type=int, required=True, help="rows to write (valid simulations)")
+    p.add_argument("--out", required=True, help="output directory (Parquet partitions + _manifest.json)")
+    p.add_argument(
+        "--cluster", default="local",
+        help="cluster config: 'local', 'slurm' (cluster_configs/<name>.yaml) or a YAML path (default: local)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    p.add_argument(
+        "--partition-size", type=int, default=DEFAULT_PARTITION_SIZE,
+        help=f"rows per Parquet file / task (default {DEFAULT_PARTITION_SIZE})",
+    )
+    p.add_argument("--noise-model", help="noise-model JSON (default: the NSA model shipped with sedscale)")
+    z = p.add_mutually_exclusive_group()
+    z.add_argument(
+        "--z-range", nargs=2, type=float, metavar=("ZMIN", "ZMAX"),
+        help=f"uniform redshift range (default {DEFAULT_Z_RANGE[0]} {DEFAULT_Z_RANGE[1]})",
+    )
+    z.add_argument("--z-from-catalog", metavar="FILE", help="draw redshifts from this FITS/Parquet catalog")
+    p.add_argument("--z-column", default="z", help="redshift column of --z-from-catalog (case-insensitive; default z)")
+    p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
+    p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML, disables adaptive)")
+    p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
+    p.add_argument("--nmf-dir", help="provabgs: folder of the PROVABGS NMF tables (else $SEDSCALE_PROVABGS_DIR)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SimulationConfig:
+    """The :class:`SimulationConfig` described by parsed arguments."""
+    return SimulationConfig(
+        model=args.model,
+        n=args.n,
+        out=args.out,
+        seed=args.seed,
+        partition_size=args.partition_size,
+        noise_model=args.noise_model,
+        z_range=tuple(args.z_range) if args.z_range else DEFAULT_Z_RANGE,
+        z_catalog=args.z_from_catalog,
+        z_column=args.z_column,
+        # Absolute, for workers started in another directory (SLURM jobs).
+        model_options={"nmf_dir": str(Path(args.nmf_dir).resolve())} if args.nmf_dir else {},
+    )
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
+    # Validate model, redshifts and output directory before starting a cluster.
+    plan = plan_run(config)
+    _, done = check_output(plan, args.resume)
+    print(
+        f"{PROG}: {config.n} rows of {config.model} -> {config.out} in {config.n_partitions} partitions "
+        f"({len(done)} already done); config {plan.config_hash[:12]}",
+        flush=True,
+    )
+    if len(done) == config.n_partitions:
+        # A finished run: nothing to compute, so no cluster to start.
+        print(run_simulation(config, None).format(), flush=True)
+        return 0
+    print(f"{PROG}: {cluster_config.describe()} ({cluster_config.source})", flush=True)
+    with open_client(cluster_config) as client:
+        print(f"{PROG}: dashboard {client.dashboard_link}", flush=True)
+        try:
+            summary = run_simulation(config, client, resume=args.resume, progress=not args.no_progress)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted; finished partitions are kept: rerun with --resume", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    print(summary.format(), flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``bin/run_simulate``; returns the exit status."""
+    # scancel / kill send SIGTERM: stop as on Ctrl-C, so queued partitions are
+    # cancelled and the cluster is shut down (the manifest is always consistent).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run_guarded(_main, argv, PROG)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

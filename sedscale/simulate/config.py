@@ -1,0 +1,181 @@
+"""Configuration of a simulation run and its identity (the config hash).
+
+The config hash covers everything that determines the *content* of the
+dataset: model and prior, cosmology, filters, noise model, redshift
+distribution, number of rows, seed and partition size.  It is stored in the
+manifest and in every Parquet file; an output directory holding another
+hash is never written to.  Paths (of the noise model, redshift catalog or
+NMF tables) are not part of it: contents are, through checksums.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .redshift import CatalogRedshift, UniformRedshift, redshift_from_catalog
+
+#: Bump when the dataset layout or the drawing algorithm (partition.py) changes:
+#: either changes the content of a run with the same options.
+SCHEMA_VERSION = 1
+DEFAULT_Z_RANGE = (0.01, 0.06)
+DEFAULT_PARTITION_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate and where to write it.
+
+    Parameters
+    ----------
+    model : str
+        Forward-model registry name (:func:`sedscale.models.get_model`).
+    n : int
+        Rows to write (valid simulations).  Invalid draws (rejected by the
+        noise model) are replaced by further draws, so ``n`` rows are
+        written whatever the rejection rate.
+    out : str or Path
+        Output directory (created).
+    seed : int
+        Run seed; partition ``i`` uses ``SeedSequence(seed, spawn_key=(i,))``.
+    partition_size : int
+        Rows per Parquet file (the last one may be smaller).
+    noise_model : str or None
+        Path of a noise-model JSON (:mod:`sedscale.observe.noise`); None for
+        the NSA model shipped with sedscale.
+    z_range : (float, float) or None
+        Uniform redshift range; used when ``z_catalog`` is None.
+    z_catalog : str or None
+        FITS/Parquet catalog whose redshifts are resampled.
+    z_column : str
+        Redshift column of ``z_catalog`` (case-insensitive).
+    model_options : dict
+        Extra :func:`get_model` arguments (e.g. ``nmf_dir`` for provabgs).
+    """
+
+    model: str
+    n: int
+    out: str | Path
+    seed: int = 0
+    partition_size: int = DEFAULT_PARTITION_SIZE
+    noise_model: str | None = None
+    z_range: tuple[float, float] | None = DEFAULT_Z_RANGE
+    z_catalog: str | None = None
+    z_column: str = "z"
+    model_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("n", "partition_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.z_catalog is None and self.z_range is None:
+            raise ConfigError("give a redshift range or a redshift catalog")
+        object.__setattr__(self, "out", Path(self.out))
+
+    @property
+    def n_partitions(self) -> int:
+        return -(-self.n // self.partition_size)
+
+    @property
+    def model_key(self) -> tuple:
+        """Hashable (name, options) key of the per-process model cache."""
+        return (self.model, tuple(sorted(self.model_options.items())))
+
+    def redshift_distribution(self, z_max: float) -> UniformRedshift | CatalogRedshift:
+        """The configured redshift distribution, checked against ``z_max``.
+
+        Raises
+        ------
+        ConfigError
+            Range outside (0, z_max] or unusable catalog.
+        """
+        if self.z_catalog is not None:
+            return redshift_from_catalog(self.z_catalog, self.z_column, z_max=z_max)
+        low, high = (float(v) for v in self.z_range)
+        dist = UniformRedshift(low, high)
+        if high > z_max:
+            raise ConfigError(f"redshift range [{low}, {high}] exceeds the model's limit z <= {z_max}")
+        return dist
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serializable record of the options (stored in the manifest)."""
+        return {
+            "model": self.model,
+            "n": self.n,
+            "out": str(self.out),
+            "seed": self.seed,
+            "partition_size": self.partition_size,
+            "noise_model": self.noise_model,
+            "z_range": list(self.z_range) if self.z_catalog is None else None,
+            "z_catalog": self.z_catalog,
+            "z_column": self.z_column,
+            "model_options": {k: str(v) for k, v in sorted(self.model_options.items())},
+        }
+
+
+def identity(
+    config: SimulationConfig, prior: dict, cosmology: str, filters, noise: dict, redshift: dict
+) -> dict[str, Any]:
+    """The dataset-defining content that :func:`config_hash` digests."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": config.model,
+        "prior": prior,
+        "cosmology": cosmology,
+        "filters": list(filters),
+        "noise_model_sha256": _json_sha256(noise),
+        "redshift": {k: v for k, v in redshift.items() if k != "path"},
+        "n": config.n,
+        "seed": config.seed,
+        "partition_size": config.partition_size,
+    }
+
+
+def config_hash(identity_dict: dict) -> str:
+    """sha256 (hex) of the canonical JSON of :func:`identity`."""
+    return _json_sha256(identity_dict)
+
+
+def _json_sha256(obj) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@lru_cache(maxsize=4)
+def load_noise_model(path: str | None = None):
+    """The noise model at ``path`` (None: the shipped NSA one), cached per process."""
+    from ..observe.noise import PhotometricNoiseModel, load_default_noise_model
+
+    if path is None:
+        return load_default_noise_model()
+    return PhotometricNoiseModel.from_json(os.fspath(path))
+
+
+@lru_cache(maxsize=4)
+def load_model(model_key: tuple):
+    """The forward model for :attr:`SimulationConfig.model_key`, cached per process.
+
+    Built once per worker process: the SSP grid and the model's cell library
+    are loaded on first use and then reused by every partition, so they are
+    never pickled into tasks.
+
+    Raises
+    ------
+    ConfigError
+        Options the model does not accept.
+    """
+    from ..models import get_model
+
+    name, options = model_key
+    try:
+        return get_model(name, **dict(options))
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r} does not accept options {dict(options)}: {exc}") from None

@@ -1,0 +1,153 @@
+"""Cluster configuration (YAML), LocalCluster workers and the SLURM path.
+
+The SLURM path is exercised twice: through dask-jobqueue's ``job_script()``
+built from ``cluster_configs/slurm.yaml`` (always), and for real on a
+one-node SLURM cluster when ``sinfo`` answers (``.ci/slurm_setup.sh`` starts one).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from sedscale.cluster import (
+    cluster_config_from_dict,
+    load_cluster_config,
+    open_client,
+    slurm_cluster_kwargs,
+    tune_malloc,
+)
+from sedscale.errors import ConfigError
+from sedscale.simulate import read_manifest, read_simulation
+
+
+def test_shipped_configs_load():
+    local = load_cluster_config("local")
+    assert (local.kind, local.n_workers, local.threads_per_worker) == ("local", 2, 1)
+    slurm = load_cluster_config("slurm")
+    assert slurm.kind == "slurm" and slurm.threads_per_worker == slurm.job["cores"] // slurm.job["processes"]
+    assert slurm.lifetime and slurm.lifetime_stagger
+    assert "SLURMCluster" in slurm.describe()
+    over = slurm.with_workers(jobs=7)
+    assert over.jobs == 7 and over.adaptive is None
+    assert local.with_workers(n_workers=1).n_workers == 1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("type: local\nn_workers: [2\n", "not valid YAML"),
+        ("- just\n- a list\n", "must be a YAML mapping"),
+        ("type: kubernetes\n", "'type' must be"),
+        ("type: local\nn_wokers: 2\n", "unknown key"),
+        ("type: local\nn_workers: two\n", "positive integer"),
+        ("type: slurm\njob: {cores: 4, memory: 8GB}\n", "job.walltime' is required"),
+        ("type: slurm\njob: {cores: 4, processes: 3, memory: 8GB, walltime: '01:00:00'}\n", "multiple of"),
+        ("type: slurm\njob: {cores: 4, memory: 8GB, walltime: '1:00:00', partition: x}\n", "unknown key"),
+        ("type: slurm\njob: {cores: 4, memory: 8GB, walltime: '1:00:00'}\n"
+         "adaptive: {minimum_jobs: 3, maximum_jobs: 1}\n", "minimum_jobs"),
+        ("type: slurm\njob: {cores: 4, memory: 8GB, walltime: '1:00:00', job_extra_directives: --qos=x}\n",
+         "list of strings"),
+    ],
+)
+def test_bad_yaml_gives_clear_errors(tmp_path, text, message):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_cluster_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_unknown_config_name():
+    with pytest.raises(ConfigError, match="not found.*local"):
+        load_cluster_config("nonexistent")
+
+
+def test_slurm_job_script_from_shipped_config():
+    """The SLURM job dask-jobqueue would submit for cluster_configs/slurm.yaml."""
+    from dask_jobqueue import SLURMCluster
+
+    config = load_cluster_config("slurm")
+    data = yaml.safe_load(open(config.source))
+    data["job"].update(account="astro42", job_extra_directives=["--qos=regular", "--constraint=cpu"])
+    data["dashboard_address"] = ":0"  # the shipped :8787 may be taken on a shared machine
+    config = cluster_config_from_dict(data, source="edited")
+    cluster = SLURMCluster(**slurm_cluster_kwargs(config))
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    lines = script.splitlines()
+    for directive in ("-p debug", "-A astro42", "--cpus-per-task=16", "-t 02:00:00", "--qos=regular",
+                      "--constraint=cpu"):
+        assert f"#SBATCH {directive}" in lines, directive
+    assert any(line.startswith("#SBATCH --mem=") for line in lines)
+    assert "export OMP_NUM_THREADS=1" in lines and "export OPENBLAS_NUM_THREADS=1" in lines
+    worker = next(line for line in lines if "distributed.cli.dask_worker" in line)
+    assert worker.startswith(sys.executable)
+    for arg in ("--nthreads 1", "--nworkers 16", "--lifetime 110m", "--lifetime-stagger 5m", "--death-timeout 120"):
+        assert arg in worker, arg
+
+
+def test_local_workers_limit_native_threads():
+    config = cluster_config_from_dict({"type": "local", "n_workers": 1, "dashboard_address": ":0"})
+
+    def thread_state():
+        import torch
+        from threadpoolctl import threadpool_info
+
+        return (os.environ["OMP_NUM_THREADS"], torch.get_num_threads(),
+                max((p["num_threads"] for p in threadpool_info()), default=1))
+
+    with open_client(config) as client:
+        assert client.dashboard_link.startswith("http")
+        assert list(client.run(thread_state).values()) == [("1", 1, 1)]
+        plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))
+        assert all("sedscale-worker-tuning" in names for names in plugins.values())
+        assert all(client.run(tune_malloc).values())  # glibc mallopt available and accepted
+        assert len(client.scheduler_info()["workers"]) == 1
+
+
+def _slurm_partition() -> str | None:
+    """Default partition of a SLURM cluster with an idle node, or None."""
+    if not shutil.which("sinfo"):
+        return None
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        name, state = line.split()[:2]
+        if state in ("idle", "mix") and name.endswith("*"):
+            return name.rstrip("*")
+    return None
+
+
+@pytest.mark.skipif(_slurm_partition() is None, reason="no SLURM cluster with an idle node (see .ci/slurm_setup.sh)")
+def test_real_slurm_simulation(tmp_path, repo_root):
+    """bin/run_simulate --cluster <slurm yaml>: 2 SLURM jobs run the Dask workers."""
+    logs = tmp_path / "slurm_logs"
+    logs.mkdir()
+    cluster_yaml = tmp_path / "slurm.yaml"
+    cluster_yaml.write_text(json.dumps({
+        "type": "slurm",
+        "job": {"queue": _slurm_partition(), "cores": 1, "processes": 1, "memory": "3GB", "walltime": "00:10:00",
+                "local_directory": str(tmp_path), "log_directory": str(logs), "job_name": "sedscale-test"},
+        "jobs": 2,
+        "dashboard_address": ":0",
+    }))
+    out = tmp_path / "sims"
+    cmd = [sys.executable, str(repo_root / "bin" / "run_simulate"), "--model", "dirichlet", "--n", "1000",
+           "--partition-size", "250", "--out", str(out), "--cluster", str(cluster_yaml), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SLURMCluster: 2 jobs x 1 workers x 1 threads" in proc.stdout
+    assert len(read_manifest(out)["partitions"]) == 4
+    assert read_simulation(out).num_rows == 1000
+    # Workers really ran as SLURM jobs: each wrote its job log.
+    assert len(list(logs.glob("sedscale-test-*.err"))) >= 1
