@@ -66,7 +66,13 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError, MissingDataError
 from ..observe.filters import SDSS_BANDS
 from ..units import POGSON, mag_to_nanomaggies
-from .nsa import NSA_FLUX_COLUMNS, NSA_FLUX_IVAR_COLUMNS, REQUIRED_COLUMNS, CatalogFormatError, read_nsa
+from .nsa import (
+    NSA_FLUX_COLUMNS,
+    NSA_FLUX_IVAR_COLUMNS,
+    REQUIRED_COLUMNS,
+    CatalogFormatError,
+    read_nsa,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +152,7 @@ class ColumnMapping:
         object.__setattr__(self, "keep", tuple(self.keep))
 
     @classmethod
-    def from_dict(cls, d: Mapping, source: str = "<mapping>") -> "ColumnMapping":
+    def from_dict(cls, d: Mapping, source: str = "<mapping>") -> ColumnMapping:
         """Build from a mapping such as a parsed YAML file (see module docstring).
 
         Band entries may be a string with ``{band}``, a list of five column
@@ -176,7 +182,7 @@ class ColumnMapping:
             raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_pairs(cls, pairs: Iterable[str]) -> "ColumnMapping":
+    def from_pairs(cls, pairs: Iterable[str]) -> ColumnMapping:
         """Build from ``key=value`` strings, e.g. ``["z=ZSPEC", "flux=F_{band}", "flux_err=E_{band}"]``."""
         d = {}
         for pair in pairs:
@@ -187,7 +193,7 @@ class ColumnMapping:
         return cls.from_dict(d, source="--columns")
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "ColumnMapping":
+    def from_yaml(cls, path: str | os.PathLike) -> ColumnMapping:
         """Read a YAML column-mapping file."""
         import yaml
 
@@ -528,6 +534,20 @@ def with_units(table: pa.Table, units: Mapping[str, str], metadata: Mapping[str,
 def write_parquet(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write ``table`` (with its metadata) to Parquet atomically."""
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def write_parquet_stream(tables: Iterable[pa.Table], path: str | os.PathLike, schema: pa.Schema) -> Path:
+    """Write tables of one ``schema`` as consecutive row groups of a Parquet file, atomically.
+
+    Only one table is in memory at a time.
+    """
+
+    def write(tmp):
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for table in tables:
+                writer.write_table(table)
+
+    return atomic_write(path, write)
 
 
 #: sedscale unit strings -> FITS (astropy ``format="fits"``) spellings.

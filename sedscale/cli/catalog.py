@@ -1,0 +1,195 @@
+"""``bin/run_catalog``: posterior catalogs for survey catalogs on a Dask cluster.
+
+Examples
+--------
+    bin/run_catalog catalogs/mock_nsa_dirichlet.fits --flow checkpoints/dirichlet_nsa --out posteriors.parquet
+    bin/run_catalog ../shared/data/nsa_lcs/*.fits --out nsa.parquet --out nsa.fits --save-samples
+    bin/run_catalog sdss.parquet --columns z=zspec flux=flux_{band} flux_err=fluxerr_{band} flux_unit=uJy
+    bin/run_catalog ... --resume            # continue after a killed worker or job
+    bin/run_catalog ... --cluster slurm     # cluster_configs/slurm.yaml (or a YAML path)
+
+``bin/make_mock_catalog`` writes the MOCK NSA-format catalog with known truths.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import EXIT_INTERRUPTED, run_guarded
+
+PROG = "run_catalog"
+MOCK_PROG = "make_mock_catalog"
+#: The checkpoint shipped with sedscale, used when --flow is not given.
+DEFAULT_FLOW = Path(__file__).resolve().parents[2] / "checkpoints" / "dirichlet_nsa"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..infer.catalog import (
+        DEFAULT_MAX_TIME,
+        DEFAULT_N_SAMPLES,
+        DEFAULT_PARTITION_SIZE,
+    )
+
+    p = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("catalog", nargs="+", help="catalog files: NSA FITS, or FITS/Parquet/CSV with --columns/--column-map")
+    p.add_argument("--flow", default=str(DEFAULT_FLOW), help=f"checkpoint directory (default: {DEFAULT_FLOW})")
+    p.add_argument(
+        "--out", action="append", metavar="FILE",
+        help="output .parquet or .fits; repeat for both (default: posteriors.parquet)",
+    )
+    p.add_argument(
+        "--cluster", default="local",
+        help="'local', 'slurm' (cluster_configs/<name>.yaml), a YAML path, or 'none' to run in this process "
+        "(default: local)",
+    )
+    p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
+    p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML)")
+    p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES, help=f"posterior samples per galaxy (default {DEFAULT_N_SAMPLES})")
+    p.add_argument(
+        "--partition-size", type=int, default=DEFAULT_PARTITION_SIZE,
+        help=f"galaxies per partition / task (default {DEFAULT_PARTITION_SIZE})",
+    )
+    p.add_argument("--save-samples", action="store_true", help="store the posterior samples as list/vector columns")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "--max-time", type=float, default=DEFAULT_MAX_TIME,
+        help=f"seconds a partition may spend redrawing samples outside the prior (default {DEFAULT_MAX_TIME:g})",
+    )
+    p.add_argument(
+        "--derived-samples", type=int,
+        help="samples per galaxy used for derived properties (default: all; fewer is faster)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue an unfinished run (same options)")
+    p.add_argument("--work-dir", help="partition directory (default: <first --out>.parts)")
+    m = p.add_argument_group("catalog columns (non-NSA catalogs)")
+    m.add_argument(
+        "--columns", nargs="+", metavar="KEY=COL",
+        help="column mapping, e.g. id=objid z=zspec flux=flux_{band} flux_ivar=ivar_{band} [flux_unit=uJy] "
+        "[extinction=a_{band}] or mag=m_{band} mag_err=e_{band}",
+    )
+    m.add_argument("--column-map", metavar="YAML", help="column mapping file (same keys as --columns)")
+    m.add_argument("--keep", nargs="+", default=[], metavar="COL", help="input columns to copy into the output")
+    s = p.add_argument_group("out-of-support detection")
+    s.add_argument("--support", metavar="FILE", help="x-support file (default: x_support.npz beside the checkpoint)")
+    s.add_argument("--support-sims", metavar="DIR", help="training simulation to build the x-support from if missing")
+    s.add_argument("--no-support-check", action="store_true", help="skip out-of-support detection")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _mapping(args):
+    from ..errors import ConfigError
+    from ..io.catalog import ColumnMapping
+
+    if args.columns and args.column_map:
+        raise ConfigError("give --columns or --column-map, not both")
+    if args.columns:
+        return ColumnMapping.from_pairs(args.columns)
+    if args.column_map:
+        return ColumnMapping.from_yaml(args.column_map)
+    return None
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from ..cluster import limit_threads, load_cluster_config, open_client
+    from ..infer.catalog import CatalogOptions, plan_catalog, run_catalog
+
+    args = build_parser().parse_args(argv)
+    options = CatalogOptions(
+        n_samples=args.n_samples,
+        partition_size=args.partition_size,
+        save_samples=args.save_samples,
+        seed=args.seed,
+        max_time=args.max_time,
+        derived_samples=args.derived_samples,
+        check_support=not args.no_support_check,
+    )
+    # Validate catalog, checkpoint and outputs before starting a cluster.
+    plan = plan_catalog(
+        args.catalog, args.flow, args.out or ["posteriors.parquet"], options, mapping=_mapping(args),
+        keep=args.keep, support=args.support, support_sims=args.support_sims, work_dir=args.work_dir,
+    )
+    cat = plan.catalog.attrs
+    print(
+        f"{PROG}: {len(plan.catalog)} galaxies from {len(cat.get('sources', []))} file(s) "
+        f"({cat.get('n_duplicates', 0)} repeated ids dropped) -> {', '.join(map(str, plan.outputs))}",
+        flush=True,
+    )
+    print(
+        f"{PROG}: flow {plan.posterior.path} ({plan.posterior.model_name}, {plan.posterior.metadata['flow']['kind']}); "
+        f"{options.n_samples} samples/galaxy; {plan.n_partitions} partitions; run {plan.config_hash[:12]}",
+        flush=True,
+    )
+    progress = not args.no_progress
+    try:
+        if args.cluster == "none":
+            # As in a worker: one torch/BLAS thread (oversubscribed torch ran 3-5x slower here).
+            limit_threads(1)
+            summary = run_catalog(plan, None, resume=args.resume, progress=progress)
+        else:
+            cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
+            print(f"{PROG}: {cluster_config.describe()} ({cluster_config.source})", flush=True)
+            with open_client(cluster_config) as client:
+                print(f"{PROG}: dashboard {client.dashboard_link}", flush=True)
+                summary = run_catalog(plan, client, resume=args.resume, progress=progress)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished partitions are kept: rerun with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary.format(), flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``bin/run_catalog``; returns the exit status."""
+    return run_guarded(_main, argv, PROG)
+
+
+def build_mock_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=MOCK_PROG,
+        description="Simulate a MOCK NSA-format FITS catalog with known truths (TRUE_* columns) for bin/run_catalog.",
+        epilog="Example: bin/make_mock_catalog --out catalogs/mock_nsa_dirichlet.fits --n 1000 --seed 42 "
+        "--flow checkpoints/dirichlet_nsa",
+    )
+    p.add_argument("--out", required=True, help="output FITS file (put 'mock' in its name)")
+    p.add_argument("--n", type=int, default=1000, help="galaxies (default 1000)")
+    p.add_argument("--seed", type=int, default=42, help="simulation seed (default 42)")
+    p.add_argument("--model", help="forward model (default: the --flow checkpoint's, else dirichlet)")
+    p.add_argument("--flow", help="take model and redshift range from this checkpoint's training set")
+    p.add_argument("--z-range", nargs=2, type=float, metavar=("ZMIN", "ZMAX"), help="uniform redshift range (default 0.01 0.06)")
+    p.add_argument("--defects", type=int, default=10, help="rows damaged on purpose to show the quality flags (default 10)")
+    p.add_argument("--noise-model", help="noise-model JSON (default: the shipped NSA model)")
+    return p
+
+
+def _mock_main(argv: Sequence[str] | None) -> int:
+    from ..errors import ConfigError
+    from ..infer.catalog import training_z_range
+    from ..infer.mock import write_mock_nsa
+    from ..train.checkpoint import checkpoint_paths, read_json
+
+    args = build_mock_parser().parse_args(argv)
+    if "mock" not in Path(args.out).name.lower():
+        raise ConfigError(f"{args.out}: a mock catalog's file name must say 'mock'")
+    model, z_range = args.model, args.z_range
+    if args.flow:
+        meta = read_json(checkpoint_paths(args.flow)[1])
+        model = model or meta["model"]["name"]
+        z_range = z_range or training_z_range(meta)
+    path = write_mock_nsa(
+        args.out, n=args.n, seed=args.seed, model=model or "dirichlet", z_range=tuple(z_range or (0.01, 0.06)),
+        n_defects=args.defects, noise_model=args.noise_model,
+    )
+    print(f"{MOCK_PROG}: wrote {path} ({args.n} MOCK galaxies, {args.defects} with defects, model {model or 'dirichlet'}, "
+          f"z {tuple(z_range or (0.01, 0.06))})")
+    return 0
+
+
+def mock_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``bin/make_mock_catalog``; returns the exit status."""
+    return run_guarded(_mock_main, argv, MOCK_PROG)

@@ -1,0 +1,121 @@
+"""Input quality checks and the conversion of catalog photometry to the flow's x.
+
+SEDflow-style handling: a galaxy whose photometry or redshift cannot be
+turned into a valid observation vector gets ``status = "bad_input"`` and a
+``reason`` naming every failed check, and no posterior; it never stops the
+run.  Checks (reason labels):
+
+``missing_z``                 redshift NaN or infinite
+``nonpositive_z``             redshift <= 0
+``z_outside_training_range``  redshift outside the training set's range
+``nan_flux:<bands>``          flux NaN or infinite
+``nonpositive_flux:<bands>``  flux <= 0 (no magnitude)
+``zero_ivar:<bands>``         inverse variance 0 (no measurement)
+``invalid_ivar:<bands>``      inverse variance negative, NaN or infinite
+
+Several labels are joined with ``;`` (e.g. ``nan_flux:u;zero_ivar:r``).
+
+The observation vector (:data:`sedscale.observe.layout.PHOTOMETRY_X_COLUMNS`)
+is the ugriz AB magnitudes, their 1-sigma errors in magnitudes
+(``1.0857 sigma_f / f``), and z.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..observe.filters import SDSS_BANDS
+from ..units import flux_sigma_to_mag_sigma, ivar_to_sigma, nanomaggies_to_mag
+
+#: Status values of the posterior catalog, in order of precedence.
+STATUS_OK = "ok"
+STATUS_BAD_INPUT = "bad_input"
+STATUS_TIMEOUT = "sampling_timeout"
+STATUS_OUT_OF_SUPPORT = "out_of_support"
+STATUSES = (STATUS_OK, STATUS_BAD_INPUT, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT)
+
+
+@dataclass(frozen=True, eq=False)
+class CheckedPhotometry:
+    """Observation vectors and input flags of a batch of galaxies.
+
+    Attributes
+    ----------
+    x : ndarray, shape (n, 11), float64
+        ugriz magnitudes (AB), their errors (mag) and z; NaN rows for bad input.
+    bad : ndarray of bool, shape (n,)
+    reason : ndarray of str (object), shape (n,)
+        ``""`` for good rows, else the failed checks (module docstring).
+    """
+
+    x: np.ndarray
+    bad: np.ndarray
+    reason: np.ndarray
+
+
+def photometry_x(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """(n, 11) observation vectors from fluxes (nanomaggies), inverse variances and z.
+
+    Entries are NaN where a flux is non-positive or an ivar is not positive.
+    """
+    flux = np.asarray(flux, dtype=np.float64)
+    mag = nanomaggies_to_mag(flux)
+    sigma = flux_sigma_to_mag_sigma(flux, ivar_to_sigma(ivar))
+    return np.column_stack([mag, sigma, np.asarray(z, dtype=np.float64)])
+
+
+def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None) -> CheckedPhotometry:
+    """Flag unusable rows and build the observation vectors of the others.
+
+    Parameters
+    ----------
+    flux, ivar : array_like, shape (n, 5)
+        ugriz fluxes (nanomaggies) and inverse variances (nanomaggies^-2).
+    z : array_like, shape (n,)
+    z_range : (float, float), optional
+        Redshift range of the training set; rows outside are bad input
+        (the flow was never shown such redshifts).
+
+    Returns
+    -------
+    CheckedPhotometry
+    """
+    flux = np.asarray(flux, dtype=np.float64)
+    ivar = np.asarray(ivar, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        flux_finite = np.isfinite(flux)
+        ivar_finite = np.isfinite(ivar)
+        per_band = {
+            "nan_flux": ~flux_finite,
+            "nonpositive_flux": flux_finite & (flux <= 0),
+            "zero_ivar": ivar == 0,
+            "invalid_ivar": ~ivar_finite | (ivar < 0),
+        }
+        z_ok = np.isfinite(z)
+        per_row = {"missing_z": ~z_ok, "nonpositive_z": z_ok & (z <= 0)}
+        if z_range is not None:
+            per_row["z_outside_training_range"] = z_ok & (z > 0) & ((z < z_range[0]) | (z > z_range[1]))
+    bad = np.zeros(z.shape[0], dtype=bool)
+    for mask in per_band.values():
+        bad |= mask.any(axis=1)
+    for mask in per_row.values():
+        bad |= mask
+    reason = np.full(z.shape[0], "", dtype=object)
+    for i in np.flatnonzero(bad):
+        labels = [name for name, mask in per_row.items() if mask[i]]
+        labels += [
+            f"{name}:{','.join(b for b, m in zip(SDSS_BANDS, mask[i]) if m)}"
+            for name, mask in per_band.items()
+            if mask[i].any()
+        ]
+        reason[i] = ";".join(labels)
+    x = photometry_x(flux, ivar, z)
+    x[bad] = np.nan
+    return CheckedPhotometry(x=x, bad=bad, reason=reason)
+
+
+def reason_labels(reason: str) -> list[str]:
+    """The check names in a reason string, without band lists (for counting)."""
+    return [part.split(":", 1)[0] for part in reason.split(";") if part]

@@ -1,0 +1,308 @@
+"""Posterior catalogs: bin/run_catalog's pipeline on a mock catalog with truths and on the real NSA rows.
+
+A tiny flow is trained once per session on a few thousand simulations (the
+real simulator and trainer, ~30 s); its x-support reference is built from
+the same simulations on first use.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sedscale.errors import ConfigError, MissingDataError
+from sedscale.infer.catalog import CatalogOptions, plan_catalog, run_catalog
+from sedscale.infer.mock import DEFECTS, write_mock_nsa
+from sedscale.infer.quality import STATUSES, check_photometry
+from sedscale.infer.summaries import STAT_NAMES, summarize
+from sedscale.infer.support import XSupport, fit_support
+from sedscale.io.catalog import CatalogFormatError, ColumnMapping, read_catalog
+
+Z_RANGE = (0.01, 0.06)
+
+
+@pytest.fixture(scope="session")
+def tiny_flow(tmp_path_factory) -> Path:
+    """A small NSF trained for 15 epochs on 3000 dirichlet simulations (checkpoint directory)."""
+    import torch
+
+    from sedscale.simulate import SimulationConfig, run_simulation
+    from sedscale.train import resolve_config, train
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("catalog_flow")
+    run_simulation(SimulationConfig(model="dirichlet", n=3000, out=root / "sims", seed=11, partition_size=1500, z_range=Z_RANGE))
+    # A fixed number of epochs (not a time budget) keeps the flow, hence the test, independent of machine load.
+    config = resolve_config("default", max_epochs=15, max_time=90.0, seed=1)
+    train(root / "sims", root / "ckpt", config, progress=False, log=lambda line: None)
+    return root / "ckpt"
+
+
+@pytest.fixture(scope="session")
+def mock_catalog(tmp_path_factory) -> Path:
+    """A MOCK NSA-format FITS file: 160 galaxies, the last 5 with one defect each."""
+    path = tmp_path_factory.mktemp("catalog_mock") / "mock_nsa.fits"
+    return write_mock_nsa(path, n=160, seed=5, z_range=Z_RANGE, n_defects=5)
+
+
+@pytest.fixture(scope="session")
+def mock_run(tiny_flow, mock_catalog, tmp_path_factory):
+    """The mock catalog through run_catalog (in this process), as Parquet and FITS with samples."""
+    out = tmp_path_factory.mktemp("catalog_out")
+    options = CatalogOptions(n_samples=200, partition_size=70, save_samples=True, seed=3)
+    plan = plan_catalog(mock_catalog, tiny_flow, [out / "post.parquet", out / "post.fits"], options)
+    summary = run_catalog(plan)
+    return plan, summary, out
+
+
+def read_truth(path: Path) -> np.ndarray:
+    import fitsio
+
+    return fitsio.read(str(path), ext=1)
+
+
+def test_every_mock_row_is_accounted_for_in_input_order(mock_run, mock_catalog):
+    _, summary, out = mock_run
+    truth = read_truth(mock_catalog)
+    df = pd.read_parquet(out / "post.parquet")
+    assert list(df["id"]) == list(truth["NSAID"])
+    assert set(df["status"]) <= set(STATUSES)
+    assert summary.n_galaxies == 160 and summary.partitions_run == 3
+    assert sum(summary.status_counts.values()) == 160
+    defects = np.char.strip(truth["MOCK_DEFECT"].astype(str))
+    bad = df[defects != ""]
+    assert list(bad["status"]) == ["bad_input"] * len(DEFECTS)
+    expected = {"nan_flux_g": "nan_flux:g", "zero_ivar_r": "zero_ivar:r", "missing_z": "missing_z",
+                "negative_z": "nonpositive_z", "nonpositive_flux_u": "nonpositive_flux:u"}
+    assert list(bad["reason"]) == [expected[d] for d in defects[defects != ""]]
+    assert bad["log_mstar_p50"].isna().all() and (bad["n_samples"] == 0).all()
+    good = df[df["status"] != "bad_input"]
+    assert (good["n_samples"] == 200).all() and good["log_mstar_p50"].notna().all()
+    # Out-of-support flags are calibrated on training sims to ~1.5%; the mock is drawn like them.
+    assert (df["status"] == "out_of_support").sum() <= 10
+
+
+def test_mock_68_percent_intervals_cover_the_truth_at_the_nominal_rate(mock_run, mock_catalog):
+    plan, _, out = mock_run
+    truth = read_truth(mock_catalog)
+    df = pd.read_parquet(out / "post.parquet")
+    ok = (df["status"] != "bad_input").to_numpy()
+    hits = []
+    for name in plan.posterior.param_names + ("log_mstar",):
+        t = truth[f"TRUE_{name.upper()}"][ok]
+        inside = (df[f"{name}_p16"].to_numpy()[ok] <= t) & (t <= df[f"{name}_p84"].to_numpy()[ok])
+        hits.append(inside)
+    coverage = np.mean(hits)
+    assert 0.55 < coverage < 0.82, f"pooled 68% coverage {coverage:.3f}"
+    mass = np.mean(hits[-1])
+    assert 0.5 < mass < 0.9, f"log_mstar 68% coverage {mass:.3f}"
+
+
+def test_parquet_and_fits_hold_the_same_numbers_units_and_provenance(mock_run):
+    from astropy.table import Table
+
+    plan, _, out = mock_run
+    df = pd.read_parquet(out / "post.parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # units must parse: no UnitsWarning except dex, silenced below
+        t = Table.read(out / "post.fits", unit_parse_strict="silent")
+    assert t.colnames == list(df.columns)
+    for col in df.columns:
+        a = df[col].to_numpy()
+        b = np.asarray(t[col])
+        if col.startswith("samples_"):
+            np.testing.assert_array_equal(np.stack(a), b)
+        elif a.dtype == object:
+            assert [str(v) for v in a] == [v.decode() if isinstance(v, bytes) else str(v) for v in b], col
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=col)
+    assert str(t["mag_r"].unit) == "mag"
+    assert str(t["sfr_1gyr_p50"].unit) == "solMass / yr"
+    assert str(t["age_mw_mean"].unit) == "Gyr"
+    assert str(t["log_mstar_p50"].unit) == "dex(solMass)"
+    schema = pq.read_schema(out / "post.parquet")
+    assert schema.field("log_mstar_p50").metadata[b"unit"] == b"dex(Msun)"
+    assert pa.types.is_fixed_size_list(schema.field("samples_log_mass").type)
+    meta = {k.decode(): v.decode() for k, v in schema.metadata.items()}
+    assert meta["sedscale.checkpoint_sha256"] == plan.spec.flow_sha256 == t.meta["CKPTHASH"]
+    assert meta["sedscale.training_set_sha256"] == plan.posterior.metadata["training_set"]["manifest_sha256"]
+    assert json.loads(meta["sedscale.prior"]) == json.loads(t.meta["PRIOR"]) == plan.posterior.metadata["prior"]
+    assert meta["sedscale.version"] == t.meta["SEDSCVER"]
+    assert json.loads(meta["sedscale.units"])["sfr_100myr_p16"] == "Msun/yr"
+    for q in ("log_mstar", "log_mformed", "sfr_100myr", "sfr_1gyr", "z_mw", "age_mw", "tau_bc", "tau_ism",
+              "log_mass", "sfh_fraction_7"):
+        assert all(f"{q}_{s}" in df.columns for s in STAT_NAMES), q
+
+
+def test_resume_recomputes_only_what_is_missing(tiny_flow, mock_catalog, tmp_path):
+    options = CatalogOptions(n_samples=20, partition_size=60, seed=1)
+    plan = plan_catalog(mock_catalog, tiny_flow, tmp_path / "a.parquet", options)
+    first = run_catalog(plan)
+    assert first.partitions_run == 3
+    reference = pd.read_parquet(tmp_path / "a.parquet")
+    # A finished run is never recomputed; an unfinished one needs --resume.
+    assert run_catalog(plan).partitions_run == 0
+    work = plan.work_dir
+    (work / "part-000001.parquet").unlink()
+    with pytest.raises(ConfigError, match="--resume"):
+        run_catalog(plan)
+    again = run_catalog(plan, resume=True)
+    assert (again.partitions_run, again.partitions_skipped) == (1, 2)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), reference)
+    # Other options for the same work directory: refused, nothing overwritten.
+    other = plan_catalog(mock_catalog, tiny_flow, tmp_path / "a.parquet", CatalogOptions(n_samples=30, partition_size=60))
+    with pytest.raises(ConfigError, match="different run"):
+        run_catalog(other, resume=True)
+
+
+def test_distributed_client_gives_the_same_catalog(tiny_flow, mock_catalog, tmp_path):
+    from distributed import Client, LocalCluster
+
+    options = CatalogOptions(n_samples=20, partition_size=60, seed=1)
+    local = run_catalog(plan_catalog(mock_catalog, tiny_flow, tmp_path / "a.parquet", options))
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        dist = run_catalog(plan_catalog(mock_catalog, tiny_flow, tmp_path / "b.parquet", options), client)
+    assert dist.partitions_run == local.partitions_run == 3
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet"))
+
+
+def test_real_nsa_rows_run_without_crash_and_every_row_is_accounted_for(tiny_flow, shared_data, tmp_path):
+    files = sorted((shared_data / "nsa_lcs").glob("*.fits"))
+    if not files:
+        pytest.skip(f"no NSA FITS files in {shared_data / 'nsa_lcs'}")
+    # Few samples, and a short redraw limit: a tiny flow extrapolates badly for the NSA's extreme x.
+    options = CatalogOptions(n_samples=8, partition_size=1000, max_time=1.0)
+    plan = plan_catalog(files, tiny_flow, tmp_path / "nsa.parquet", options, keep=["MASS"])
+    summary = run_catalog(plan)
+    df = pd.read_parquet(tmp_path / "nsa.parquet")
+    assert summary.n_rows_read == 3947 and summary.n_duplicates == 3947 - 3418
+    assert len(df) == 3418 and df["id"].is_unique
+    assert list(df["id"]) == list(plan.catalog["id"])
+    assert set(df["status"]) <= set(STATUSES) and sum(summary.status_counts.values()) == 3418
+    # The NSA subset holds non-positive fluxes and a zero ivar: flagged, never sampled.
+    bad = df[df["status"] == "bad_input"]
+    assert len(bad) >= 5 and bad["log_mstar_p50"].isna().all()
+    assert bad["reason"].str.contains("nonpositive_flux|zero_ivar").all()
+    sampled = df[df["n_samples"] > 0]
+    assert sampled["log_mstar_p50"].notna().all() and (df["mass"] > 0).all()
+    assert (df.loc[df["status"].isin(["ok", "out_of_support"]), "n_samples"] == 8).all()
+    assert (df.loc[df["status"] == "sampling_timeout", "n_samples"] < 8).all()
+
+
+def test_input_checks_flag_each_kind_of_bad_row():
+    flux = np.full((8, 5), 100.0)
+    ivar = np.full((8, 5), 1.0)
+    z = np.full(8, 0.03)
+    flux[1, 0] = np.nan
+    ivar[2, 2] = 0.0
+    z[3] = np.nan
+    z[4] = -0.02
+    z[5] = 0.5
+    flux[6, 1], flux[6, 4] = 0.0, -3.0
+    ivar[7, 3] = -1.0
+    checked = check_photometry(flux, ivar, z, Z_RANGE)
+    assert list(checked.reason) == [
+        "", "nan_flux:u", "zero_ivar:r", "missing_z", "nonpositive_z", "z_outside_training_range",
+        "nonpositive_flux:g,z", "invalid_ivar:i",
+    ]
+    assert list(checked.bad) == [False] + [True] * 7
+    assert np.isnan(checked.x[1:]).all()
+    np.testing.assert_allclose(checked.x[0], [17.5] * 5 + [1.0857362 / 100] * 5 + [0.03], rtol=1e-6)
+
+
+def test_truncated_fits_and_missing_columns_give_clear_errors(mock_catalog, tiny_flow, tmp_path, capsys):
+    from sedscale.cli.catalog import main
+
+    truncated = tmp_path / "truncated.fits"
+    truncated.write_bytes(mock_catalog.read_bytes()[:20000])
+    with pytest.raises(CatalogFormatError, match="truncated"):
+        read_catalog(truncated)
+    assert main([str(truncated), "--flow", str(tiny_flow), "--out", str(tmp_path / "x.parquet"), "--cluster", "none"]) == 2
+    assert "truncated" in capsys.readouterr().err
+    with pytest.raises(MissingDataError):
+        read_catalog(tmp_path / "absent.fits")
+    table = pd.DataFrame({"objid": [1, 2], "zspec": [0.02, 0.03], **{f"f_{b}": [10.0, 20.0] for b in "ugriz"}})
+    table.to_parquet(tmp_path / "cat.parquet")
+    mapping = ColumnMapping.from_pairs(["id=objid", "z=zspec", "flux=f_{band}", "flux_ivar=ivar_{band}"])
+    with pytest.raises(CatalogFormatError, match="missing column.*ivar_u"):
+        read_catalog(tmp_path / "cat.parquet", mapping)
+    with pytest.raises(CatalogFormatError, match="column mapping"):
+        read_catalog(tmp_path / "cat.parquet")
+    with pytest.raises(ConfigError, match="flux_ivar"):
+        ColumnMapping.from_pairs(["z=zspec", "flux=f_{band}"])
+
+
+def test_column_mapping_reads_magnitudes_units_and_extinction(tmp_path):
+    mags = np.array([[18.0, 17.0, 16.5, 16.2, 16.0]])
+    table = pd.DataFrame({
+        "Z": [0.02],
+        **{f"M_{b}": mags[:, k] for k, b in enumerate("ugriz")},
+        **{f"E_{b}": [0.1] for b in "ugriz"},
+        **{f"A_{b}": [0.2] for b in "ugriz"},
+    })
+    table.to_csv(tmp_path / "cat.csv", index=False)
+    mapping = ColumnMapping.from_dict({"z": "Z", "mag": "M_{band}", "mag_err": "E_{band}", "extinction": "A_{band}"})
+    df = read_catalog(tmp_path / "cat.csv", mapping)
+    flux = df[[f"flux_{b}" for b in "ugriz"]].to_numpy()
+    np.testing.assert_allclose(flux, 10 ** (-0.4 * (mags - 0.2 - 22.5)))
+    checked = check_photometry(flux, df[[f"flux_ivar_{b}" for b in "ugriz"]].to_numpy(), df["z"].to_numpy())
+    np.testing.assert_allclose(checked.x[0, :5], mags[0] - 0.2)
+    np.testing.assert_allclose(checked.x[0, 5:10], 0.1)
+    assert df["id"].tolist() == [0]
+    # Fluxes in microjansky with errors: 3.631 uJy is one nanomaggy.
+    pd.DataFrame({"z": [0.02], **{f"f{b}": [36.31] for b in "ugriz"}, **{f"e{b}": [3.631] for b in "ugriz"}}).to_parquet(
+        tmp_path / "uJy.parquet")
+    df = read_catalog(tmp_path / "uJy.parquet", ColumnMapping.from_pairs(["flux=f{band}", "flux_err=e{band}", "flux_unit=uJy"]))
+    np.testing.assert_allclose(df[[f"flux_{b}" for b in "ugriz"]], 10.0)
+    np.testing.assert_allclose(df[[f"flux_ivar_{b}" for b in "ugriz"]], 1.0)
+
+
+def test_support_threshold_flags_the_calibrated_fraction(tmp_path):
+    rng = np.random.default_rng(0)
+    cov = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 0.1]])
+    train = rng.multivariate_normal(np.zeros(3), cov, 30_000)
+    support = fit_support(train, ["a", "b", "c"], n_reference=5000, n_calibration=5000, k=5)
+    fresh = rng.multivariate_normal(np.zeros(3), cov, 20_000)
+    flagged = np.mean(support.score(fresh) > 1)
+    assert 0.008 < flagged < 0.025, flagged
+    # Off the correlation (a "colour" outlier) although each value alone is typical.
+    _, outside, reason = support.check(np.array([[1.0, -1.0, 0.0], [0.1, 0.1, 0.0], [9.0, 9.0, 0.0]]))
+    assert list(outside) == [True, False, True]
+    assert reason[0] == "low_training_density" and "outside_training_range:a,b" in reason[2]
+    loaded = XSupport.load(support.save(tmp_path / "s.npz"))
+    np.testing.assert_array_equal(loaded.score(fresh[:100]), support.score(fresh[:100]))
+
+
+def test_summaries_ignore_missing_samples():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(3, 4001))
+    values[1, :2001] = np.nan
+    values[2] = np.nan
+    stats = summarize({"q": values})
+    assert list(stats) == [f"q_{s}" for s in STAT_NAMES]
+    np.testing.assert_allclose(stats["q_p50"][0], np.median(values[0]))
+    np.testing.assert_allclose(stats["q_p16"][1], np.percentile(values[1, 2001:], 16))
+    assert np.isnan(stats["q_mean"][2])
+    assert abs(stats["q_p975"][0] - 1.96) < 0.1
+
+
+def test_a_partition_without_usable_rows_has_the_schema_of_the_others(mock_run):
+    from sedscale.infer.catalog import infer_frame, model_for
+
+    plan, _, _ = mock_run
+    part = plan.catalog.iloc[:4].copy()
+    part["z"] = np.nan
+    table = infer_frame(part, plan.posterior, model_for(plan.posterior), plan.support, plan.spec.options,
+                        plan.spec.z_range, 0)
+    reference = pq.read_schema(plan.work_dir / "part-000000.parquet")
+    assert table.schema.equals(reference.remove_metadata())
+    assert set(table.column("status").to_pylist()) == {"bad_input"}
