@@ -35,13 +35,20 @@ def piecewise_constant_moments(bin_edges: np.ndarray, bin_fraction: np.ndarray, 
     M, K : ndarray, shape (n, n_t)
     """
     rate = bin_fraction / np.diff(bin_edges, axis=1)
-    m = np.zeros((bin_edges.shape[0], t.size))
-    k = np.zeros_like(m)
-    for b in range(bin_fraction.shape[1]):
-        lo, hi = bin_edges[:, b, None], bin_edges[:, b + 1, None]
-        u = np.clip(t[None, :], lo, hi)
-        m += rate[:, b, None] * (u - lo)
-        k += rate[:, b, None] * 0.5 * (u - lo) * (u + lo)
+    lo = bin_edges[:, :-1]
+    cum_m = np.concatenate([np.zeros((rate.shape[0], 1)), np.cumsum(bin_fraction, axis=1)], axis=1)
+    cum_k = np.concatenate(
+        [np.zeros((rate.shape[0], 1)), np.cumsum(rate * 0.5 * (bin_edges[:, 1:] ** 2 - lo**2), axis=1)], axis=1
+    )
+    # Bin holding each time (the last bin also takes every t beyond the age).
+    b = np.zeros((rate.shape[0], t.size), dtype=np.intp)
+    for j in range(1, rate.shape[1]):
+        b += t[None, :] >= bin_edges[:, j, None]
+    u = np.minimum(t[None, :], np.take_along_axis(bin_edges, b + 1, axis=1))
+    lo_b = np.take_along_axis(lo, b, axis=1)
+    r_b = np.take_along_axis(rate, b, axis=1)
+    m = np.take_along_axis(cum_m, b, axis=1) + r_b * (u - lo_b)
+    k = np.take_along_axis(cum_k, b, axis=1) + r_b * 0.5 * (u - lo_b) * (u + lo_b)
     return m, k
 
 
