@@ -1,0 +1,367 @@
+"""The amortized posterior: a trained checkpoint as a Python object.
+
+Example::
+
+    from sedscale.infer import Posterior
+
+    post = Posterior.load("checkpoints/dirichlet_nsa", x_columns=PHOTOMETRY_X_COLUMNS)
+    x = post.x_from_table(catalog)                 # (n, 11): ugriz mags, sigmas, z
+    result = post.draw(x, 1000, max_time=10.0)     # samples (n, 1000, d) + flags
+    phys = post.to_physical(result.samples)        # e.g. SFH fractions from the unit cube
+
+Sampling draws from the flow directly, in batches of many galaxies, always
+under ``torch.no_grad()`` (sbi's ``sample_batched`` keeps the autograd
+graph and takes gigabytes).  Samples outside the prior box are rejected and
+redrawn; a galaxy that still lacks samples when ``max_time`` runs out is
+flagged instead of stalling the catalog.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+from ..train.checkpoint import CheckpointError, check_compatible, checkpoint_paths, load_checkpoint
+from ..train.config import FlowConfig
+from ..train.data import prior_from_dict
+from ..train.flows import ConditionalFlow, Normalization, build_flow
+
+#: Flow evaluations per forward pass when ``batch_size`` is not given.  Passes
+#: of a few thousand rows keep the activations in cache: 8192 rows sampled
+#: ~1.7x faster than 131072 with the default flow on one core.
+DEFAULT_ROWS_PER_PASS = 8192
+#: Redraw sizes assume an acceptance rate of at least 1 / MAX_OVERSAMPLE.
+MAX_OVERSAMPLE = 20.0
+
+
+@dataclass
+class SampleResult:
+    """Posterior samples of many galaxies and their per-galaxy flags.
+
+    Attributes
+    ----------
+    samples : ndarray, shape (n, n_samples, d), float32
+        Parameters in :attr:`Posterior.param_names` order.  Rows a galaxy
+        did not get (time-out, invalid x) are NaN.
+    n_accepted : ndarray, shape (n,), int
+        Samples inside the prior box per galaxy (``n_samples`` when complete).
+    acceptance : ndarray, shape (n,)
+        Fraction of the flow's draws inside the prior box (NaN if none drawn).
+    timed_out : ndarray, shape (n,), bool
+        Galaxies still short of samples when ``max_time`` ran out.
+    invalid_x : ndarray, shape (n,), bool
+        Galaxies with non-finite observations (not sampled).
+    """
+
+    samples: np.ndarray
+    n_accepted: np.ndarray
+    acceptance: np.ndarray
+    timed_out: np.ndarray
+    invalid_x: np.ndarray
+
+    @property
+    def complete(self) -> np.ndarray:
+        """True for galaxies with all requested samples."""
+        return self.n_accepted == self.samples.shape[1]
+
+
+class Posterior:
+    """A trained amortized posterior q(theta | x).
+
+    Build with :meth:`load`.  Attributes: ``metadata`` (the checkpoint's
+    sidecar), ``path``, ``flow`` (:class:`~sedscale.train.flows.ConditionalFlow`),
+    ``prior`` (:class:`~sedscale.models.priors.Prior`), ``param_names``,
+    ``x_columns``, ``x_units``, ``model_name``.
+    """
+
+    def __init__(self, flow: ConditionalFlow, metadata: dict, path: str = "", model=None, model_options=None):
+        self.flow = flow.eval()
+        self.metadata = metadata
+        self.path = path
+        self.prior = prior_from_dict(metadata["prior"])
+        self.param_names = tuple(metadata["param_names"])
+        self.x_columns = tuple(metadata["x_columns"])
+        self.x_units = dict(metadata["x_units"])
+        self.model_name = metadata["model"]["name"]
+        self._model = model
+        self._model_options = dict(model_options or metadata["model"].get("options") or {})
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        model=None,
+        x_columns=None,
+        param_names=None,
+        model_options: dict | None = None,
+    ) -> "Posterior":
+        """Load a checkpoint (directory, ``.pt`` or ``.json`` path).
+
+        Parameters
+        ----------
+        path : str or PathLike
+        model : str or ForwardModel, optional
+            Refuse the checkpoint unless it was trained for this model; an
+            instance is also used by :meth:`to_physical`.
+        x_columns, param_names : sequence of str, optional
+            Refuse the checkpoint unless its x layout / parameter order match.
+        model_options : dict, optional
+            Arguments for building the model in :meth:`to_physical` (e.g.
+            ``nmf_dir`` for provabgs).
+
+        Raises
+        ------
+        CheckpointError
+            Missing, truncated or corrupt files, or a mismatch.
+        """
+        state, meta = load_checkpoint(path)
+        where = str(checkpoint_paths(path)[0])
+        check_compatible(meta, where, model=model, x_columns=x_columns, param_names=param_names)
+        try:
+            flow_config = FlowConfig.from_dict(meta["flow"])
+            prior = prior_from_dict(meta["prior"])
+            norm = Normalization.from_dict(meta["normalization"])
+            flow = build_flow(flow_config, prior.low, prior.high, norm)
+            flow.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{where}: weights do not fit the architecture in the metadata ({exc})") from None
+        instance = None if model is None or isinstance(model, str) else model
+        return cls(flow, meta, where, instance, model_options)
+
+    def check_compatible(self, model=None, x_columns=None, param_names=None) -> None:
+        """Raise CheckpointError unless model / x layout / parameter order match."""
+        check_compatible(self.metadata, self.path, model=model, x_columns=x_columns, param_names=param_names)
+
+    @property
+    def model(self):
+        """The forward model the checkpoint was trained for (built on first use)."""
+        if self._model is None:
+            from ..models import get_model
+
+            self._model = get_model(self.model_name, **self._model_options)
+        return self._model
+
+    # -------------------------------------------------------------- observations
+    def x_from_table(self, table) -> np.ndarray:
+        """The (n, dx) float32 observation matrix from named columns.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame, pyarrow.Table, numpy structured array or dict
+            Must hold every column of :attr:`x_columns` (units: :attr:`x_units`).
+
+        Raises
+        ------
+        ParameterError
+            Naming the missing columns.
+        """
+        names = table.column_names if hasattr(table, "column_names") else (
+            table.dtype.names if hasattr(table, "dtype") else list(table.keys())
+        )
+        missing = [c for c in self.x_columns if c not in set(names or ())]
+        if missing:
+            raise ParameterError(f"observations lack columns {missing}; this posterior needs {list(self.x_columns)}")
+        return np.column_stack([np.asarray(table[c], dtype=np.float32) for c in self.x_columns])
+
+    def _check_x(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != len(self.x_columns):
+            raise ParameterError(
+                f"x must have shape (n, {len(self.x_columns)}) with columns {list(self.x_columns)}; got {x.shape}"
+            )
+        return x
+
+    # ------------------------------------------------------------------ sampling
+    def draw(
+        self,
+        x,
+        n_samples: int,
+        *,
+        batch_size: int | None = None,
+        max_time: float | None = None,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> SampleResult:
+        """Posterior samples for many galaxies, with per-galaxy flags.
+
+        Parameters
+        ----------
+        x : array_like, shape (n, dx) or (dx,)
+            Observations in :attr:`x_columns` order and units.
+        n_samples : int
+            Samples per galaxy.
+        batch_size : int, optional
+            Galaxies per forward pass; default keeps a pass at about
+            :data:`DEFAULT_ROWS_PER_PASS` flow evaluations.
+        max_time : float, optional
+            Seconds each batch may spend redrawing samples rejected for
+            leaving the prior box (the first draw always completes).
+            Galaxies still short when it runs out are ``timed_out``.
+        seed : int, optional
+            Seed of torch's generator for this call (the global state is
+            restored afterwards); None uses the global generator.
+        progress : bool
+            Show a tqdm bar over galaxies.
+
+        Returns
+        -------
+        SampleResult
+        """
+        from tqdm.auto import tqdm
+
+        x = self._check_x(x)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ParameterError(f"n_samples must be a positive integer, got {n_samples!r}")
+        n, d = x.shape[0], len(self.param_names)
+        batch = batch_size or max(1, DEFAULT_ROWS_PER_PASS // n_samples)
+        result = SampleResult(
+            samples=np.full((n, n_samples, d), np.nan, dtype=np.float32),
+            n_accepted=np.zeros(n, dtype=np.int64),
+            acceptance=np.full(n, np.nan),
+            timed_out=np.zeros(n, dtype=bool),
+            invalid_x=~np.isfinite(x).all(axis=1),
+        )
+        todo = np.flatnonzero(~result.invalid_x)
+        with torch.random.fork_rng(enabled=seed is not None), torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
+            with tqdm(total=todo.size, unit="gal", disable=not progress) as bar:
+                for s in range(0, todo.size, batch):
+                    idx = todo[s : s + batch]
+                    self._draw_batch(x[idx], n_samples, idx, result, max_time)
+                    bar.update(idx.size)
+        return result
+
+    def sample(
+        self,
+        x,
+        n_samples: int,
+        *,
+        batch_size: int | None = None,
+        max_time: float | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """Samples only: (n, n_samples, d) float32, NaN rows where a galaxy was flagged.
+
+        See :meth:`draw` for the parameters and the flags.
+        """
+        return self.draw(x, n_samples, batch_size=batch_size, max_time=max_time, seed=seed).samples
+
+    def _draw_batch(self, x: np.ndarray, n_samples: int, idx: np.ndarray, result: SampleResult, max_time) -> None:
+        """Fill ``result`` for galaxies ``idx`` by rejection sampling (under no_grad)."""
+        start = time.perf_counter()
+        xt = torch.from_numpy(x)
+        filled = np.zeros(idx.size, dtype=np.int64)
+        drawn = np.zeros(idx.size, dtype=np.int64)
+        accepted = np.zeros(idx.size, dtype=np.int64)
+        active = np.arange(idx.size)
+        per_galaxy = n_samples
+        first = True
+        while active.size:
+            if not first and max_time is not None and time.perf_counter() - start > max_time:
+                result.timed_out[idx[active]] = True
+                break
+            theta = self.flow.sample(per_galaxy, xt[active])  # (per_galaxy, b, d)
+            ok = self.flow.in_support(theta).numpy()
+            theta = theta.numpy()
+            drawn[active] += per_galaxy
+            accepted[active] += ok.sum(axis=0)
+            if first and ok.all():
+                # The common case (logit flows, well-trained zscore flows): no bookkeeping.
+                result.samples[idx] = theta.transpose(1, 0, 2)
+                filled[:] = n_samples
+            else:
+                for j, g in enumerate(active):
+                    good = theta[ok[:, j], j]
+                    take = min(good.shape[0], n_samples - filled[g])
+                    result.samples[idx[g], filled[g] : filled[g] + take] = good[:take]
+                    filled[g] += take
+            first = False
+            active = np.flatnonzero(filled < n_samples)
+            if active.size:
+                rate = np.maximum(accepted[active] / drawn[active], 1.0 / MAX_OVERSAMPLE)
+                missing = (n_samples - filled[active]) / rate
+                # Never more rows per pass than the first draw: bounded memory.
+                per_galaxy = int(min(math.ceil(missing.max() * 1.2) + 1, idx.size * n_samples // active.size))
+        result.n_accepted[idx] = filled
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result.acceptance[idx] = accepted / drawn
+
+    # ------------------------------------------------------------------ density
+    def log_prob(self, theta, x, *, batch_size: int = DEFAULT_ROWS_PER_PASS) -> np.ndarray:
+        """log q(theta | x) in the parameters' own units (nats).
+
+        Parameters
+        ----------
+        theta : array_like, shape (n, d)
+        x : array_like, shape (n, dx) or (dx,)
+            One observation per row of theta, or one for all rows.
+        batch_size : int
+            Rows per forward pass.
+
+        Returns
+        -------
+        ndarray, shape (n,)
+            -inf where theta is outside the prior box or x is not finite.
+        """
+        theta = np.atleast_2d(np.asarray(theta, dtype=np.float32))
+        if theta.ndim != 2 or theta.shape[1] != len(self.param_names):
+            raise ParameterError(
+                f"theta must have shape (n, {len(self.param_names)}) with columns {list(self.param_names)}"
+            )
+        x = self._check_x(x)
+        if x.shape[0] == 1:
+            x = np.broadcast_to(x, (theta.shape[0], x.shape[1]))
+        if x.shape[0] != theta.shape[0]:
+            raise ParameterError(f"theta has {theta.shape[0]} rows but x has {x.shape[0]}")
+        out = np.full(theta.shape[0], -np.inf)
+        ok = self.prior.in_support(theta) & np.isfinite(x).all(axis=1)
+        rows = np.flatnonzero(ok)
+        with torch.no_grad():
+            for s in range(0, rows.size, batch_size):
+                r = rows[s : s + batch_size]
+                lp = self.flow.log_prob(torch.from_numpy(theta[r]), torch.from_numpy(np.ascontiguousarray(x[r])))
+                out[r] = lp.double().numpy()
+        return out
+
+    # --------------------------------------------------------------- parameters
+    def to_physical(self, samples) -> dict[str, np.ndarray]:
+        """Sampling-space parameters -> the model's physical parameters.
+
+        Parameters
+        ----------
+        samples : array_like, shape (..., d)
+            E.g. the (n, n_samples, d) output of :meth:`sample`.  NaN rows
+            (flagged galaxies) give NaN.
+
+        Returns
+        -------
+        dict of str to ndarray
+            :meth:`ForwardModel.physical` of the model, each reshaped to the
+            leading shape of ``samples`` (vector quantities such as SFH
+            fractions keep a trailing axis).
+        """
+        samples = np.asarray(samples, dtype=float)
+        if samples.shape[-1] != len(self.param_names):
+            raise ParameterError(f"samples must end in {len(self.param_names)} parameters, got shape {samples.shape}")
+        lead = samples.shape[:-1]
+        flat = samples.reshape(-1, samples.shape[-1])
+        phys = self.model.physical(flat)
+        return {k: np.asarray(v).reshape(lead + np.asarray(v).shape[1:]) for k, v in phys.items()}
+
+    def __repr__(self) -> str:
+        t = self.metadata["training"]
+        return (
+            f"Posterior({self.path!r}, model={self.model_name!r}, flow={self.metadata['flow']['kind']!r}, "
+            f"d={len(self.param_names)}, x={len(self.x_columns)} columns, "
+            f"val log-prob {t.get('best_val_log_prob', float('nan')):.3f})"
+        )

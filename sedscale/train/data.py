@@ -1,0 +1,315 @@
+"""Streaming access to a simulated training set (partitioned Parquet).
+
+A training set is the output directory of ``bin/run_simulate``: Parquet
+partitions listed in ``_manifest.json``, one float32 column per parameter
+(``param_names`` order), ``z``, the observation columns
+(:mod:`sedscale.observe.layout`) and ``sedscale.*`` key-value metadata
+(model, prior, x columns, units, config hash).
+
+Nothing here holds the whole set in memory: rows are read in chunks of
+record batches, split into training and validation rows by a seeded hash of
+the global row index (stable across epochs, resumes and chunk sizes), and
+shuffled through a bounded buffer.  Rows with non-finite values or
+parameters outside the prior box are skipped and counted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from ..errors import ConfigError, SedscaleError
+from ..models.priors import Parameter, Prior
+from .flows import Normalization, pretransform_theta
+
+#: Rows per Parquet read.
+CHUNK_ROWS = 65_536
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+class TrainingSetError(SedscaleError, ValueError):
+    """A training set is unusable (inconsistent partitions, missing columns)."""
+
+
+def prior_from_dict(d: dict) -> Prior:
+    """Inverse of :meth:`sedscale.models.priors.Prior.to_dict`.
+
+    Raises
+    ------
+    ConfigError
+        Not a BoxUniform description.
+    """
+    if not isinstance(d, dict) or d.get("type") != "BoxUniform" or not d.get("parameters"):
+        raise ConfigError(f"not a BoxUniform prior description: {str(d)[:200]}")
+    try:
+        return Prior(
+            Parameter(p["name"], float(p["low"]), float(p["high"]), p.get("unit", "")) for p in d["parameters"]
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"malformed prior description ({exc!r})") from None
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of a manifest's canonical JSON: identifies the training data."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def validation_mask(row_index: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for rows held out for validation.
+
+    A splitmix64 hash of (row index, seed) is compared with ``fraction``, so
+    the assignment of a row never depends on how the rows are read.
+    """
+    with np.errstate(over="ignore"):
+        h = np.asarray(row_index, dtype=np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9) & _MASK64
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB) & _MASK64
+        h = h ^ (h >> np.uint64(31))
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A finished simulation opened for training.
+
+    Attributes
+    ----------
+    path : Path
+    files : tuple of Path
+        Partition files in manifest order.
+    row_counts : tuple of int
+    metadata : dict
+        Decoded ``sedscale.*`` Parquet metadata of the partitions.
+    param_names, x_columns : tuple of str
+    prior : Prior
+    manifest_sha256 : str
+    """
+
+    path: Path
+    files: tuple[Path, ...]
+    row_counts: tuple[int, ...]
+    metadata: dict
+    param_names: tuple[str, ...]
+    x_columns: tuple[str, ...]
+    prior: Prior
+    manifest_sha256: str
+
+    @property
+    def n_rows(self) -> int:
+        return int(sum(self.row_counts))
+
+    @property
+    def model_name(self) -> str:
+        return str(self.metadata.get("model", ""))
+
+    @property
+    def x_units(self) -> dict[str, str]:
+        units = self.metadata.get("units") or {}
+        return {c: units.get(c, "") for c in self.x_columns}
+
+    def describe(self) -> dict:
+        """JSON record of the data's identity (stored in checkpoints)."""
+        noise = self.metadata.get("noise_model")
+        return {
+            "path": str(self.path),
+            "manifest_sha256": self.manifest_sha256,
+            "config_hash": self.metadata.get("config_hash"),
+            "n_rows": self.n_rows,
+            "n_files": len(self.files),
+            "model": self.model_name,
+            "seed": self.metadata.get("seed"),
+            "redshift": self.metadata.get("redshift"),
+            "cosmology": self.metadata.get("cosmology"),
+            "filters": self.metadata.get("filters"),
+            "noise_model_sha256": (
+                hashlib.sha256(json.dumps(noise, sort_keys=True).encode()).hexdigest() if noise else None
+            ),
+            "sedscale_version": self.metadata.get("version"),
+        }
+
+
+def open_training_set(path: str | os.PathLike, x_columns=None) -> TrainingSet:
+    """Open the finished simulation in ``path``.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output directory of ``bin/run_simulate``.
+    x_columns : sequence of str, optional
+        Observation columns; default: the ``x_columns`` recorded in the data.
+
+    Raises
+    ------
+    MissingDataError
+        No manifest or an unfinished simulation.
+    TrainingSetError
+        Partitions of different runs, or missing columns.
+    """
+    from ..simulate import read_manifest, read_simulation_metadata, simulation_files
+
+    path = Path(path)
+    files = tuple(simulation_files(path, require_complete=True))
+    if not files:
+        raise TrainingSetError(f"{path}: the simulation has no partitions")
+    metadata = read_simulation_metadata(files[0])
+    for key in ("model", "param_names", "prior"):
+        if key not in metadata:
+            raise TrainingSetError(f"{files[0]}: Parquet metadata lacks 'sedscale.{key}'; not a sedscale training set")
+    counts = []
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        other = read_simulation_metadata(f).get("config_hash")
+        if other != metadata.get("config_hash"):
+            raise TrainingSetError(f"{f} belongs to another run (config hash {other} != {metadata.get('config_hash')})")
+        counts.append(meta.num_rows)
+    param_names = tuple(metadata["param_names"])
+    prior = prior_from_dict(metadata["prior"])
+    if prior.names != param_names:
+        raise TrainingSetError(f"{path}: prior parameters {prior.names} differ from param_names {param_names}")
+    x_columns = tuple(x_columns or metadata.get("x_columns") or ())
+    if not x_columns:
+        raise TrainingSetError(f"{path}: no x columns recorded in the data; pass x_columns")
+    schema_names = set(pq.read_schema(files[0]).names)
+    missing = [c for c in param_names + x_columns if c not in schema_names]
+    if missing:
+        raise TrainingSetError(f"{path}: columns {missing} are missing from the Parquet files")
+    return TrainingSet(
+        path=path,
+        files=files,
+        row_counts=tuple(counts),
+        metadata=metadata,
+        param_names=param_names,
+        x_columns=x_columns,
+        prior=prior,
+        manifest_sha256=manifest_digest(read_manifest(path)),
+    )
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which rows to read: ``part`` is ``"train"`` or ``"val"``."""
+
+    part: str
+    val_fraction: float
+    seed: int
+
+
+def read_chunks(ts: TrainingSet, split: Split, file_order=None, rows: int = CHUNK_ROWS):
+    """Yield ``(theta, x, n_invalid)`` float32 chunks of the rows in ``split``.
+
+    ``n_invalid`` counts the rows of the chunk (in the split) that were
+    dropped for non-finite values or parameters outside the prior box.
+    """
+    offsets = np.concatenate([[0], np.cumsum(ts.row_counts)])
+    columns = list(ts.param_names + ts.x_columns)
+    d = len(ts.param_names)
+    order = range(len(ts.files)) if file_order is None else file_order
+    for i in order:
+        start = int(offsets[i])
+        for batch in pq.ParquetFile(ts.files[i]).iter_batches(batch_size=rows, columns=columns):
+            n = batch.num_rows
+            index = np.arange(start, start + n)
+            start += n
+            keep = validation_mask(index, split.val_fraction, split.seed) == (split.part == "val")
+            if not keep.any():
+                continue
+            arr = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in columns])
+            arr = arr[keep].astype(np.float32, copy=False)
+            theta, x = arr[:, :d], arr[:, d:]
+            good = np.isfinite(arr).all(axis=1) & ts.prior.in_support(theta)
+            yield theta[good], x[good], int((~good).sum())
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """Rows per split after dropping invalid rows."""
+
+    n_train: int
+    n_val: int
+    n_invalid: int
+
+
+def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta_transform: str):
+    """One pass over the data: z-scoring statistics of the training rows.
+
+    Returns
+    -------
+    Normalization
+        Of the transformed parameters and of x (a column with zero spread
+        gets std 1).
+    SplitCounts
+
+    Raises
+    ------
+    TrainingSetError
+        Fewer than two valid training rows or no validation row.
+    """
+    low = torch.as_tensor(ts.prior.low, dtype=torch.float64)
+    high = torch.as_tensor(ts.prior.high, dtype=torch.float64)
+    d = len(ts.param_names)
+    sums = np.zeros(d + len(ts.x_columns))
+    squares = np.zeros_like(sums)
+    n_train = n_val = n_invalid = 0
+    for part in ("train", "val"):
+        for theta, x, bad in read_chunks(ts, Split(part, val_fraction, seed)):
+            n_invalid += bad
+            if part == "val":
+                n_val += theta.shape[0]
+                continue
+            t, _ = pretransform_theta(torch.as_tensor(theta, dtype=torch.float64), low, high, theta_transform)
+            values = np.concatenate([t.numpy(), x.astype(np.float64)], axis=1)
+            sums += values.sum(axis=0)
+            squares += (values**2).sum(axis=0)
+            n_train += theta.shape[0]
+    if n_train < 2 or n_val < 1:
+        raise TrainingSetError(
+            f"{ts.path}: {n_train} training and {n_val} validation rows after dropping {n_invalid} invalid ones; "
+            "simulate more rows or change val_fraction"
+        )
+    mean = sums / n_train
+    std = np.sqrt(np.maximum(squares / n_train - mean**2, 0.0) * n_train / (n_train - 1))
+    std = np.where(std > 1e-8 * np.maximum(np.abs(mean), 1.0), std, 1.0)
+    norm = Normalization(theta_mean=mean[:d], theta_std=std[:d], x_mean=mean[d:], x_std=std[d:])
+    return norm, SplitCounts(n_train=n_train, n_val=n_val, n_invalid=n_invalid)
+
+
+def shuffled_batches(
+    ts: TrainingSet, split: Split, batch_size: int, buffer_rows: int, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Minibatches ``(theta, x)`` of one epoch in shuffled order.
+
+    Files are visited in random order; rows collect in a buffer of
+    ``buffer_rows`` that is permuted and emitted in batches, the remainder
+    carried over.  A split that fits in the buffer is shuffled exactly.
+    The last batch of the epoch may be smaller than ``batch_size``.
+    """
+    held_theta: list[np.ndarray] = []
+    held_x: list[np.ndarray] = []
+    held = 0
+    chunk = max(batch_size, min(CHUNK_ROWS, buffer_rows))
+    for theta, x, _ in read_chunks(ts, split, rng.permutation(len(ts.files)), rows=chunk):
+        held_theta.append(theta)
+        held_x.append(x)
+        held += theta.shape[0]
+        if held >= buffer_rows:
+            theta_all, x_all = np.concatenate(held_theta), np.concatenate(held_x)
+            perm = rng.permutation(held)
+            n_full = held // batch_size * batch_size
+            for s in range(0, n_full, batch_size):
+                idx = perm[s : s + batch_size]
+                yield theta_all[idx], x_all[idx]
+            rest = perm[n_full:]
+            held_theta, held_x, held = [theta_all[rest]], [x_all[rest]], rest.size
+    if held:
+        theta_all, x_all = np.concatenate(held_theta), np.concatenate(held_x)
+        perm = rng.permutation(held)
+        for s in range(0, held, batch_size):
+            idx = perm[s : s + batch_size]
+            yield theta_all[idx], x_all[idx]

@@ -1,0 +1,174 @@
+"""The conditional density estimator q(theta | x) and its normalisation.
+
+:class:`ConditionalFlow` wraps an ``sbi`` density estimator (nflows or zuko
+flow, built by :func:`build_flow`) between two fixed maps:
+
+* parameters: theta -> y, either ``(theta - mean) / std`` (``zscore``) or
+  ``(logit((theta - low) / (high - low)) - mean) / std`` (``logit``);
+* observations: x -> ``(x - mean) / std``.
+
+All statistics are computed from the training data and stored as buffers,
+so the ``state_dict`` alone reproduces the estimator.  :meth:`log_prob`
+returns the density of theta itself (the log-Jacobian of the parameter map
+is added), so values are comparable with the prior's log density and
+between checkpoints with different transforms.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import FLOW_BUILDERS, FlowConfig
+
+#: Positions inside the prior box are clamped to [EPS, 1 - EPS] before the
+#: logit, so that parameters on the boundary stay finite.
+LOGIT_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Statistics of the (transformed) parameters and of x.
+
+    Attributes
+    ----------
+    theta_mean, theta_std : ndarray, shape (d,)
+        Of the transformed parameters (after the logit for ``logit``).
+    x_mean, x_std : ndarray, shape (dx,)
+        Of the observations, in their own units.
+    """
+
+    theta_mean: np.ndarray
+    theta_std: np.ndarray
+    x_mean: np.ndarray
+    x_std: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {k: np.asarray(getattr(self, k), dtype=float).tolist() for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalization":
+        return cls(**{k: np.asarray(d[k], dtype=np.float64) for k in cls.__dataclass_fields__})
+
+
+def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tensor, kind: str):
+    """The fixed map applied before z-scoring and its log-Jacobian.
+
+    Parameters
+    ----------
+    theta : Tensor, shape (..., d)
+    low, high : Tensor, shape (d,)
+        Prior box.
+    kind : {"zscore", "logit"}
+        ``zscore``: identity; ``logit``: logit of the position in the box
+        (clamped to [LOGIT_EPS, 1 - LOGIT_EPS]).
+
+    Returns
+    -------
+    t : Tensor, shape (..., d)
+    log_jac : Tensor, shape (...)
+        sum of log|dt/dtheta|.
+    """
+    if kind == "zscore":
+        return theta, theta.new_zeros(theta.shape[:-1])
+    u = ((theta - low) / (high - low)).clamp(LOGIT_EPS, 1 - LOGIT_EPS)
+    log_u, log_1mu = torch.log(u), torch.log1p(-u)
+    return log_u - log_1mu, -(torch.log(high - low) + log_u + log_1mu).sum(-1)
+
+
+def build_estimator(config: FlowConfig, theta_dim: int, x_dim: int) -> nn.Module:
+    """An untrained sbi conditional density estimator on standardised inputs.
+
+    sbi's own z-scoring is off: :class:`ConditionalFlow` normalises with
+    statistics of the whole training set, not of one batch.
+    """
+    from sbi.neural_nets import net_builders
+
+    builder = getattr(net_builders, FLOW_BUILDERS[config.kind])
+    kwargs = {"num_transforms": config.num_transforms, "z_score_x": "none", "z_score_y": "none"}
+    if config.kind.startswith("zuko_"):
+        kwargs["hidden_features"] = [config.hidden_features] * config.num_blocks
+        if config.passes is not None:
+            kwargs["passes"] = config.passes
+    else:
+        kwargs["hidden_features"] = config.hidden_features
+        kwargs["num_blocks"] = config.num_blocks
+    if config.kind in ("nsf", "maf_rqs", "zuko_nsf"):
+        kwargs["num_bins"] = config.num_bins
+    # Builders infer the dimensions from example batches.
+    return builder(torch.zeros(2, theta_dim), torch.zeros(2, x_dim), **kwargs)
+
+
+class ConditionalFlow(nn.Module):
+    """q(theta | x) on physical (sampling-space) parameters.
+
+    Parameters
+    ----------
+    estimator : nn.Module
+        An sbi ``ConditionalDensityEstimator`` on standardised (y, x).
+    low, high : array_like, shape (d,)
+        Prior box of the parameters.
+    normalization : Normalization
+    theta_transform : {"zscore", "logit"}
+    """
+
+    def __init__(self, estimator: nn.Module, low, high, normalization: Normalization, theta_transform: str):
+        super().__init__()
+        self.estimator = estimator
+        self.theta_transform = theta_transform
+
+        def buf(a):
+            return torch.as_tensor(np.asarray(a, dtype=np.float32))
+
+        self.register_buffer("low", buf(low))
+        self.register_buffer("high", buf(high))
+        self.register_buffer("theta_mean", buf(normalization.theta_mean))
+        self.register_buffer("theta_std", buf(normalization.theta_std))
+        self.register_buffer("x_mean", buf(normalization.x_mean))
+        self.register_buffer("x_std", buf(normalization.x_std))
+
+    @property
+    def theta_dim(self) -> int:
+        return int(self.low.numel())
+
+    @property
+    def x_dim(self) -> int:
+        return int(self.x_mean.numel())
+
+    def _to_latent(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """theta (..., d) -> y (..., d) and log|dy/dtheta| (...)."""
+        t, log_jac = pretransform_theta(theta, self.low, self.high, self.theta_transform)
+        return (t - self.theta_mean) / self.theta_std, log_jac - torch.log(self.theta_std).sum()
+
+    def _from_latent(self, y: torch.Tensor) -> torch.Tensor:
+        t = y * self.theta_std + self.theta_mean
+        if self.theta_transform == "logit":
+            return self.low + (self.high - self.low) * torch.sigmoid(t)
+        return t
+
+    def _condition(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.x_mean) / self.x_std
+
+    def log_prob(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log q(theta | x) per row for theta (n, d) and x (n, dx); shape (n,)."""
+        y, log_jac = self._to_latent(theta)
+        return self.estimator.log_prob(y.unsqueeze(0), self._condition(x))[0] + log_jac
+
+    def sample(self, n: int, x: torch.Tensor) -> torch.Tensor:
+        """``n`` draws for each row of x (b, dx); shape (n, b, d).
+
+        Call under ``torch.no_grad()``: the flow's graph is otherwise kept.
+        """
+        return self._from_latent(self.estimator.sample((n,), self._condition(x)))
+
+    def in_support(self, theta: torch.Tensor) -> torch.Tensor:
+        """True where every parameter is finite and inside the prior box."""
+        return ((theta >= self.low) & (theta <= self.high) & torch.isfinite(theta)).all(-1)
+
+
+def build_flow(config: FlowConfig, low, high, normalization: Normalization) -> ConditionalFlow:
+    """A :class:`ConditionalFlow` with freshly initialised weights."""
+    estimator = build_estimator(config, len(normalization.theta_mean), len(normalization.x_mean))
+    return ConditionalFlow(estimator, low, high, normalization, config.theta_transform)

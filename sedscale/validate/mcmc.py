@@ -1,0 +1,711 @@
+"""MCMC posteriors of single galaxies, the reference the amortized posterior is checked against.
+
+SEDflow (Hahn & Melchior 2022) validated its flow against zeus ensemble
+slice sampling: 30 walkers, 10,000 iterations, the first 2,000 discarded.
+This module does the same with the *same* forward model and prior the flow
+was trained on and a Gaussian likelihood of the observed fluxes:
+
+    log p(theta | f) = log prior(theta) - 1/2 sum_b ((F_b(theta, z) - f_b) / sigma_b)^2 + const
+
+with fluxes ``f_b`` and uncertainties ``sigma_b`` in nanomaggies.  The
+walkers are evaluated together (zeus ``vectorize=True``) through the batched
+forward model, and points outside the prior box get ``-inf`` without a model
+call.
+
+:func:`mcmc_task` is the unit of work of the Dask benchmark: on one worker
+it samples the amortized posterior of a galaxy and runs the MCMC, timing
+both with the same clock in the same process, and compares the marginals.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..errors import ConfigError, ParameterError
+
+#: SEDflow's zeus setup.
+SEDFLOW_WALKERS = 30
+SEDFLOW_ITERATIONS = 10_000
+SEDFLOW_BURN_IN = 2_000
+SAMPLERS = ("zeus", "emcee")
+#: MCMC samples kept per galaxy for corner plots.
+PLOT_SAMPLES = 20_000
+
+
+@dataclass(frozen=True)
+class MCMCConfig:
+    """Settings of one MCMC run (defaults: SEDflow's zeus setup).
+
+    Attributes
+    ----------
+    n_walkers : int
+        Ensemble size (>= 2 x the number of free parameters).
+    n_iter : int
+        Iterations per walker, burn-in included.
+    burn_in : int
+        Leading iterations discarded.
+    sampler : {"zeus", "emcee"}
+        emcee only when it is installed (it is not a sedscale dependency).
+    n_init : int
+        Prior draws evaluated to start the walkers at the ``n_walkers``
+        highest posterior densities among them (independent of the flow).
+    seed : int
+        Seeds the start and the sampler.
+    rhat_max : float
+        Converged needs every split-R-hat below this ...
+    min_iter_per_tau : float
+        ... and at least this many post-burn-in iterations per integrated
+        autocorrelation time (emcee/zeus documentation: 50).
+    """
+
+    n_walkers: int = SEDFLOW_WALKERS
+    n_iter: int = SEDFLOW_ITERATIONS
+    burn_in: int = SEDFLOW_BURN_IN
+    sampler: str = "zeus"
+    n_init: int = 10_000
+    seed: int = 0
+    rhat_max: float = 1.1
+    min_iter_per_tau: float = 50.0
+
+    def __post_init__(self):
+        for name in ("n_walkers", "n_iter", "n_init"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"MCMC {name} must be a positive integer, got {value!r}")
+        if not 0 <= self.burn_in < self.n_iter:
+            raise ConfigError(f"MCMC burn_in must be in [0, n_iter={self.n_iter}), got {self.burn_in}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown MCMC sampler {self.sampler!r}; choose one of {SAMPLERS}")
+        if self.n_init < self.n_walkers:
+            raise ConfigError(f"n_init ({self.n_init}) must be >= n_walkers ({self.n_walkers})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -------------------------------------------------------------------- likelihood
+def photometry_chi2(model_flux, flux, flux_sigma) -> np.ndarray:
+    """chi2 of model fluxes against observed ones, summed over usable bands.
+
+    Parameters
+    ----------
+    model_flux : array_like, shape (n, n_band) or (n_band,)
+        Model fluxes, nanomaggies.
+    flux, flux_sigma : array_like, shape (n_band,) or (n, n_band)
+        Observed fluxes and 1-sigma uncertainties, nanomaggies.  Bands with
+        non-finite flux or non-positive / non-finite sigma are ignored.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+    """
+    model_flux = np.atleast_2d(np.asarray(model_flux, dtype=float))
+    flux = np.asarray(flux, dtype=float)
+    sigma = np.asarray(flux_sigma, dtype=float)
+    with np.errstate(invalid="ignore"):
+        use = np.isfinite(flux) & np.isfinite(sigma) & (sigma > 0)
+    resid = np.where(use, (model_flux - np.where(use, flux, 0.0)) / np.where(use, sigma, 1.0), 0.0)
+    return np.sum(resid**2, axis=-1)
+
+
+class PhotometryLogPosterior:
+    """Unnormalized log posterior of one galaxy's parameters given its fluxes.
+
+    Parameters
+    ----------
+    model : ForwardModel
+        Batched forward model (its prior is the box-uniform sampling prior).
+    flux, flux_sigma : array_like, shape (n_band,)
+        Observed fluxes and 1-sigma errors, nanomaggies.  Bands with
+        non-finite values or sigma <= 0 are left out of the likelihood.
+    z : float
+        Redshift (fixed).
+    free : sequence of int, optional
+        Indices of the sampled parameters (default: all); the others are
+        held at ``theta_fixed``.
+    theta_fixed : array_like, shape (d,), optional
+        Full parameter vector supplying the fixed parameters.
+    operator : PhotometryOperator, optional
+        Bands of ``flux`` (default the model's SDSS ugriz).
+
+    Attributes
+    ----------
+    n_calls : int
+        Calls made (one per batch of walkers).
+    n_model_evals : int
+        Forward-model evaluations (points inside the prior box).
+    """
+
+    def __init__(self, model, flux, flux_sigma, z: float, free=None, theta_fixed=None, operator=None):
+        self.model = model
+        self.prior = model.prior
+        self.operator = operator
+        self.flux = np.asarray(flux, dtype=float)
+        self.flux_sigma = np.asarray(flux_sigma, dtype=float)
+        if self.flux.ndim != 1 or self.flux.shape != self.flux_sigma.shape:
+            raise ParameterError(f"flux and flux_sigma must be 1-d of equal length, got {self.flux.shape}, {self.flux_sigma.shape}")
+        with np.errstate(invalid="ignore"):
+            usable = np.isfinite(self.flux) & np.isfinite(self.flux_sigma) & (self.flux_sigma > 0)
+        if not usable.any():
+            raise ParameterError("no band has a finite flux and a positive uncertainty")
+        self.z = float(z)
+        if not (np.isfinite(self.z) and 0 < self.z <= model.z_max):
+            raise ParameterError(f"redshift must be in (0, {model.z_max}], got {z}")
+        d = self.prior.dim
+        self.free = np.arange(d) if free is None else np.asarray(free, dtype=int)
+        if self.free.ndim != 1 or self.free.size == 0 or len(set(self.free.tolist())) != self.free.size:
+            raise ParameterError("free must be a non-empty list of distinct parameter indices")
+        if np.any((self.free < 0) | (self.free >= d)):
+            raise ParameterError(f"free parameter indices must lie in 0..{d - 1}")
+        if self.free.size < d:
+            if theta_fixed is None:
+                raise ParameterError("theta_fixed is needed when some parameters are fixed")
+            self.theta_fixed = self.prior.validate(theta_fixed)[0]
+        else:
+            self.theta_fixed = np.zeros(d)
+        self.n_calls = 0
+        self.n_model_evals = 0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of the free parameters."""
+        return tuple(self.prior.names[j] for j in self.free)
+
+    @property
+    def low(self) -> np.ndarray:
+        return self.prior.low[self.free]
+
+    @property
+    def high(self) -> np.ndarray:
+        return self.prior.high[self.free]
+
+    def full_theta(self, theta_free) -> np.ndarray:
+        """Free parameters (n, k) -> full parameter vectors (n, d)."""
+        theta_free = np.atleast_2d(np.asarray(theta_free, dtype=float))
+        full = np.repeat(self.theta_fixed[None, :], theta_free.shape[0], axis=0)
+        full[:, self.free] = theta_free
+        return full
+
+    def __call__(self, theta_free) -> np.ndarray:
+        """log posterior (n,) of free-parameter vectors (n, k); -inf outside the prior."""
+        full = self.full_theta(theta_free)
+        self.n_calls += 1
+        out = np.full(full.shape[0], -np.inf)
+        inside = np.flatnonzero(self.prior.in_support(full))
+        if inside.size:
+            model_flux = self.model.photometry(full[inside], np.full(inside.size, self.z), operator=self.operator)
+            self.n_model_evals += inside.size
+            out[inside] = self.prior.log_prob(full[inside]) - 0.5 * photometry_chi2(model_flux, self.flux, self.flux_sigma)
+        return out
+
+
+# ------------------------------------------------------------------- diagnostics
+def split_rhat(chain) -> np.ndarray:
+    """Split-R-hat (Gelman et al., BDA3) of each parameter.
+
+    Parameters
+    ----------
+    chain : array_like, shape (n_steps, n_chains, k)
+        Post-burn-in chains (here: one per walker; ensemble walkers are not
+        independent, so this is a heuristic, as it is for emcee/zeus users).
+
+    Returns
+    -------
+    ndarray, shape (k,)
+        ~1 when converged; > 1.1 signals chains that disagree.
+    """
+    chain = np.asarray(chain, dtype=float)
+    if chain.ndim != 3 or chain.shape[0] < 4:
+        raise ParameterError(f"chain must be (n_steps >= 4, n_chains, k), got {chain.shape}")
+    half = chain.shape[0] // 2
+    split = np.concatenate([chain[:half], chain[half : 2 * half]], axis=1)
+    n = split.shape[0]
+    within = split.var(axis=0, ddof=1).mean(axis=0)
+    between_over_n = split.mean(axis=0).var(axis=0, ddof=1)
+    var_hat = (n - 1) / n * within + between_over_n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(np.where(within > 0, var_hat / within, np.inf))
+
+
+def autocorr_time(chain) -> np.ndarray:
+    """Integrated autocorrelation time (iterations) per parameter, zeus' estimator."""
+    import zeus
+
+    chain = np.asarray(chain, dtype=float)
+    if chain.ndim != 3:
+        raise ParameterError(f"chain must be (n_steps, n_walkers, k), got {chain.shape}")
+    return np.asarray(zeus.AutoCorrTime(chain), dtype=float)
+
+
+@dataclass
+class MCMCResult:
+    """One MCMC posterior and how it was obtained.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Free parameters (columns of ``chain``).
+    chain : ndarray, shape (n_iter - burn_in, n_walkers, k)
+        Post-burn-in positions.
+    log_prob : ndarray, shape (n_iter - burn_in, n_walkers)
+    config : MCMCConfig
+    tau : ndarray, shape (k,)
+        Integrated autocorrelation times (iterations).
+    rhat : ndarray, shape (k,)
+        Split-R-hat.
+    wall_s, cpu_s : float
+        Wall-clock and process CPU time of the sampling (start search included).
+    n_model_evals : int
+        Forward-model evaluations (start search included).
+    init_wall_s : float
+        Wall time of the start search (part of ``wall_s``).
+    init_evals : int
+        Forward-model evaluations of the start search (part of ``n_model_evals``).
+    init_cpu_s : float
+        CPU time of the start search (part of ``cpu_s``).
+    """
+
+    names: tuple
+    chain: np.ndarray
+    log_prob: np.ndarray
+    config: MCMCConfig
+    tau: np.ndarray
+    rhat: np.ndarray
+    wall_s: float
+    cpu_s: float
+    n_model_evals: int
+    init_wall_s: float = 0.0
+    init_evals: int = 0
+    init_cpu_s: float = 0.0
+
+    @property
+    def samples(self) -> np.ndarray:
+        """Post-burn-in samples of all walkers, shape (n, k)."""
+        return self.chain.reshape(-1, self.chain.shape[-1])
+
+    @property
+    def iter_per_tau(self) -> float:
+        """Post-burn-in iterations per (largest) autocorrelation time."""
+        return float(self.chain.shape[0] / np.max(self.tau))
+
+    @property
+    def converged(self) -> bool:
+        return bool(np.all(self.rhat < self.config.rhat_max) and self.iter_per_tau >= self.config.min_iter_per_tau)
+
+    @property
+    def ess(self) -> np.ndarray:
+        """Effective sample size per parameter, ``n_samples / tau``."""
+        return self.samples.shape[0] / self.tau
+
+    @property
+    def evals_per_s(self) -> float:
+        """Forward-model evaluations per wall second while sampling (start search excluded)."""
+        wall = self.wall_s - self.init_wall_s
+        return (self.n_model_evals - self.init_evals) / wall if wall > 0 else float("nan")
+
+    @property
+    def evals_per_cpu_s(self) -> float:
+        """Forward-model evaluations per CPU second while sampling (robust to other load on the machine)."""
+        cpu = self.cpu_s - self.init_cpu_s
+        return (self.n_model_evals - self.init_evals) / cpu if cpu > 0 else float("nan")
+
+    def independent_samples(self) -> np.ndarray:
+        """Post-burn-in samples thinned by the largest autocorrelation time (n, k)."""
+        step = max(1, int(np.ceil(np.max(self.tau))))
+        return self.chain[::step].reshape(-1, self.chain.shape[-1])
+
+    def extrapolated_wall_s(self, n_iter: int = SEDFLOW_ITERATIONS, n_walkers: int = SEDFLOW_WALKERS) -> float:
+        """Wall time of a run of ``n_iter`` iterations x ``n_walkers`` at this run's cost per walker-step."""
+        steps = self.config.n_iter * self.config.n_walkers
+        return (self.wall_s - self.init_wall_s) / steps * n_iter * n_walkers + self.init_wall_s
+
+    def summary(self) -> dict:
+        """Scalar diagnostics (JSON/Parquet friendly)."""
+        return {
+            "sampler": self.config.sampler,
+            "n_walkers": self.config.n_walkers,
+            "n_iter": self.config.n_iter,
+            "burn_in": self.config.burn_in,
+            "max_tau": float(np.max(self.tau)),
+            "iter_per_tau": self.iter_per_tau,
+            "max_rhat": float(np.max(self.rhat)),
+            "min_ess": float(np.min(self.ess)),
+            "converged": self.converged,
+            "mcmc_wall_s": self.wall_s,
+            "mcmc_cpu_s": self.cpu_s,
+            "mcmc_init_wall_s": self.init_wall_s,
+            "n_model_evals": int(self.n_model_evals),
+            "mcmc_init_evals": int(self.init_evals),
+            "evals_per_s": self.evals_per_s,
+            "evals_per_cpu_s": self.evals_per_cpu_s,
+            "extrapolated_sedflow_wall_s": self.extrapolated_wall_s(),
+        }
+
+
+def initial_walkers(logpost: PhotometryLogPosterior, n_walkers: int, n_init: int, rng: np.random.Generator) -> np.ndarray:
+    """Start positions: the ``n_walkers`` best of ``n_init`` uniform prior draws.
+
+    Raises
+    ------
+    ParameterError
+        If fewer than ``n_walkers`` draws have a finite log posterior.
+    """
+    low, high = logpost.low, logpost.high
+    draws = low + (high - low) * rng.random((n_init, low.size))
+    logp = logpost(draws)
+    finite = np.flatnonzero(np.isfinite(logp))
+    if finite.size < n_walkers:
+        raise ParameterError(f"only {finite.size} of {n_init} prior draws have a finite posterior density")
+    best = finite[np.argsort(logp[finite])[::-1][:n_walkers]]
+    return draws[best]
+
+
+def _run_zeus(logpost, start, config: MCMCConfig):
+    import zeus
+
+    sampler = zeus.EnsembleSampler(config.n_walkers, start.shape[1], logpost, vectorize=True, verbose=False)
+    sampler.run_mcmc(start, config.n_iter, progress=False)
+    return sampler.get_chain(), sampler.get_log_prob()
+
+
+def _run_emcee(logpost, start, config: MCMCConfig):
+    try:
+        import emcee
+    except ImportError:
+        raise ConfigError("sampler 'emcee' needs the emcee package (pip install emcee)") from None
+    sampler = emcee.EnsembleSampler(config.n_walkers, start.shape[1], logpost, vectorize=True)
+    sampler.random_state = np.random.RandomState(config.seed).get_state()
+    sampler.run_mcmc(start, config.n_iter, progress=False)
+    return sampler.get_chain(), sampler.get_log_prob()
+
+
+def run_mcmc(logpost: PhotometryLogPosterior, config: MCMCConfig = MCMCConfig()) -> MCMCResult:
+    """Sample one galaxy's posterior with an ensemble sampler.
+
+    Parameters
+    ----------
+    logpost : PhotometryLogPosterior
+    config : MCMCConfig
+
+    Returns
+    -------
+    MCMCResult
+        Times count the start search and the sampling, in this process.
+    """
+    k = logpost.free.size
+    if config.n_walkers < 2 * k:
+        raise ConfigError(f"{config.n_walkers} walkers are too few for {k} parameters (need >= {2 * k})")
+    evals0 = logpost.n_model_evals
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    start = initial_walkers(logpost, config.n_walkers, config.n_init, np.random.default_rng(config.seed))
+    init_wall, init_evals = time.perf_counter() - wall0, logpost.n_model_evals - evals0
+    init_cpu = time.process_time() - cpu0
+    # zeus draws from numpy's global generator: seed it for reproducibility and
+    # give the caller's state back afterwards.
+    state = np.random.get_state()
+    np.random.seed(config.seed)
+    try:
+        run = _run_zeus if config.sampler == "zeus" else _run_emcee
+        chain, log_prob = run(logpost, start, config)
+    finally:
+        np.random.set_state(state)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    chain, log_prob = chain[config.burn_in :], log_prob[config.burn_in :]
+    return MCMCResult(
+        names=logpost.names,
+        chain=chain,
+        log_prob=log_prob,
+        config=config,
+        tau=autocorr_time(chain),
+        rhat=split_rhat(chain),
+        wall_s=wall,
+        cpu_s=cpu,
+        n_model_evals=logpost.n_model_evals - evals0,
+        init_wall_s=init_wall,
+        init_evals=init_evals,
+        init_cpu_s=init_cpu,
+    )
+
+
+# ------------------------------------------------------------------- comparison
+def marginal_sigma(samples) -> np.ndarray:
+    """Half the 16-84 percentile range per column (= sigma for a Gaussian)."""
+    lo, hi = np.percentile(np.asarray(samples, dtype=float), [16.0, 84.0], axis=0)
+    return 0.5 * (hi - lo)
+
+
+def compare_marginals(reference, other, names) -> pd.DataFrame:
+    """Marginal agreement of a posterior (``other``, e.g. ANPE) with a reference (MCMC).
+
+    Parameters
+    ----------
+    reference : array_like, shape (n1, k)
+        Reference samples, ideally independent (thinned by the
+        autocorrelation time: the KS p-value assumes independent draws).
+    other : array_like, shape (n2, k)
+    names : sequence of str, length k
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per parameter: ``median_ref``, ``median_other``,
+        ``sigma_ref``, ``sigma_other`` (16-84 half widths),
+        ``delta_median_sigma`` ((median_other - median_ref) / sigma_ref),
+        ``width_ratio`` (sigma_other / sigma_ref), ``ks_stat`` and ``ks_p``
+        (two-sample Kolmogorov-Smirnov).
+    """
+    ref = np.asarray(reference, dtype=float)
+    oth = np.asarray(other, dtype=float)
+    names = list(names)
+    if ref.ndim != 2 or oth.ndim != 2 or ref.shape[1] != len(names) or oth.shape[1] != len(names):
+        raise ParameterError(f"samples must be (n, {len(names)}), got {ref.shape} and {oth.shape}")
+    oth = oth[np.all(np.isfinite(oth), axis=1)]
+    if ref.shape[0] < 2 or oth.shape[0] < 2:
+        raise ParameterError("need at least two finite samples of each posterior")
+    med_r, med_o = np.median(ref, axis=0), np.median(oth, axis=0)
+    sig_r, sig_o = marginal_sigma(ref), marginal_sigma(oth)
+    rows = []
+    for j, name in enumerate(names):
+        ks = stats.ks_2samp(ref[:, j], oth[:, j])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rows.append(
+                dict(
+                    parameter=name,
+                    median_ref=med_r[j],
+                    median_other=med_o[j],
+                    sigma_ref=sig_r[j],
+                    sigma_other=sig_o[j],
+                    delta_median_sigma=(med_o[j] - med_r[j]) / sig_r[j],
+                    width_ratio=sig_o[j] / sig_r[j],
+                    ks_stat=float(ks.statistic),
+                    ks_p=float(ks.pvalue),
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+def grid_log_posterior(logpost: PhotometryLogPosterior, axes) -> np.ndarray:
+    """The log posterior on the full grid spanned by one axis per free parameter.
+
+    Parameters
+    ----------
+    logpost : PhotometryLogPosterior
+    axes : sequence of 1-d arrays
+        Grid values of each free parameter, in ``logpost.free`` order.
+
+    Returns
+    -------
+    ndarray, shape (len(axes[0]), len(axes[1]), ...)
+    """
+    axes = [np.asarray(a, dtype=float) for a in axes]
+    if len(axes) != logpost.free.size:
+        raise ParameterError(f"need one axis per free parameter ({logpost.free.size}), got {len(axes)}")
+    mesh = np.meshgrid(*axes, indexing="ij")
+    points = np.column_stack([m.ravel() for m in mesh])
+    return logpost(points).reshape(mesh[0].shape)
+
+
+def grid_moments(axes, log_post) -> tuple[np.ndarray, np.ndarray]:
+    """Marginal means and standard deviations from a gridded log posterior.
+
+    Uses a uniform-weight quadrature: the grid must be regular along each
+    axis and cover the posterior mass.
+    """
+    axes = [np.asarray(a, dtype=float) for a in axes]
+    log_post = np.asarray(log_post, dtype=float)
+    w = np.exp(log_post - np.max(log_post))
+    w /= w.sum()
+    means, sds = [], []
+    for j, a in enumerate(axes):
+        marginal = w.sum(axis=tuple(i for i in range(len(axes)) if i != j))
+        mean = np.sum(marginal * a)
+        means.append(mean)
+        sds.append(np.sqrt(np.sum(marginal * (a - mean) ** 2)))
+    return np.array(means), np.array(sds)
+
+
+# ---------------------------------------------------------- the Dask work unit
+@dataclass(frozen=True)
+class GalaxyObservation:
+    """What an MCMC task needs about one galaxy (small and picklable).
+
+    Attributes
+    ----------
+    galaxy_id : int
+    flux, flux_sigma : tuple of float
+        ugriz fluxes and 1-sigma errors, nanomaggies.
+    z : float
+    x : tuple of float
+        The flow's conditioning vector (the checkpoint's ``x_columns``).
+    theta_true : tuple of float or None
+        True parameters of a simulated galaxy.
+    """
+
+    galaxy_id: int
+    flux: tuple
+    flux_sigma: tuple
+    z: float
+    x: tuple
+    theta_true: tuple | None = None
+
+
+@dataclass
+class BenchmarkResult:
+    """Outcome of :func:`mcmc_task` for one galaxy.
+
+    Attributes
+    ----------
+    galaxy_id : int
+    summary : dict
+        MCMC diagnostics (:meth:`MCMCResult.summary`), ANPE timings
+        (``anpe_wall_s``, ``anpe_cpu_s``, ``anpe_samples``), ``speedup_cpu``
+        and ``speedup_wall`` (MCMC / ANPE), worker name, and comparison
+        extremes (``max_abs_delta_median_sigma``, ``min_width_ratio``,
+        ``max_width_ratio``, ``min_ks_p``).
+    comparison : pandas.DataFrame
+        :func:`compare_marginals` of ANPE against MCMC.
+    mcmc_samples : ndarray, shape (m, d)
+        MCMC samples thinned by the autocorrelation time (independent draws).
+    anpe_samples : ndarray, shape (n, d)
+    mcmc_plot_samples : ndarray, shape (<= PLOT_SAMPLES, d)
+        Evenly thinned post-burn-in MCMC samples for plots (correlated).
+    """
+
+    galaxy_id: int
+    summary: dict
+    comparison: pd.DataFrame
+    mcmc_samples: np.ndarray
+    anpe_samples: np.ndarray = field(repr=False)
+    mcmc_plot_samples: np.ndarray = field(repr=False)
+
+
+@lru_cache(maxsize=2)
+def _load_posterior(flow_path: str):
+    """The checkpoint and its forward model, loaded once per worker process."""
+    from ..infer import Posterior
+
+    return Posterior.load(flow_path)
+
+
+def mcmc_task(
+    galaxy: GalaxyObservation, flow_path: str, config: MCMCConfig, n_anpe_samples: int = 10_000
+) -> BenchmarkResult:
+    """Amortized and MCMC posterior of one galaxy, timed side by side (runs on a worker).
+
+    The posterior and the forward model are loaded and warmed up (one flow
+    sample, one model call) before any clock starts, so both timings are
+    steady-state costs per galaxy in this process.
+
+    Parameters
+    ----------
+    galaxy : GalaxyObservation
+    flow_path : str
+        Checkpoint directory (readable by the worker).
+    config : MCMCConfig
+    n_anpe_samples : int
+        Amortized-posterior samples drawn (SEDflow: 10,000).
+    """
+    post = _load_posterior(str(flow_path))
+    model = post.model
+    x = np.asarray(galaxy.x, dtype=np.float32)[None, :]
+    post.sample(x, 16, seed=config.seed)
+    model.photometry(model.prior.sample(2, np.random.default_rng(0)), np.full(2, galaxy.z))
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    draw = post.draw(x, n_anpe_samples, seed=config.seed)
+    anpe_wall, anpe_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    anpe = draw.samples[0].astype(float)
+
+    logpost = PhotometryLogPosterior(model, galaxy.flux, galaxy.flux_sigma, galaxy.z)
+    result = run_mcmc(logpost, config)
+    mcmc = result.independent_samples()
+    comparison = compare_marginals(mcmc, anpe, post.param_names)
+    summary = {
+        "galaxy_id": int(galaxy.galaxy_id),
+        "z": float(galaxy.z),
+        "worker": _worker_name(),
+        **result.summary(),
+        "anpe_samples": int(n_anpe_samples),
+        "anpe_complete": bool(draw.complete[0]),
+        "anpe_wall_s": anpe_wall,
+        "anpe_cpu_s": anpe_cpu,
+        "speedup_wall": result.wall_s / anpe_wall if anpe_wall > 0 else float("nan"),
+        "speedup_cpu": result.cpu_s / anpe_cpu if anpe_cpu > 0 else float("nan"),
+        "max_abs_delta_median_sigma": float(np.nanmax(np.abs(comparison["delta_median_sigma"]))),
+        "min_width_ratio": float(np.nanmin(comparison["width_ratio"])),
+        "max_width_ratio": float(np.nanmax(comparison["width_ratio"])),
+        "min_ks_p": float(np.nanmin(comparison["ks_p"])),
+        "n_mcmc_independent": int(mcmc.shape[0]),
+    }
+    for j, name in enumerate(result.names):
+        summary[f"tau_{name}"] = float(result.tau[j])
+        summary[f"rhat_{name}"] = float(result.rhat[j])
+    step = max(1, -(-result.samples.shape[0] // PLOT_SAMPLES))
+    return BenchmarkResult(galaxy.galaxy_id, summary, comparison, mcmc, anpe, result.samples[::step])
+
+
+def _worker_name() -> str:
+    """Address of the Dask worker running this task, else the host name."""
+    import socket
+
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return socket.gethostname()
+
+
+def run_mcmc_benchmark(client, galaxies, flow_path: str, config: MCMCConfig, n_anpe_samples: int = 10_000, log=print):
+    """Run :func:`mcmc_task` for every galaxy on the Dask workers (one task each).
+
+    Parameters
+    ----------
+    client : distributed.Client or None
+        None runs the galaxies one after another in this process.
+    galaxies : sequence of GalaxyObservation
+    flow_path : str
+        Checkpoint directory, readable by the workers.
+    config : MCMCConfig
+    n_anpe_samples : int
+    log : callable
+        Progress messages.
+
+    Returns
+    -------
+    list of BenchmarkResult
+        In the order of ``galaxies``.
+    """
+    galaxies = list(galaxies)
+    if client is None:
+        results = []
+        for g in galaxies:
+            results.append(mcmc_task(g, flow_path, config, n_anpe_samples))
+            log(_progress_line(results[-1]))
+        return results
+    from distributed import as_completed
+
+    futures = client.map(
+        mcmc_task, galaxies, flow_path=str(flow_path), config=config, n_anpe_samples=n_anpe_samples, pure=False
+    )
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list = [None] * len(futures)
+    for fut in as_completed(futures):
+        res = fut.result()
+        results[index[fut.key]] = res
+        log(_progress_line(res))
+    return results
+
+
+def _progress_line(res: BenchmarkResult) -> str:
+    s = res.summary
+    return (
+        f"mcmc galaxy {res.galaxy_id}: {s['mcmc_wall_s']:.1f} s wall ({s['evals_per_s']:.0f} evals/s), "
+        f"R-hat {s['max_rhat']:.3f}, {s['iter_per_tau']:.1f} iter/tau, converged={s['converged']}; "
+        f"ANPE {s['anpe_wall_s']:.3f} s; speed-up {s['speedup_cpu']:.0f}x (CPU)"
+    )

@@ -1,0 +1,262 @@
+"""Training of the amortized posterior (sedscale.train, bin/run_train) and the Posterior API.
+
+One small training set (dirichlet model, shipped NSA noise model) is simulated
+with sedscale.simulate, and one small flow is trained on it for the module.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from sedscale.cli.train import main as run_train
+from sedscale.infer import Posterior
+from sedscale.models import get_model
+from sedscale.observe.layout import PHOTOMETRY_X_COLUMNS, X_UNITS
+from sedscale.simulate import SimulationConfig, read_manifest, read_simulation, run_simulation
+from sedscale.train import (
+    CheckpointError,
+    FlowConfig,
+    TrainConfig,
+    build_flow,
+    open_training_set,
+    resolve_config,
+    train,
+)
+from sedscale.train.data import Split, manifest_digest, read_chunks, shuffled_batches, validation_mask
+from sedscale.train.flows import Normalization
+
+N_SIMS = 5000
+#: Small but able to learn log M* well in a few epochs on ~4500 rows.
+TINY = resolve_config(
+    "default",
+    flow={"num_transforms": 4, "hidden_features": 64},
+    batch_size=128,
+    learning_rate=2e-3,
+    max_epochs=5,
+    patience=3,
+    seed=1,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sims") / "dirichlet"
+    run_simulation(SimulationConfig(model="dirichlet", n=N_SIMS, out=out, seed=7, partition_size=2000))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(sims, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "dirichlet"
+    lines = []
+    result = train(sims, out, TINY, progress=False, log=lines.append)
+    return result, out, lines
+
+
+@pytest.fixture(scope="module")
+def held_out(sims):
+    """The validation rows of the split (never used for gradient steps)."""
+    table = read_simulation(sims).to_pandas()
+    mask = validation_mask(np.arange(len(table)), TINY.val_fraction, TINY.seed)
+    return table[mask].reset_index(drop=True)
+
+
+def test_training_learns(trained, held_out):
+    result, out, lines = trained
+    assert result.best_val_log_prob > result.prior_log_prob + 2.0
+    assert result.stop_reason in ("patience", "max_epochs")
+    assert len(result.history) >= 2 and any(line.startswith("epoch") for line in lines)
+    post = Posterior.load(out)
+    x = post.x_from_table(held_out)
+    samples = post.sample(x, 200, seed=0)
+    assert samples.shape == (len(held_out), 200, len(post.param_names))
+    mean_mass = samples[:, :, post.param_names.index("log_mass")].mean(axis=1)
+    assert np.corrcoef(mean_mass, held_out["log_mass"])[0, 1] > 0.9
+
+
+def test_output_files(trained):
+    _, out, _ = trained
+    for name in ("posterior.pt", "posterior.json", "train_state.pt", "train_state.json"):
+        assert (out / name).is_file(), name
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_metadata_round_trip(trained, sims, held_out):
+    result, out, _ = trained
+    model = get_model("dirichlet")
+    post = Posterior.load(out, model="dirichlet", x_columns=PHOTOMETRY_X_COLUMNS, param_names=model.param_names)
+    meta = post.metadata
+    assert post.model_name == "dirichlet"
+    assert post.param_names == model.param_names
+    assert meta["prior"] == model.prior.to_dict()
+    assert post.x_columns == PHOTOMETRY_X_COLUMNS
+    assert post.x_units == {c: X_UNITS[c] for c in PHOTOMETRY_X_COLUMNS}
+    assert TrainConfig.from_dict(_config_of(meta)) == TINY
+    assert meta["training_set"]["manifest_sha256"] == manifest_digest(read_manifest(sims))
+    assert meta["training_set"]["n_rows"] == N_SIMS
+    assert meta["history"] == result.history
+    assert {"sedscale", "torch", "sbi"} <= set(meta["versions"])
+    norm = Normalization.from_dict(meta["normalization"])
+    np.testing.assert_allclose(post.flow.x_mean.numpy(), norm.x_mean, rtol=1e-6)
+    np.testing.assert_allclose(post.flow.theta_std.numpy(), norm.theta_std, rtol=1e-6)
+    # The reloaded weights reproduce the validation log-prob recorded at training time.
+    theta = held_out[list(post.param_names)].to_numpy()
+    lp = post.log_prob(theta, post.x_from_table(held_out))
+    assert np.mean(lp) == pytest.approx(result.best_val_log_prob, abs=1e-3)
+
+
+def _config_of(meta: dict) -> dict:
+    keys = set(TrainConfig.__dataclass_fields__) - {"flow"}
+    return {"flow": meta["flow"], **{k: meta["training"][k] for k in keys}}
+
+
+def test_mismatched_checkpoint_refused(trained):
+    _, out, _ = trained
+    with pytest.raises(CheckpointError, match="trained for model 'dirichlet', not 'provabgs'"):
+        Posterior.load(out, model="provabgs")
+    with pytest.raises(CheckpointError, match="x layout"):
+        Posterior.load(out, x_columns=PHOTOMETRY_X_COLUMNS[:-1])
+    post = Posterior.load(out)
+    with pytest.raises(CheckpointError, match="parameter order"):
+        post.check_compatible(param_names=tuple(reversed(post.param_names)))
+
+
+def test_damaged_checkpoint_gives_clear_error(trained, tmp_path):
+    _, out, _ = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    weights = bad / "posterior.pt"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        Posterior.load(bad)
+    # Truncated and the sidecar made to agree: torch's own error is wrapped.
+    meta = json.loads((bad / "posterior.json").read_text())
+    meta["weights"].update(bytes=len(data) // 2, sha256=hashlib.sha256(data[: len(data) // 2]).hexdigest())
+    (bad / "posterior.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="unreadable weights"):
+        Posterior.load(bad)
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    meta["weights"].update(bytes=len(data))
+    (bad / "posterior.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="sha256"):
+        Posterior.load(bad)
+    (bad / "posterior.json").write_text(json.dumps(meta)[:100])
+    with pytest.raises(CheckpointError, match="corrupt or truncated metadata"):
+        Posterior.load(bad)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        Posterior.load(tmp_path / "nowhere")
+
+
+def test_sampling_flags_and_support(trained):
+    _, out, _ = trained
+    post = Posterior.load(out)
+    x = np.tile(np.asarray(post.flow.x_mean.numpy(), dtype=np.float32), (4, 1))
+    x[2, 0] = np.nan
+    result = post.draw(x, 300, batch_size=2, seed=3)
+    assert result.invalid_x.tolist() == [False, False, True, False]
+    assert np.isnan(result.samples[2]).all() and result.n_accepted[2] == 0
+    good = result.samples[~result.invalid_x]
+    assert post.prior.in_support(good.reshape(-1, good.shape[-1])).all()
+    assert result.complete[~result.invalid_x].all() and not result.timed_out.any()
+    # Seeded draws repeat exactly and leave torch's global generator alone.
+    state = torch.get_rng_state()
+    again = post.draw(x, 300, batch_size=2, seed=3)
+    np.testing.assert_array_equal(again.samples, result.samples)
+    assert torch.equal(torch.get_rng_state(), state)
+    phys = post.to_physical(result.samples[:2])
+    assert phys["sfh_fraction"].shape == (2, 300, 7)
+    np.testing.assert_allclose(phys["sfh_fraction"].sum(-1), 1.0, rtol=1e-5)
+
+
+def test_rejection_and_time_limit(trained):
+    """An untrained z-scored flow leaves the prior box often: rejection and the time-out flag."""
+    _, out, _ = trained
+    post = Posterior.load(out)
+    meta = dict(post.metadata, flow={**post.metadata["flow"], "theta_transform": "zscore"})
+    norm = Normalization(
+        theta_mean=(post.prior.low + post.prior.high) / 2,
+        theta_std=(post.prior.high - post.prior.low) / np.sqrt(12),
+        x_mean=post.flow.x_mean.numpy(),
+        x_std=post.flow.x_std.numpy(),
+    )
+    torch.manual_seed(0)
+    flow = build_flow(FlowConfig.from_dict(meta["flow"]), post.prior.low, post.prior.high, norm)
+    loose = Posterior(flow, meta)
+    x = np.tile(norm.x_mean.astype(np.float32), (3, 1))
+    full = loose.draw(x, 200, seed=0)
+    assert full.complete.all() and (full.acceptance < 0.9).all()
+    assert loose.prior.in_support(full.samples.reshape(-1, full.samples.shape[-1])).all()
+    cut = loose.draw(x, 200, max_time=0.0, seed=0)
+    assert cut.timed_out.all() and (cut.n_accepted < 200).all()
+    for g in range(3):
+        assert np.isfinite(cut.samples[g, : cut.n_accepted[g]]).all()
+        assert np.isnan(cut.samples[g, cut.n_accepted[g] :]).all()
+
+
+def test_cli_resume_matches_uninterrupted_run(sims, tmp_path):
+    small = ["--flow", "nsf", "--transforms", "2", "--hidden", "16", "--blocks", "1", "--batch-size", "256",
+             "--seed", "5", "--no-progress"]
+    interrupted = tmp_path / "interrupted"
+    assert run_train(["--sims", str(sims), "--out", str(interrupted), "--max-epochs", "2", *small]) == 0
+    assert run_train(["--sims", str(sims), "--out", str(interrupted), "--max-epochs", "2", *small]) == 2  # exists
+    assert run_train(["--sims", str(sims), "--out", str(interrupted), "--resume", "--max-epochs", "3",
+                      "--no-progress"]) == 0
+    straight = tmp_path / "straight"
+    assert run_train(["--sims", str(sims), "--out", str(straight), "--max-epochs", "3", *small]) == 0
+    a = json.loads((interrupted / "posterior.json").read_text())
+    b = json.loads((straight / "posterior.json").read_text())
+    assert [h["epoch"] for h in a["history"]] == [1, 2, 3]
+    assert [h["val_log_prob"] for h in a["history"]] == [h["val_log_prob"] for h in b["history"]]
+    assert a["weights"]["sha256"] == b["weights"]["sha256"]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert run_train(["--sims", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("run_train: error:") and "\n" not in err
+    assert run_train(["--sims", str(tmp_path), "--out", str(tmp_path / "o"), "--resume"]) == 2
+    assert "no interrupted training" in capsys.readouterr().err
+
+
+def test_bad_options_refused():
+    from sedscale.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown flow"):
+        resolve_config("default", flow={"kind": "glow"})
+    with pytest.raises(ConfigError, match="batch_size"):
+        resolve_config("sedflow", batch_size=0)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve_config("sedflow2")
+    with pytest.raises(ConfigError, match="passes applies to"):
+        resolve_config("default", flow={"kind": "nsf", "passes": 2})
+
+
+def test_streaming_epoch_visits_each_training_row_once(sims):
+    """A shuffle buffer much smaller than the data (the larger-than-memory path)."""
+    ts = open_training_set(sims)
+    split = Split("train", 0.1, 0)
+    expected = np.concatenate([theta for theta, _, _ in read_chunks(ts, split)])
+    batches = list(shuffled_batches(ts, split, 64, 700, np.random.default_rng(0)))
+    got = np.concatenate([theta for theta, _ in batches])
+    assert all(len(t) == 64 for t, _ in batches[:-1])
+    assert got.shape == expected.shape
+    order = lambda a: a[np.lexsort(a.T[::-1])]  # noqa: E731
+    np.testing.assert_array_equal(order(got), order(expected))
+    assert not np.array_equal(got[:100], expected[:100])
+    val = np.concatenate([theta for theta, _, _ in read_chunks(ts, Split("val", 0.1, 0))])
+    assert len(val) + len(expected) == N_SIMS and 0.07 < len(val) / N_SIMS < 0.13
