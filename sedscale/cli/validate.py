@@ -10,12 +10,22 @@ Examples
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..cluster import load_cluster_config, open_client
-from ..validate.calibration import DEFAULT_N_BINS, DEFAULT_P_VALUE, CalibrationThresholds
-from ..validate.mcmc import SAMPLERS, SEDFLOW_BURN_IN, SEDFLOW_ITERATIONS, SEDFLOW_WALKERS, MCMCConfig
+from ..validate.calibration import (
+    DEFAULT_N_BINS,
+    DEFAULT_P_VALUE,
+    CalibrationThresholds,
+)
+from ..validate.mcmc import (
+    SAMPLERS,
+    SEDFLOW_BURN_IN,
+    SEDFLOW_ITERATIONS,
+    SEDFLOW_WALKERS,
+    MCMCConfig,
+)
 from ..validate.report import ValidationConfig, run_validation
 from . import run_guarded
 

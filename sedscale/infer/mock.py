@@ -151,7 +151,7 @@ def write_mock_nsa(path: str | os.PathLike, **kwargs) -> Path:
 
     from astropy.io import fits
 
-    from ..io.catalog import atomic_write
+    from ..io.atomic import atomic_write
 
     columns, header = make_mock_nsa(**kwargs)
     cols = []

@@ -146,7 +146,7 @@ class XSupport:
     # ---------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> Path:
         """Write an ``.npz`` file atomically."""
-        from ..io.catalog import atomic_write
+        from ..io.atomic import atomic_write
 
         header = {
             "format": SUPPORT_FORMAT,

@@ -48,11 +48,9 @@ Fixed-size list columns (posterior samples) become FITS vector columns.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +64,7 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError, MissingDataError
 from ..observe.filters import SDSS_BANDS
 from ..units import POGSON, mag_to_nanomaggies
+from .atomic import atomic_write
 from .nsa import (
     NSA_FLUX_COLUMNS,
     NSA_FLUX_IVAR_COLUMNS,
@@ -486,27 +485,6 @@ def _as_float(values: np.ndarray, path, column: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- writers
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file to ``path``.
-
-    A reader never sees a half-written file; on error the temporary file is
-    removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def output_format(path: str | os.PathLike) -> str:
     """``"parquet"`` or ``"fits"`` from an output file name; ConfigError otherwise."""
     name = str(path).lower()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, MissingDataError, ParameterError
+from ..io.atomic import atomic_write_bytes
 from ..units import POGSON, nanomaggies_to_mag
 from .filters import SDSS_BANDS
 from .layout import FLUX_COLUMNS, FLUX_SIGMA_COLUMNS, MAG_COLUMNS, MAG_SIGMA_COLUMNS
@@ -331,19 +331,8 @@ class PhotometricNoiseModel:
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write the model as compact JSON atomically (temp file + rename); returns the path."""
-        path = Path(path)
         text = json.dumps(self.to_dict(), separators=(",", ":")) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            # mkstemp creates 0600; the file is package data that others read.
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return path
+        return atomic_write_bytes(path, text.encode())
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "PhotometricNoiseModel":

@@ -21,11 +21,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io.atomic import atomic_write_bytes
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT = "sedscale.simulation"
@@ -35,23 +35,6 @@ MANIFEST_VERSION = 1
 def partition_filename(index: int) -> str:
     """File name of partition ``index``."""
     return f"part-{index:06d}.parquet"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def file_sha256(path: str | os.PathLike) -> str:

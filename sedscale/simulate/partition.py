@@ -32,7 +32,8 @@ from ..observe.layout import (
     REDSHIFT_COLUMN,
 )
 from .config import load_model, load_noise_model
-from .manifest import atomic_write_bytes, partition_filename
+from ..io.atomic import atomic_write_bytes
+from .manifest import partition_filename
 from .redshift import CatalogRedshift, UniformRedshift
 
 #: Global row id: ``partition * partition_size + row``.

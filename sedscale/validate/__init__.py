@@ -23,7 +23,13 @@ from .calibration import (
     stratified_summary,
     summarize_calibration,
 )
-from .mcmc import MCMCConfig, MCMCResult, PhotometryLogPosterior, compare_marginals, run_mcmc
+from .mcmc import (
+    MCMCConfig,
+    MCMCResult,
+    PhotometryLogPosterior,
+    compare_marginals,
+    run_mcmc,
+)
 from .report import ValidationConfig, run_validation
 
 __all__ = [

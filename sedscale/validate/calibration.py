@@ -340,7 +340,7 @@ class Calibration:
     def n_sims(self) -> int:
         return self.u.shape[0]
 
-    def subset(self, mask) -> "Calibration":
+    def subset(self, mask) -> Calibration:
         """The simulations selected by a boolean mask or index array."""
         return Calibration(
             self.names,
@@ -419,7 +419,7 @@ def _verdict(passed: bool, u: np.ndarray) -> str:
     return "biased low" if z_bias > 0 else "biased high"
 
 
-def summarize_calibration(cal: Calibration, thresholds: CalibrationThresholds = CalibrationThresholds()) -> pd.DataFrame:
+def summarize_calibration(cal: Calibration, thresholds: CalibrationThresholds | None = None) -> pd.DataFrame:
     """Pass/fail table, one row per parameter plus the joint HPD/TARP rows.
 
     Columns: ``parameter``, ``n``, ``chi2``, ``p_chi2``, ``p_ks``,
@@ -429,7 +429,9 @@ def summarize_calibration(cal: Calibration, thresholds: CalibrationThresholds = 
     ``passed`` and ``verdict`` ("ok", "over-confident", "under-confident",
     "biased low", "biased high").  Joint rows (``joint_hpd``,
     ``joint_tarp``) fill ``p_ks`` and ``max_coverage_error`` only.
+    ``thresholds`` defaults to :class:`CalibrationThresholds`().
     """
+    thresholds = thresholds or CalibrationThresholds()
     if cal.n_sims < thresholds.n_bins:
         raise ParameterError(f"{cal.n_sims} simulations are too few for a {thresholds.n_bins}-bin rank test")
     counts = rank_histogram(cal.u, thresholds.n_bins)
@@ -546,7 +548,7 @@ def stratified_summary(
     cal: Calibration,
     strata: dict,
     n_bins: int = 3,
-    thresholds: CalibrationThresholds = CalibrationThresholds(),
+    thresholds: CalibrationThresholds | None = None,
 ) -> pd.DataFrame:
     """:func:`summarize_calibration` in quantile bins of each stratifying variable.
 
@@ -567,6 +569,7 @@ def stratified_summary(
         The summary columns plus ``stratum`` (variable name), ``bin``,
         ``low`` and ``high`` (bin edges in the variable's units).
     """
+    thresholds = thresholds or CalibrationThresholds()
     frames = []
     for var, values in strata.items():
         values = np.asarray(values, dtype=float)

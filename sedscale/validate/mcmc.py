@@ -384,19 +384,21 @@ def _run_emcee(logpost, start, config: MCMCConfig):
     return sampler.get_chain(), sampler.get_log_prob()
 
 
-def run_mcmc(logpost: PhotometryLogPosterior, config: MCMCConfig = MCMCConfig()) -> MCMCResult:
+def run_mcmc(logpost: PhotometryLogPosterior, config: MCMCConfig | None = None) -> MCMCResult:
     """Sample one galaxy's posterior with an ensemble sampler.
 
     Parameters
     ----------
     logpost : PhotometryLogPosterior
-    config : MCMCConfig
+    config : MCMCConfig, optional
+        Default: SEDflow's setup (:class:`MCMCConfig`()).
 
     Returns
     -------
     MCMCResult
         Times count the start search and the sampling, in this process.
     """
+    config = config or MCMCConfig()
     k = logpost.free.size
     if config.n_walkers < 2 * k:
         raise ConfigError(f"{config.n_walkers} walkers are too few for {k} parameters (need >= {2 * k})")

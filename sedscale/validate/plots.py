@@ -5,40 +5,33 @@ atomically (temporary file + rename) to the given path.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats
 
-from .calibration import DEFAULT_LEVELS, central_levels, expected_coverage, rank_histogram, uniform_band  # noqa: E402
+from ..io.atomic import atomic_write
+from .calibration import (
+    DEFAULT_LEVELS,
+    central_levels,
+    expected_coverage,
+    rank_histogram,
+    uniform_band,
+)
 
 _DPI = 110
 
 
 def save_figure(fig, path) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=_DPI, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=_DPI, format="png"), suffix=".png")
     finally:
         plt.close(fig)
-    return path
 
 
 def _grid(n: int, size: float = 2.6):

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 from ..errors import ConfigError, SedscaleError
+from ..io.atomic import atomic_write_bytes
 from ..observe.layout import (
     FLUX_COLUMNS,
     FLUX_SIGMA_COLUMNS,
@@ -337,7 +338,9 @@ def observations_from_test_set(test: pd.DataFrame, param_names, rows) -> list[Ga
 def catalog_observations(path: str, n: int, rng: np.random.Generator, z_range) -> list[GalaxyObservation]:
     """``n`` random galaxies with usable photometry from a survey catalog (read with :func:`read_catalog`)."""
     from ..infer.quality import check_photometry
-    from ..io.catalog import FLUX_COLUMNS as CAT_FLUX, FLUX_IVAR_COLUMNS as CAT_IVAR, read_catalog
+    from ..io.catalog import FLUX_COLUMNS as CAT_FLUX
+    from ..io.catalog import FLUX_IVAR_COLUMNS as CAT_IVAR
+    from ..io.catalog import read_catalog
     from ..units import ivar_to_sigma
 
     df = read_catalog(path)
@@ -365,8 +368,6 @@ def catalog_observations(path: str, n: int, rng: np.random.Generator, z_range) -
 # ------------------------------------------------------------------ writing
 def write_parquet(df: pd.DataFrame, path: Path, metadata: dict | None = None) -> Path:
     """Write a frame as Parquet atomically (temporary file + rename)."""
-    from ..simulate.manifest import atomic_write_bytes
-
     table = pa.Table.from_pandas(df, preserve_index=False)
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
@@ -377,8 +378,6 @@ def write_parquet(df: pd.DataFrame, path: Path, metadata: dict | None = None) ->
 
 
 def write_text(path: Path, text: str) -> Path:
-    from ..simulate.manifest import atomic_write_bytes
-
     atomic_write_bytes(Path(path), text.encode())
     return Path(path)
 
@@ -431,24 +430,24 @@ def render_summary(info: dict, calib: pd.DataFrame, strata: pd.DataFrame, ppc: d
     out = [
         f"# Validation of `{info['flow']}`",
         "",
-        f"- model `{info['model']}`, flow `{info['flow_kind']}`, {info['n_params']} parameters; "
-        f"x = {', '.join(info['x_columns'])}",
-        f"- test set: {info['n_test']} fresh simulations (seed {info['seed']}, redshifts {info['redshift']}), "
+        (f"- model `{info['model']}`, flow `{info['flow_kind']}`, {info['n_params']} parameters; "
+        f"x = {', '.join(info['x_columns'])}"),
+        (f"- test set: {info['n_test']} fresh simulations (seed {info['seed']}, redshifts {info['redshift']}), "
         f"{info['n_samples']} posterior samples each; {info['n_used']} used "
-        f"({info['n_test'] - info['n_used']} dropped: incomplete sampling)",
-        f"- amortized sampling: {info['anpe_wall_s']:.1f} s wall, {info['anpe_cpu_s_per_galaxy'] * 1e3:.1f} CPU-ms per "
-        f"galaxy for {info['n_samples']} samples (batched, {info['workers']})",
-        f"- **{n_pass}/{n_params} parameters pass** (p >= {th['p_value']:g} for the chi2 test of the "
+        f"({info['n_test'] - info['n_used']} dropped: incomplete sampling)"),
+        (f"- amortized sampling: {info['anpe_wall_s']:.1f} s wall, {info['anpe_cpu_s_per_galaxy'] * 1e3:.1f} CPU-ms per "
+        f"galaxy for {info['n_samples']} samples (batched, {info['workers']})"),
+        (f"- **{n_pass}/{n_params} parameters pass** (p >= {th['p_value']:g} for the chi2 test of the "
         f"{th['n_bins']}-bin rank histogram, the KS test of the fractional ranks and the KS test of the central "
-        "credibility levels; see docs/validation.md)",
+        "credibility levels; see docs/validation.md)"),
         "",
         "## Calibration per parameter",
         "",
         markdown_table(calib, ["parameter", "n", "contraction", "p_chi2", "p_ks", "p_ks_width", "max_coverage_error", "mean_u",
                                "mean_width_level", "passed", "verdict"]),
         "",
-        "`mean_u` > 0.5: posterior below the truth; `mean_width_level` > 0.5: over-confident (too narrow); "
-        "`contraction`: 1 - posterior/prior variance (0: the posterior is the prior, which is calibrated too).",
+        ("`mean_u` > 0.5: posterior below the truth; `mean_width_level` > 0.5: over-confident (too narrow); "
+        "`contraction`: 1 - posterior/prior variance (0: the posterior is the prior, which is calibrated too)."),
         "Plots: `rank_histograms.png`, `pp_plot.png`, `coverage.png`, `true_vs_recovered.png`.",
         "",
         "## Calibration by redshift, r magnitude and r-band S/N",
@@ -459,17 +458,17 @@ def render_summary(info: dict, calib: pd.DataFrame, strata: pd.DataFrame, ppc: d
         "",
         "## Posterior predictive check",
         "",
-        f"chi2 over {ppc['dof']} bands of the posterior-median SED against the observed fluxes: median "
+        (f"chi2 over {ppc['dof']} bands of the posterior-median SED against the observed fluxes: median "
         f"{ppc['median_chi2_median_sed']:.2f} (true SED: {ppc['median_chi2_true_sed']:.2f}; chi2({ppc['dof']}) median "
         f"{stats.chi2.median(ppc['dof']):.2f}); fraction above the chi2({ppc['dof']}) 99th percentile: "
         f"{ppc['frac_above_p99_median_sed']:.3f} (true SED: {ppc['frac_above_p99_true_sed']:.3f}). Plot: `ppc_chi2.png`. "
         "The median SED combines per-parameter medians and misfits when parameters are degenerate (e.g. SFH "
-        "fractions that photometry does not constrain).",
+        "fractions that photometry does not constrain)."),
         "",
-        f"Posterior predictive p-value of the chi2 ({ppc['ppc_draws']} posterior draws per galaxy, replicated "
-        f"fluxes with the observed errors; uniform, i.e. 1% below 0.01, when the posterior SEDs fit as well as the "
-        f"truth): median "
-        f"{ppc['median_p_ppc']:.3f}, fraction of galaxies with p < 0.01: {ppc['frac_p_ppc_below_0_01']:.3f}.",
+        (f"Posterior predictive p-value of the chi2 ({ppc['ppc_draws']} posterior draws per galaxy, replicated "
+        f"fluxes with the observed errors): mean {ppc['mean_p_ppc']:.3f}, median {ppc['median_p_ppc']:.3f}, "
+        f"fraction of galaxies with p < 0.01: {ppc['frac_p_ppc_below_0_01']:.3f}. Over a test set the mean is 0.5 "
+        "for the exact posterior; lower means the posterior's SEDs fit the data worse than the truth's."),
     ]
     if mcmc is not None and len(mcmc):
         cfg = info["mcmc_config"]
@@ -477,10 +476,10 @@ def render_summary(info: dict, calib: pd.DataFrame, strata: pd.DataFrame, ppc: d
             "",
             "## MCMC comparison",
             "",
-            f"{cfg['sampler']}: {cfg['n_walkers']} walkers x {cfg['n_iter']} iterations, {cfg['burn_in']} burn-in "
+            (f"{cfg['sampler']}: {cfg['n_walkers']} walkers x {cfg['n_iter']} iterations, {cfg['burn_in']} burn-in "
             f"(SEDflow: 30 x 10,000, 2,000), same forward model, prior, Gaussian flux likelihood; one task per "
             f"galaxy ({info['workers']}), amortized posterior ({info['anpe_samples']} samples) timed in the same task. "
-            f"Galaxies: {info['mcmc_source']}.",
+            f"Galaxies: {info['mcmc_source']}."),
             "",
             markdown_table(mcmc, ["galaxy_id", "max_rhat", "max_tau", "iter_per_tau", "converged",
                                   "max_abs_delta_median_sigma", "min_width_ratio", "max_width_ratio", "min_ks_p"]),
@@ -581,7 +580,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     p_ppc = ppc_pvalues(model, samples, z, flux, sigma, PPC_DRAWS, np.random.default_rng([seed, 2]))
     ppc = dict(dof=dof, median_chi2_median_sed=float(np.median(chi2_med)), median_chi2_true_sed=float(np.median(chi2_true)),
                frac_above_p99_median_sed=float(np.mean(chi2_med > p99)), frac_above_p99_true_sed=float(np.mean(chi2_true > p99)),
-               ppc_draws=PPC_DRAWS, median_p_ppc=float(np.median(p_ppc)), frac_p_ppc_below_0_01=float(np.mean(p_ppc < 0.01)))
+               ppc_draws=PPC_DRAWS, mean_p_ppc=float(np.mean(p_ppc)), median_p_ppc=float(np.median(p_ppc)), frac_p_ppc_below_0_01=float(np.mean(p_ppc < 0.01)))
 
     per_sim = sub[["sim_id", REDSHIFT_COLUMN]].copy()
     for var, values in strata_vars.items():
