@@ -5,8 +5,9 @@ sedscale errors into one-line messages instead of tracebacks.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..errors import SedscaleError
 
@@ -26,3 +27,14 @@ def run_guarded(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def announced_client(cluster_config, prog: str) -> Iterator:
+    """Open a Dask client for ``cluster_config``, printing the cluster and its dashboard URL."""
+    from ..cluster import open_client
+
+    print(f"{prog}: {cluster_config.describe()} ({cluster_config.source})", flush=True)
+    with open_client(cluster_config) as client:
+        print(f"{prog}: dashboard {client.dashboard_link}", flush=True)
+        yield client

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import EXIT_INTERRUPTED, run_guarded
+from . import EXIT_INTERRUPTED, announced_client, run_guarded
 
 PROG = "run_catalog"
 MOCK_PROG = "make_mock_catalog"
@@ -96,7 +96,7 @@ def _mapping(args):
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from ..cluster import limit_threads, load_cluster_config, open_client
+    from ..cluster import limit_threads, load_cluster_config
     from ..infer.catalog import CatalogOptions, plan_catalog, run_catalog
 
     args = build_parser().parse_args(argv)
@@ -133,9 +133,7 @@ def _main(argv: Sequence[str] | None) -> int:
             summary = run_catalog(plan, None, resume=args.resume, progress=progress)
         else:
             cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
-            print(f"{PROG}: {cluster_config.describe()} ({cluster_config.source})", flush=True)
-            with open_client(cluster_config) as client:
-                print(f"{PROG}: dashboard {client.dashboard_link}", flush=True)
+            with announced_client(cluster_config, PROG) as client:
                 summary = run_catalog(plan, client, resume=args.resume, progress=progress)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; finished partitions are kept: rerun with --resume", file=sys.stderr)

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..cluster import load_cluster_config, open_client
+from ..cluster import load_cluster_config
 from ..simulate import SimulationConfig, check_output, plan_run, run_simulation
 from ..simulate.config import DEFAULT_PARTITION_SIZE, DEFAULT_Z_RANGE
-from . import EXIT_INTERRUPTED, run_guarded
+from . import EXIT_INTERRUPTED, announced_client, run_guarded
 
 PROG = "run_simulate"
 
@@ -93,9 +93,7 @@ def _main(argv: Sequence[str] | None) -> int:
         # A finished run: nothing to compute, so no cluster to start.
         print(run_simulation(config, None).format(), flush=True)
         return 0
-    print(f"{PROG}: {cluster_config.describe()} ({cluster_config.source})", flush=True)
-    with open_client(cluster_config) as client:
-        print(f"{PROG}: dashboard {client.dashboard_link}", flush=True)
+    with announced_client(cluster_config, PROG) as client:
         try:
             summary = run_simulation(config, client, resume=args.resume, progress=not args.no_progress)
         except KeyboardInterrupt:

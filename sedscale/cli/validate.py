@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cluster import load_cluster_config, open_client
+from ..cluster import load_cluster_config
 from ..validate.calibration import (
     DEFAULT_N_BINS,
     DEFAULT_P_VALUE,
@@ -27,7 +27,7 @@ from ..validate.mcmc import (
     MCMCConfig,
 )
 from ..validate.report import ValidationConfig, run_validation
-from . import run_guarded
+from . import announced_client, run_guarded
 
 PROG = "run_validate"
 
@@ -105,9 +105,7 @@ def _main(argv: Sequence[str] | None) -> int:
         run_validation(config, None)
         return 0
     cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
-    print(f"{PROG}: {cluster_config.describe()} ({cluster_config.source})", flush=True)
-    with open_client(cluster_config) as client:
-        print(f"{PROG}: dashboard {client.dashboard_link}", flush=True)
+    with announced_client(cluster_config, PROG) as client:
         run_validation(config, client)
     return 0
 

@@ -74,6 +74,7 @@ import pyarrow.parquet as pq
 
 from .._version import __version__
 from ..errors import ConfigError, SedscaleError
+from ..io.atomic import atomic_write_bytes
 from ..io.catalog import (
     FLUX_COLUMNS,
     FLUX_IVAR_COLUMNS,
@@ -88,7 +89,6 @@ from ..io.catalog import (
 from ..models.base import DERIVED_UNITS
 from ..observe.layout import MAG_COLUMNS, MAG_SIGMA_COLUMNS, PHOTOMETRY_X_COLUMNS
 from ..simulate.manifest import (
-    atomic_write_bytes,
     describe_differences,
     file_sha256,
     partition_filename,
@@ -126,7 +126,7 @@ DEFAULT_N_SAMPLES = 1000
 #: Seconds a partition may spend redrawing samples that left the prior box.
 DEFAULT_MAX_TIME = 60.0
 #: Flow samples per forward pass (galaxies x samples), as in Posterior.draw.
-ROWS_PER_PASS = 131_072
+ROWS_PER_PASS = 8192
 #: A galaxy with none of at least this many first draws inside the prior is not redrawn.
 MIN_DRAWS_HOPELESS = 100
 

@@ -26,7 +26,12 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError
-from ..train.checkpoint import CheckpointError, check_compatible, checkpoint_paths, load_checkpoint
+from ..train.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    checkpoint_paths,
+    load_checkpoint,
+)
 from ..train.config import FlowConfig
 from ..train.data import prior_from_dict
 from ..train.flows import ConditionalFlow, Normalization, build_flow

@@ -10,8 +10,20 @@ Example::
 
 Load the result with :class:`sedscale.infer.Posterior`.
 """
-from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
-from .config import FLOW_BUILDERS, PRESETS, THETA_TRANSFORMS, FlowConfig, TrainConfig, resolve_config
+from .checkpoint import (
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .config import (
+    FLOW_BUILDERS,
+    PRESETS,
+    THETA_TRANSFORMS,
+    FlowConfig,
+    TrainConfig,
+    resolve_config,
+)
 from .data import TrainingSet, TrainingSetError, open_training_set, prior_from_dict
 from .flows import ConditionalFlow, Normalization, build_flow
 from .trainer import TrainResult, train

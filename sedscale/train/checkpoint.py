@@ -18,12 +18,12 @@ import io
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..errors import SedscaleError
+from ..io.atomic import atomic_write_bytes
 
 CHECKPOINT_FORMAT = "sedscale.posterior"
 CHECKPOINT_VERSION = 1
@@ -49,24 +49,6 @@ REQUIRED_KEYS = (
 
 class CheckpointError(SedscaleError, ValueError):
     """A checkpoint is missing, corrupt, or does not fit the data it is used with."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path: Path, obj) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes
 
 
 def plot_history(history: list[dict], path: str | Path, prior_log_prob: float | None = None, title: str = "") -> Path:
