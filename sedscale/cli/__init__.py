@@ -29,6 +29,12 @@ def run_guarded(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
         return EXIT_INTERRUPTED
 
 
+def interrupted_resumable(prog: str) -> int:
+    """Report a Ctrl-C / SIGTERM of a resumable run; returns the exit status."""
+    print(f"{prog}: interrupted; finished partitions are kept: rerun with --resume", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 @contextlib.contextmanager
 def announced_client(cluster_config, prog: str) -> Iterator:
     """Open a Dask client for ``cluster_config``, printing the cluster and its dashboard URL."""

@@ -13,11 +13,10 @@ Examples
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import EXIT_INTERRUPTED, announced_client, run_guarded
+from . import announced_client, interrupted_resumable, run_guarded
 
 PROG = "run_catalog"
 MOCK_PROG = "make_mock_catalog"
@@ -136,8 +135,7 @@ def _main(argv: Sequence[str] | None) -> int:
             with announced_client(cluster_config, PROG) as client:
                 summary = run_catalog(plan, client, resume=args.resume, progress=progress)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished partitions are kept: rerun with --resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted_resumable(PROG)
     print(summary.format(), flush=True)
     return 0
 

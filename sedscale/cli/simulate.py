@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 from pathlib import Path
 from typing import Sequence
 
 from ..cluster import load_cluster_config
 from ..simulate import SimulationConfig, check_output, plan_run, run_simulation
 from ..simulate.config import DEFAULT_PARTITION_SIZE, DEFAULT_Z_RANGE
-from . import EXIT_INTERRUPTED, announced_client, run_guarded
+from . import announced_client, interrupted_resumable, run_guarded
 
 PROG = "run_simulate"
 
@@ -97,8 +96,7 @@ def _main(argv: Sequence[str] | None) -> int:
         try:
             summary = run_simulation(config, client, resume=args.resume, progress=not args.no_progress)
         except KeyboardInterrupt:
-            print(f"{PROG}: interrupted; finished partitions are kept: rerun with --resume", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return interrupted_resumable(PROG)
     print(summary.format(), flush=True)
     return 0
 

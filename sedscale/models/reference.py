@@ -85,13 +85,17 @@ _NATIVE_CACHE: dict = {}
 
 
 def _native_spectra(model: ForwardModel, wave_range):
-    """Native-resolution SSPs (nebular emission added) inside ``wave_range``, cached per model."""
-    key = (id(model), tuple(wave_range))
+    """Native-resolution SSPs (nebular emission added) inside ``wave_range``.
+
+    Cached per (SSP grid, nebular setting, range); the grid is kept in the
+    value so that its ``id`` cannot be reused by another object.
+    """
+    grid = model.ssp
+    key = (id(grid), model.nebular_log_u, tuple(wave_range))
     if key not in _NATIVE_CACHE:
-        grid = model.ssp
         sel = (grid.wavelength >= wave_range[0]) & (grid.wavelength <= wave_range[1])
-        _NATIVE_CACHE[key] = (grid.wavelength[sel], ssp_with_nebular(grid, model.nebular_log_u)[..., sel])
-    return _NATIVE_CACHE[key]
+        _NATIVE_CACHE[key] = (grid, grid.wavelength[sel], ssp_with_nebular(grid, model.nebular_log_u)[..., sel])
+    return _NATIVE_CACHE[key][1:]
 
 
 def reference_spectrum(model: ForwardModel, theta_row: np.ndarray, z: float, wave_range=(1000.0, 13000.0)):
