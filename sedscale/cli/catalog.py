@@ -7,6 +7,10 @@ Examples
     bin/run_catalog sdss.parquet --columns z=zspec flux=flux_{band} flux_err=fluxerr_{band} flux_unit=uJy
     bin/run_catalog ... --resume            # continue after a killed worker or job
     bin/run_catalog ... --cluster slurm     # cluster_configs/slurm.yaml (or a YAML path)
+    bin/run_catalog ../shared/data/sdss_spectra --flow checkpoints/delayed_tau_spectra --out spectra.parquet
+
+With a spectral checkpoint the inputs are SDSS spec-PLATE-MJD-FIBER.fits files
+(or directories of them) or one Parquet spectra table (sedscale.io.sdss.spectra_table).
 
 ``bin/make_mock_catalog`` writes the MOCK NSA-format catalog with known truths.
 """
@@ -35,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("catalog", nargs="+", help="catalog files: NSA FITS, or FITS/Parquet/CSV with --columns/--column-map")
+    p.add_argument(
+        "catalog", nargs="+",
+        help="catalog files: NSA FITS, or FITS/Parquet/CSV with --columns/--column-map; for a spectral --flow, "
+        "SDSS spectrum files/directories or a Parquet spectra table",
+    )
     p.add_argument("--flow", default=str(DEFAULT_FLOW), help=f"checkpoint directory (default: {DEFAULT_FLOW})")
     p.add_argument(
         "--out", action="append", metavar="FILE",
@@ -94,6 +102,37 @@ def _mapping(args):
     return None
 
 
+def _spectral_main(args, options) -> int:
+    """The spectral catalog: read and check the spectra, sample on the cluster, write the outputs."""
+    import time
+
+    from ..cluster import limit_threads, load_cluster_config
+    from ..errors import ConfigError
+    from ..infer.spectra import read_spectral_inputs, run_spectral_catalog, status_counts, write_spectral_catalog
+
+    for name in ("resume", "columns", "column_map", "support", "support_sims", "keep"):
+        if getattr(args, name):
+            raise ConfigError(f"--{name.replace('_', '-')} applies to photometric catalogs only")
+    start = time.perf_counter()
+    obs = read_spectral_inputs(args.catalog)
+    outputs = args.out or ["posteriors.parquet"]
+    print(f"{PROG}: {len(obs)} spectra ({int(obs.flagged.sum())} flagged by the reader) -> {', '.join(outputs)}",
+          flush=True)
+    kwargs = {"check_support": not args.no_support_check, "progress": not args.no_progress}
+    if args.cluster == "none":
+        limit_threads(1)
+        table = run_spectral_catalog(obs, args.flow, options, None, **kwargs)
+    else:
+        cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
+        with announced_client(cluster_config, PROG) as client:
+            table = run_spectral_catalog(obs, args.flow, options, client, **kwargs)
+    write_spectral_catalog(table, outputs)
+    wall = time.perf_counter() - start
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(status_counts(table).items()))
+    print(f"{PROG}: {len(obs)} spectra in {wall:.1f} s ({len(obs) / wall:.2f}/s): {counts}", flush=True)
+    return 0
+
+
 def _main(argv: Sequence[str] | None) -> int:
     from ..cluster import limit_threads, load_cluster_config
     from ..infer.catalog import CatalogOptions, plan_catalog, run_catalog
@@ -108,6 +147,10 @@ def _main(argv: Sequence[str] | None) -> int:
         derived_samples=args.derived_samples,
         check_support=not args.no_support_check,
     )
+    from ..train.checkpoint import checkpoint_observable
+
+    if checkpoint_observable(args.flow) == "spectrum":
+        return _spectral_main(args, options)
     # Validate catalog, checkpoint and outputs before starting a cluster.
     plan = plan_catalog(
         args.catalog, args.flow, args.out or ["posteriors.parquet"], options, mapping=_mapping(args),

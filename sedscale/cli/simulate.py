@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import signal
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..cluster import load_cluster_config
+from ..observe.layout import OBSERVABLES
 from ..simulate import SimulationConfig, check_output, plan_run, run_simulation
 from ..simulate.config import DEFAULT_PARTITION_SIZE, DEFAULT_Z_RANGE
 from . import announced_client, interrupted_resumable, run_guarded
@@ -38,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--partition-size", type=int, default=DEFAULT_PARTITION_SIZE,
         help=f"rows per Parquet file / task (default {DEFAULT_PARTITION_SIZE})",
+    )
+    p.add_argument(
+        "--observable",
+        choices=OBSERVABLES,
+        default="photometry",
+        help="photometry (noisy ugriz, default) or spectrum (noiseless DIGS spectra; noise is drawn at training)",
     )
     p.add_argument("--noise-model", help="noise-model JSON (default: the NSA model shipped with sedscale)")
     z = p.add_mutually_exclusive_group()
@@ -69,6 +76,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         z_column=args.z_column,
         # Absolute, for workers started in another directory (SLURM jobs).
         model_options={"nmf_dir": str(Path(args.nmf_dir).resolve())} if args.nmf_dir else {},
+        observable=args.observable,
     )
 
 

@@ -25,7 +25,8 @@ PROG = "run_train"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..train.config import FLOW_BUILDERS, PRESETS, THETA_TRANSFORMS
+    from ..observe.spectral_noise import SPECTRAL_NOISE_PRESETS
+    from ..train.config import EMBEDDINGS, FLOW_BUILDERS, PRESETS, THETA_TRANSFORMS
 
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
@@ -42,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--bins", type=int, help="spline bins (nsf, maf_rqs, zuko_nsf)")
     f.add_argument("--passes", type=int, help="zuko_maf, zuko_nsf: inverse passes (2 = coupling)")
     f.add_argument("--theta-transform", choices=THETA_TRANSFORMS, help="parameter map before z-scoring")
+    f.add_argument("--embedding", choices=(*EMBEDDINGS, "none"), help="embedding net between x and the flow")
+    f.add_argument("--embedding-features", type=int, help="output features of the embedding net")
+    sp = p.add_argument_group("spectral training sets")
+    sp.add_argument(
+        "--spectral-noise",
+        choices=sorted(SPECTRAL_NOISE_PRESETS),
+        help="noise drawn when spectra are read: digs (5%%) or survey (S/N 5-500, masks; default)",
+    )
+    sp.add_argument("--augment", type=int, help="noisy copies of every spectrum per epoch (default 1)")
     t = p.add_argument_group("optimisation (replace the preset's values)")
     t.add_argument("--batch-size", type=int, help="rows per gradient step")
     t.add_argument("--lr", type=float, help="Adam learning rate")
@@ -80,6 +90,8 @@ def config_from_args(args: argparse.Namespace, base=None):
             "num_bins": args.bins,
             "passes": args.passes,
             "theta_transform": args.theta_transform,
+            "embedding": None if args.embedding == "none" else args.embedding,
+            "embedding_features": args.embedding_features,
         },
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -90,7 +102,11 @@ def config_from_args(args: argparse.Namespace, base=None):
         max_time=args.max_time,
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
+        spectral_noise=args.spectral_noise,
+        augment=args.augment,
     )
+    if args.embedding == "none":
+        config = replace(config, flow=replace(config.flow, embedding=None))
     return replace(config, lr_patience=None) if args.constant_lr else config
 
 
@@ -113,6 +129,11 @@ def _main(argv: Sequence[str] | None) -> int:
         _, state = read_train_state(Path(args.out))
         config = config_from_args(args, base=TrainConfig.from_dict(state["config"]))
     else:
+        if not args.preset:
+            from ..train.data import open_training_set
+            from ..train.trainer import default_preset
+
+            args.preset = default_preset(open_training_set(args.sims, args.x_columns))
         config = config_from_args(args)
     print(f"{PROG}: {shlex.join(['bin/run_train', *(sys.argv[1:] if argv is None else argv)])}")
     train(

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a uniformity test fails below this p-value (default {DEFAULT_P_VALUE})")
     p.add_argument("--rank-bins", type=int, default=DEFAULT_N_BINS, help=f"rank-histogram bins (default {DEFAULT_N_BINS})")
     p.add_argument("--strata-bins", type=int, default=3, help="quantile bins of z, r mag and r S/N (default 3)")
+    sp = p.add_argument_group("spectral checkpoints")
+    sp.add_argument("--compare", action="append", default=[], metavar="LABEL=CKPT",
+                    help="another spectral checkpoint validated on the same test spectra (repeatable)")
+    sp.add_argument("--spectral-noise", help="noise of the test spectra: digs or survey (default: the --flow checkpoint's)")
     m = p.add_argument_group("MCMC benchmark")
     m.add_argument("--mcmc", type=int, default=0, metavar="N", help="run MCMC on N galaxies (default 0: none)")
     m.add_argument("--catalog", help="draw the MCMC galaxies from this catalog (NSA FITS or sedscale layout)")
@@ -97,8 +101,46 @@ def config_from_args(args: argparse.Namespace) -> ValidationConfig:
     )
 
 
+def _spectral_flows(args) -> dict:
+    from ..errors import ConfigError
+
+    flows = {Path(args.flow).resolve().name: args.flow}
+    for item in args.compare:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise ConfigError(f"--compare expects LABEL=CHECKPOINT, got {item!r}")
+        flows[label] = path
+    return flows
+
+
+def _spectral_main(args) -> int:
+    from ..validate.spectra import run_spectral_validation
+
+    out = args.out or str(Path("reports") / Path(args.flow).resolve().name)
+    flows = _spectral_flows(args)
+    print(f"{PROG}: spectral flows {list(flows)} -> {out}: {args.n_test} test spectra", flush=True)
+    kwargs = {"n_test": args.n_test, "n_samples": args.n_samples, "seed": args.seed, "noise": args.spectral_noise,
+              "max_time": args.max_time,
+              "thresholds": CalibrationThresholds(p_value=args.p_value, n_bins=args.rank_bins)}
+    if args.cluster == "none":
+        run_spectral_validation(flows, out, client=None, **kwargs)
+        return 0
+    cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
+    with announced_client(cluster_config, PROG) as client:
+        run_spectral_validation(flows, out, client=client, **kwargs)
+    return 0
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    from ..train.checkpoint import checkpoint_observable
+
+    if checkpoint_observable(args.flow) == "spectrum":
+        return _spectral_main(args)
+    if args.compare or args.spectral_noise:
+        from ..errors import ConfigError
+
+        raise ConfigError("--compare and --spectral-noise apply to spectral checkpoints only")
     config = config_from_args(args)
     print(f"{PROG}: {config.flow} -> {config.out}: {config.n_test} test simulations, MCMC on {config.mcmc}", flush=True)
     if args.cluster == "none":

@@ -9,7 +9,11 @@ uncertainties in magnitudes, and the redshift -- 11 numbers.
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ..errors import ParameterError
 from .filters import SDSS_BANDS
+from .spectra import DIGS_N_PIXELS, DIGS_WAVELENGTH
 
 #: Noisy observed flux (nanomaggies) and its 1-sigma error.
 FLUX_COLUMNS = tuple(f"flux_{b}" for b in SDSS_BANDS)
@@ -23,3 +27,87 @@ REDSHIFT_COLUMN = "z"
 #: The conditioning vector of photometric flows, in order.
 PHOTOMETRY_X_COLUMNS = MAG_COLUMNS + MAG_SIGMA_COLUMNS + (REDSHIFT_COLUMN,)
 X_UNITS = {**{c: "mag(AB)" for c in MAG_COLUMNS}, **{c: "mag" for c in MAG_SIGMA_COLUMNS}, "z": ""}
+
+# ----------------------------------------------------------------- spectra
+# Spectral x (sedscale's choice, docs/spectra.md): the flow sees the *shape*
+# and the *amplitude* separately -- log10 of the mean L_lambda in a fixed
+# rest-frame window, the spectrum divided by it, and log10 of the per-element
+# uncertainty divided by it.  DIGS fed the absolute spectrum (mass in the
+# amplitude, a 5-dex dynamic range across the prior); normalized inputs keep
+# every element O(1) so that one network serves all masses, while the
+# amplitude, which carries the mass, stays one exact input.  Elements that
+# are not observed get flux 0 and MISSING_LOG_SIGMA, an uncertainty ten
+# times the normalization: "no information", learned from masked training
+# spectra.
+
+#: Noiseless rest-frame L_lambda (Lsun/A) of a simulated spectrum: a
+#: fixed-size list column of the DIGS length.
+SPECTRUM_TRUE_COLUMN = "spec_true"
+LOG_NORM_COLUMN = "log_lnorm"
+#: Rest-frame window (Angstrom) of the normalization; inside every
+#: SDSS-I/II spectrum up to z ~ 0.4.
+NORM_WINDOW_AA = (4500.0, 6500.0)
+#: Fewest observed elements in the window for a usable normalization.
+MIN_NORM_ELEMENTS = 5
+MISSING_LOG_SIGMA = 1.0
+
+
+def _spectrum_x_columns(n_pixels: int) -> tuple[str, ...]:
+    return (
+        (LOG_NORM_COLUMN,)
+        + tuple(f"fnorm_{i:03d}" for i in range(n_pixels))
+        + tuple(f"lsig_{i:03d}" for i in range(n_pixels))
+    )
+
+
+def normalization_window(wave) -> np.ndarray:
+    """Boolean mask of the elements of ``wave`` (Angstrom) inside :data:`NORM_WINDOW_AA`."""
+    wave = np.asarray(wave, dtype=float)
+    return (wave >= NORM_WINDOW_AA[0]) & (wave <= NORM_WINDOW_AA[1])
+
+
+def spectrum_x(flux, sigma, good, wave=None):
+    """Spectral flow inputs from spectra, uncertainties and observed elements.
+
+    Parameters
+    ----------
+    flux, sigma : array_like, shape (n, m)
+        Rest-frame L_lambda and its 1-sigma uncertainty (Lsun/A).
+    good : array_like of bool, shape (n, m)
+        Elements to use; others are ignored whatever their values.
+    wave : array_like, shape (m,), optional
+        Rest-frame wavelengths (Angstrom); default the DIGS grid.
+
+    Returns
+    -------
+    x : ndarray, shape (n, 1 + 2 m), float32
+        :data:`SPECTRUM_X_COLUMNS` order; NaN rows where ``valid`` is False.
+    valid : ndarray of bool, shape (n,)
+        False when fewer than :data:`MIN_NORM_ELEMENTS` good elements lie in
+        the normalization window or their mean flux is not positive.
+    """
+    wave = DIGS_WAVELENGTH if wave is None else np.asarray(wave, dtype=float)
+    flux = np.asarray(flux, dtype=np.float64)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    good = np.asarray(good, dtype=bool) & np.isfinite(flux) & np.isfinite(sigma) & (sigma > 0)
+    if flux.ndim != 2 or flux.shape[1] != wave.size or sigma.shape != flux.shape or good.shape != flux.shape:
+        raise ParameterError(f"flux, sigma and good must have shape (n, {wave.size}); got {flux.shape}, "
+                         f"{sigma.shape}, {good.shape}")
+    window = good & normalization_window(wave)[None, :]
+    count = window.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.where(window, flux, 0.0).sum(axis=1) / count
+        valid = (count >= MIN_NORM_ELEMENTS) & (norm > 0)
+        scale = np.where(valid, norm, np.nan)[:, None]
+        fnorm = np.where(good, flux / scale, 0.0)
+        lsig = np.where(good, np.log10(sigma / scale), MISSING_LOG_SIGMA)
+        x = np.concatenate([np.log10(scale), fnorm, lsig], axis=1)
+    x[~valid] = np.nan
+    return x.astype(np.float32), valid
+
+
+#: The conditioning vector of spectral flows, in order (277 numbers).
+SPECTRUM_X_COLUMNS = _spectrum_x_columns(DIGS_N_PIXELS)
+SPECTRUM_X_UNITS = {LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", **{c: "" for c in SPECTRUM_X_COLUMNS[1:]}}
+#: What the flow is conditioned on, recorded in data and checkpoints.
+OBSERVABLES = ("photometry", "spectrum")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..observe.layout import OBSERVABLES
 from .redshift import CatalogRedshift, UniformRedshift, redshift_from_catalog
 
 #: Bump when the dataset layout or the drawing algorithm (partition.py) changes:
@@ -56,6 +57,11 @@ class SimulationConfig:
         Redshift column of ``z_catalog`` (case-insensitive).
     model_options : dict
         Extra :func:`get_model` arguments (e.g. ``nmf_dir`` for provabgs).
+    observable : {"photometry", "spectrum"}
+        ``photometry``: noisy SDSS ugriz (the noise model rejects draws
+        outside the reference catalog, as SEDflow).  ``spectrum``: noiseless
+        DIGS rest-frame spectra in a list column; noise is drawn when the
+        training set is read (:mod:`sedscale.observe.spectral_noise`).
     """
 
     model: str
@@ -68,8 +74,11 @@ class SimulationConfig:
     z_catalog: str | None = None
     z_column: str = "z"
     model_options: dict = field(default_factory=dict)
+    observable: str = "photometry"
 
     def __post_init__(self):
+        if self.observable not in OBSERVABLES:
+            raise ConfigError(f"observable must be one of {OBSERVABLES}, got {self.observable!r}")
         for name in ("n", "partition_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -118,14 +127,19 @@ class SimulationConfig:
             "z_catalog": self.z_catalog,
             "z_column": self.z_column,
             "model_options": {k: str(v) for k, v in sorted(self.model_options.items())},
+            "observable": self.observable,
         }
 
 
 def identity(
     config: SimulationConfig, prior: dict, cosmology: str, filters, noise: dict, redshift: dict
 ) -> dict[str, Any]:
-    """The dataset-defining content that :func:`config_hash` digests."""
-    return {
+    """The dataset-defining content that :func:`config_hash` digests.
+
+    Spectral runs add ``observable``; photometric identities keep the keys
+    (and hashes) they had before spectra existed.
+    """
+    ident = {
         "schema_version": SCHEMA_VERSION,
         "model": config.model,
         "prior": prior,
@@ -137,6 +151,9 @@ def identity(
         "seed": config.seed,
         "partition_size": config.partition_size,
     }
+    if config.observable != "photometry":
+        ident["observable"] = config.observable
+    return ident
 
 
 def config_hash(identity_dict: dict) -> str:
@@ -147,6 +164,14 @@ def config_hash(identity_dict: dict) -> str:
 def _json_sha256(obj) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def load_spectrum_operator():
+    """The DIGS :class:`~sedscale.observe.spectra.SpectrumOperator`, built once per process."""
+    from ..observe.spectra import SpectrumOperator
+
+    return SpectrumOperator()
 
 
 @lru_cache(maxsize=4)

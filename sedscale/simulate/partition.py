@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import SedscaleError
+from ..io.atomic import atomic_write_bytes
 from ..observe.layout import (
     FLUX_COLUMNS,
     FLUX_SIGMA_COLUMNS,
@@ -30,9 +31,9 @@ from ..observe.layout import (
     MAG_COLUMNS,
     MAG_SIGMA_COLUMNS,
     REDSHIFT_COLUMN,
+    SPECTRUM_TRUE_COLUMN,
 )
-from .config import load_model, load_noise_model
-from ..io.atomic import atomic_write_bytes
+from .config import load_model, load_noise_model, load_spectrum_operator
 from .manifest import partition_filename
 from .redshift import CatalogRedshift, UniformRedshift
 
@@ -59,6 +60,7 @@ class TaskSpec:
         Output directory.
     metadata : dict of str to str
         Parquet key-value metadata written into every file.
+    observable : {"photometry", "spectrum"}
     """
 
     model_key: tuple
@@ -69,6 +71,7 @@ class TaskSpec:
     partition_size: int
     out: str
     metadata: dict = field(default_factory=dict)
+    observable: str = "photometry"
 
     def rows(self, index: int) -> int:
         return min(self.partition_size, self.n - index * self.partition_size)
@@ -170,6 +173,63 @@ def draw_valid(model, noise, redshift, rows: int, streams) -> Draws:
     return Draws(**{k: np.concatenate(v) for k, v in keep.items()}, n_drawn=n_drawn, dropped=dropped)
 
 
+def draw_spectra(model, redshift, rows: int, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rows`` prior draws and their noiseless DIGS spectra.
+
+    Nothing is rejected: spectra get their noise (and coverage) when the
+    training set is read, so every draw is a training row.  The third
+    stream (noise) is not used.
+
+    Returns
+    -------
+    theta : ndarray (rows, d)
+    z : ndarray (rows,)
+    spec_true : ndarray (rows, 138), float32
+        Rest-frame L_lambda in Lsun/A on the DIGS grid.
+    """
+    theta_rng, z_rng, _ = streams
+    theta = model.prior.sample(rows, theta_rng)
+    z = redshift.sample(rows, z_rng)
+    spec = load_spectrum_operator().model_spectra(model, theta, z)
+    if not np.isfinite(spec).all():
+        bad = int((~np.isfinite(spec).all(axis=1)).sum())
+        raise SedscaleError(f"{bad} of {rows} model spectra are not finite; the model or its prior is broken")
+    return theta, z, spec
+
+
+def spectrum_column(spec: np.ndarray) -> pa.FixedSizeListArray:
+    """A (rows, m) float32 array as a fixed-size list<float32>[m] column."""
+    spec = np.ascontiguousarray(spec, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(spec.ravel()), spec.shape[1])
+
+
+def _columns_table(columns: dict, derived: dict, metadata: dict, lists: dict | None = None) -> pa.Table:
+    """Scalar columns as float32 (ids int64), derived properties after them, then list columns."""
+    for name in sorted(derived):
+        if name not in columns:
+            columns[name] = derived[name]
+        elif not np.array_equal(np.float32(columns[name]), np.float32(derived[name])):
+            raise SedscaleError(f"derived property {name!r} differs from the column of the same name")
+        # else: a parameter reported again as a derived property (dust optical depths): stored once.
+    arrays = {
+        name: pa.array(col if name == ID_COLUMN else np.asarray(col, dtype=np.float32)) for name, col in columns.items()
+    }
+    arrays.update(lists or {})
+    return pa.table(arrays).replace_schema_metadata(metadata)
+
+
+def build_spectrum_table(param_names, theta, z, spec, derived: dict, first_id: int, metadata: dict) -> pa.Table:
+    """The Parquet table of one spectral partition.
+
+    Column order: ``sim_id``, parameters, ``z``, derived properties, then
+    ``spec_true`` (fixed-size list<float32>[138], Lsun/A).
+    """
+    columns: dict[str, np.ndarray] = {ID_COLUMN: np.arange(first_id, first_id + z.size, dtype=np.int64)}
+    columns.update({name: theta[:, j] for j, name in enumerate(param_names)})
+    columns[REDSHIFT_COLUMN] = z
+    return _columns_table(columns, derived, metadata, {SPECTRUM_TRUE_COLUMN: spectrum_column(spec)})
+
+
 def build_table(param_names, draws: Draws, derived: dict, first_id: int, metadata: dict) -> pa.Table:
     """The Parquet table of one partition (float32 columns, int64 ids).
 
@@ -190,16 +250,7 @@ def build_table(param_names, draws: Draws, derived: dict, first_id: int, metadat
         (MAG_SIGMA_COLUMNS, draws.mag_sigma),
     ):
         columns.update({name: arr[:, k] for k, name in enumerate(names)})
-    for name in sorted(derived):
-        if name not in columns:
-            columns[name] = derived[name]
-        elif not np.array_equal(np.float32(columns[name]), np.float32(derived[name])):
-            raise SedscaleError(f"derived property {name!r} differs from the column of the same name")
-        # else: a parameter reported again as a derived property (dust optical depths): stored once.
-    arrays = {
-        name: pa.array(col if name == ID_COLUMN else np.asarray(col, dtype=np.float32)) for name, col in columns.items()
-    }
-    return pa.table(arrays).replace_schema_metadata(metadata)
+    return _columns_table(columns, derived, metadata)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -222,10 +273,19 @@ def simulate_partition(index: int, spec: TaskSpec) -> dict:
     """
     start, cpu_start = time.perf_counter(), time.thread_time()
     model = load_model(spec.model_key)
-    noise = load_noise_model(spec.noise_model)
-    draws = draw_valid(model, noise, spec.redshift, spec.rows(index), partition_streams(spec.seed, index))
-    derived = model.derived(draws.theta, draws.z)
-    table = build_table(model.param_names, draws, derived, index * spec.partition_size, spec.metadata)
+    streams = partition_streams(spec.seed, index)
+    first_id = index * spec.partition_size
+    if spec.observable == "spectrum":
+        theta, z, spectra = draw_spectra(model, spec.redshift, spec.rows(index), streams)
+        derived = model.derived(theta, z)
+        table = build_spectrum_table(model.param_names, theta, z, spectra, derived, first_id, spec.metadata)
+        n_drawn, dropped = theta.shape[0], {}
+    else:
+        noise = load_noise_model(spec.noise_model)
+        draws = draw_valid(model, noise, spec.redshift, spec.rows(index), streams)
+        derived = model.derived(draws.theta, draws.z)
+        table = build_table(model.param_names, draws, derived, first_id, spec.metadata)
+        n_drawn, dropped = draws.n_drawn, draws.dropped
     data = parquet_bytes(table)
     name = partition_filename(index)
     atomic_write_bytes(Path(spec.out) / name, data)
@@ -233,8 +293,8 @@ def simulate_partition(index: int, spec: TaskSpec) -> dict:
         "index": index,
         "file": name,
         "rows": table.num_rows,
-        "drawn": draws.n_drawn,
-        "dropped": dict(sorted(draws.dropped.items())),
+        "drawn": n_drawn,
+        "dropped": dict(sorted(dropped.items())),
         "sha256": hashlib.sha256(data).hexdigest(),
         "bytes": len(data),
         "seconds": round(time.perf_counter() - start, 3),

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .._version import __version__
 from ..errors import ConfigError
@@ -28,8 +28,18 @@ from ..observe.layout import (
     MAG_SIGMA_COLUMNS,
     PHOTOMETRY_X_COLUMNS,
     REDSHIFT_COLUMN,
+    SPECTRUM_TRUE_COLUMN,
+    SPECTRUM_X_COLUMNS,
+    SPECTRUM_X_UNITS,
 )
-from .config import SimulationConfig, config_hash, identity, load_model, load_noise_model
+from ..observe.spectra import DIGS_WAVELENGTH
+from .config import (
+    SimulationConfig,
+    config_hash,
+    identity,
+    load_model,
+    load_noise_model,
+)
 from .manifest import (
     new_manifest,
     prepare_output,
@@ -64,12 +74,15 @@ def plan_run(config: SimulationConfig) -> RunPlan:
         Unknown model (ParameterError), bad options, noise model or redshifts.
     """
     model = load_model(config.model_key)
-    noise = load_noise_model(config.noise_model)
     redshift = config.redshift_distribution(model.z_max)
-    noise_dict = noise.to_dict()
-    ident = identity(config, model.prior.to_dict(), model.cosmology, SDSS_FILTERS, noise_dict, redshift.to_dict())
+    spectral = config.observable == "spectrum"
+    if spectral and config.noise_model is not None:
+        raise ConfigError("spectra are stored noiseless (noise is drawn at training); a noise model does not apply")
+    noise_dict = {} if spectral else load_noise_model(config.noise_model).to_dict()
+    filters = () if spectral else SDSS_FILTERS
+    ident = identity(config, model.prior.to_dict(), model.cosmology, filters, noise_dict, redshift.to_dict())
     digest = config_hash(ident)
-    metadata = parquet_metadata(model, noise_dict, redshift.to_dict(), config.seed, digest)
+    metadata = parquet_metadata(model, noise_dict, redshift.to_dict(), config.seed, digest, config.observable)
     spec = TaskSpec(
         model_key=config.model_key,
         # Absolute, for workers started in another directory (SLURM jobs).
@@ -80,32 +93,50 @@ def plan_run(config: SimulationConfig) -> RunPlan:
         partition_size=config.partition_size,
         out=str(Path(config.out).resolve()),
         metadata=metadata,
+        observable=config.observable,
     )
     return RunPlan(config=config, spec=spec, identity=ident, config_hash=digest)
 
 
-def parquet_metadata(model, noise_dict: dict, redshift: dict, seed: int, digest: str) -> dict[str, str]:
-    """Key-value metadata of every Parquet file of a run (values are JSON or plain strings)."""
+def parquet_metadata(
+    model, noise_dict: dict, redshift: dict, seed: int, digest: str, observable: str = "photometry"
+) -> dict[str, str]:
+    """Key-value metadata of every Parquet file of a run (values are JSON or plain strings).
+
+    ``x_columns`` are the flow inputs: Parquet columns for photometry;
+    for spectra the inputs :func:`~sedscale.observe.layout.spectrum_x`
+    makes from ``spec_true`` once noise is drawn (recorded in ``x_source``).
+    """
     units = {ID_COLUMN: "", REDSHIFT_COLUMN: ""}
     units.update({p.name: p.unit for p in model.prior.parameters})
-    units.update({c: "nanomaggy" for c in FLUX_TRUE_COLUMNS + FLUX_COLUMNS + FLUX_SIGMA_COLUMNS})
-    units.update({c: "mag(AB)" for c in MAG_COLUMNS})
-    units.update({c: "mag" for c in MAG_SIGMA_COLUMNS})
+    if observable == "spectrum":
+        units[SPECTRUM_TRUE_COLUMN] = "Lsun/Angstrom"
+        units.update(SPECTRUM_X_UNITS)
+        x_columns = SPECTRUM_X_COLUMNS
+    else:
+        units.update({c: "nanomaggy" for c in FLUX_TRUE_COLUMNS + FLUX_COLUMNS + FLUX_SIGMA_COLUMNS})
+        units.update({c: "mag(AB)" for c in MAG_COLUMNS})
+        units.update({c: "mag" for c in MAG_SIGMA_COLUMNS})
+        x_columns = PHOTOMETRY_X_COLUMNS
     units.update(DERIVED_UNITS)
     entries = {
         "model": model.name,
         "param_names": json.dumps(list(model.param_names)),
         "prior": json.dumps(model.prior.to_dict(), sort_keys=True),
         "noise_model": json.dumps(noise_dict, sort_keys=True),
-        "filters": json.dumps(list(SDSS_FILTERS)),
+        "filters": json.dumps([] if observable == "spectrum" else list(SDSS_FILTERS)),
         "cosmology": model.cosmology,
         "redshift": json.dumps(redshift, sort_keys=True),
         "seed": str(seed),
-        "x_columns": json.dumps(list(PHOTOMETRY_X_COLUMNS)),
+        "x_columns": json.dumps(list(x_columns)),
         "units": json.dumps(units, sort_keys=True),
         "version": __version__,
         "config_hash": digest,
     }
+    if observable == "spectrum":
+        entries["observable"] = observable
+        entries["x_source"] = SPECTRUM_TRUE_COLUMN
+        entries["wavelength"] = json.dumps(DIGS_WAVELENGTH.tolist())
     return {META_PREFIX + k: v for k, v in entries.items()}
 
 

@@ -116,6 +116,11 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return path, path.with_suffix(".json")
 
 
+def checkpoint_observable(path: str | os.PathLike) -> str:
+    """What a checkpoint's flow is conditioned on (``photometry`` or ``spectrum``), from its sidecar alone."""
+    return str(read_json(checkpoint_paths(path)[1]).get("observable", "photometry"))
+
+
 def library_versions() -> dict:
     """Versions of the libraries that define a checkpoint's meaning."""
     import numpy

@@ -9,6 +9,11 @@ Presets
 ``digs``
     Khullar et al. (2022): MAF, 10 transforms x 25 hidden units, sbi's
     defaults of the time (lr 5e-4, batch 50, patience 20).
+``spectra``
+    sedscale's spectral preset: the ``default`` flow behind an MLP
+    embedding net (sbi ``FCEmbedding``: 277 spectral inputs -> 2 x 256 ->
+    64 features), trained with the ``survey`` spectral noise (S/N 5-500,
+    masked elements) so that it applies to real spectra.
 ``default``
     An affine coupling flow (RealNVP; sbi's ``zuko_nice``), 8 transforms x
     2 x 128, on logit-transformed parameters, batch 512, lr 1e-3 halved
@@ -36,6 +41,8 @@ FLOW_BUILDERS = {
     "zuko_nice": "build_zuko_nice",
     "zuko_naf": "build_zuko_naf",
 }
+#: Embedding nets between x and the flow (``sbi.neural_nets.embedding_nets``).
+EMBEDDINGS = ("mlp",)
 #: How parameters are mapped to the space the flow models.
 #: ``zscore``: affine (as sbi); samples outside the prior box are rejected.
 #: ``logit``: logit of the position inside the prior box, then z-scored;
@@ -72,6 +79,14 @@ class FlowConfig:
         2 makes a coupling flow, None a fully autoregressive one.
     theta_transform : str
         One of :data:`THETA_TRANSFORMS`.
+    embedding : str or None
+        One of :data:`EMBEDDINGS`, or None (the flow sees x itself).
+    embedding_features : int
+        Output features of the embedding net.
+    embedding_hidden : int
+        Width of its hidden layers.
+    embedding_layers : int
+        Its number of layers.
     """
 
     kind: str = "zuko_nice"
@@ -81,8 +96,16 @@ class FlowConfig:
     num_bins: int = 8
     passes: int | None = None
     theta_transform: str = "logit"
+    embedding: str | None = None
+    embedding_features: int = 64
+    embedding_hidden: int = 256
+    embedding_layers: int = 2
 
     def __post_init__(self):
+        if self.embedding is not None and self.embedding not in EMBEDDINGS:
+            raise ConfigError(f"unknown embedding {self.embedding!r}; choose one of {EMBEDDINGS} or none")
+        for name in ("embedding_features", "embedding_hidden", "embedding_layers"):
+            _check_positive_int(name, getattr(self, name))
         if self.kind not in FLOW_BUILDERS:
             raise ConfigError(f"unknown flow {self.kind!r}; choose one of {sorted(FLOW_BUILDERS)}")
         if self.theta_transform not in THETA_TRANSFORMS:
@@ -137,6 +160,14 @@ class TrainConfig:
     shuffle_buffer : int
         Rows held in memory for shuffling; a training set that fits is
         shuffled exactly, a larger one streams through the buffer.
+    spectral_noise : str or dict
+        Spectral training sets: noise and coverage drawn when rows are read
+        (a :data:`~sedscale.observe.spectral_noise.SPECTRAL_NOISE_PRESETS`
+        name or :class:`~sedscale.observe.spectral_noise.SpectralNoiseModel`
+        options); ignored for photometry, whose noise is in the data.
+    augment : int
+        Spectral sets: passes over the training rows per epoch, each with
+        fresh noise (DIGS: 10^4 spectra x 200 = 2x10^6 rows).
     preset : str
         Name of the preset this config started from (a label).
     """
@@ -153,10 +184,12 @@ class TrainConfig:
     lr_factor: float = 0.5
     seed: int = 0
     shuffle_buffer: int = 1_000_000
+    spectral_noise: str | dict = "survey"
+    augment: int = 1
     preset: str = "custom"
 
     def __post_init__(self):
-        for name in ("batch_size", "patience", "max_epochs", "shuffle_buffer"):
+        for name in ("batch_size", "patience", "max_epochs", "shuffle_buffer", "augment"):
             _check_positive_int(name, getattr(self, name))
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
@@ -172,6 +205,9 @@ class TrainConfig:
             raise ConfigError(f"clip_grad_norm must be positive, got {self.clip_grad_norm!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        from ..observe.spectral_noise import spectral_noise_model
+
+        spectral_noise_model(self.spectral_noise)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -205,7 +241,13 @@ PRESETS: dict[str, TrainConfig] = {
         val_fraction=0.1,
         patience=20,
         lr_patience=None,
+        spectral_noise="digs",
         preset="digs",
+    ),
+    "spectra": TrainConfig(
+        flow=FlowConfig(embedding="mlp", embedding_features=64, embedding_hidden=256, embedding_layers=2),
+        spectral_noise="survey",
+        preset="spectra",
     ),
 }
 

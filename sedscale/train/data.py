@@ -11,6 +11,14 @@ record batches, split into training and validation rows by a seeded hash of
 the global row index (stable across epochs, resumes and chunk sizes), and
 shuffled through a bounded buffer.  Rows with non-finite values or
 parameters outside the prior box are skipped and counted.
+
+Spectral training sets store noiseless spectra (``spec_true``); x is made
+when the rows are read (:class:`SpectralSource`): noise and coverage are
+drawn by the training's :class:`~sedscale.observe.spectral_noise.SpectralNoiseModel`
+and :func:`~sedscale.observe.layout.spectrum_x` normalizes.  Training rows
+get fresh noise on every read (the DIGS augmentation, without storing the
+copies); validation and normalization rows get the same noise every time
+(seeded by the file), so validation losses compare across epochs.
 """
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +35,8 @@ import torch
 
 from ..errors import ConfigError, SedscaleError
 from ..models.priors import Parameter, Prior
+from ..observe.layout import spectrum_x
+from ..observe.spectral_noise import SpectralNoiseModel, spectral_noise_model
 from .flows import Normalization, pretransform_theta
 
 #: Rows per Parquet read.
@@ -76,6 +86,29 @@ def validation_mask(row_index: np.ndarray, fraction: float, seed: int) -> np.nda
 
 
 @dataclass(frozen=True)
+class SpectralSource:
+    """Makes the x of a spectral training set from its noiseless spectra.
+
+    Attributes
+    ----------
+    column : str
+        The list column of noiseless rest-frame L_lambda (Lsun/A).
+    wave : ndarray (m,)
+        Rest-frame wavelengths (Angstrom).
+    noise : SpectralNoiseModel
+    """
+
+    column: str
+    wave: np.ndarray
+    noise: SpectralNoiseModel
+
+    def x(self, spec: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, valid)`` of noiseless spectra (n, m) with noise from ``rng``."""
+        noisy = self.noise.apply(spec, rng, self.wave)
+        return spectrum_x(noisy.flux, noisy.sigma, noisy.good, self.wave)
+
+
+@dataclass(frozen=True)
 class TrainingSet:
     """A finished simulation opened for training.
 
@@ -90,6 +123,8 @@ class TrainingSet:
     param_names, x_columns : tuple of str
     prior : Prior
     manifest_sha256 : str
+    source : SpectralSource or None
+        For spectral sets: how x is made (None: x are Parquet columns).
     """
 
     path: Path
@@ -100,6 +135,17 @@ class TrainingSet:
     x_columns: tuple[str, ...]
     prior: Prior
     manifest_sha256: str
+    source: SpectralSource | None = None
+
+    @property
+    def observable(self) -> str:
+        return str(self.metadata.get("observable", "photometry"))
+
+    def with_spectral_noise(self, noise) -> "TrainingSet":
+        """This set with x made using ``noise`` (a preset name, dict or model); photometric sets unchanged."""
+        if self.source is None:
+            return self
+        return replace(self, source=replace(self.source, noise=spectral_noise_model(noise)))
 
     @property
     def n_rows(self) -> int:
@@ -132,6 +178,8 @@ class TrainingSet:
                 hashlib.sha256(json.dumps(noise, sort_keys=True).encode()).hexdigest() if noise else None
             ),
             "sedscale_version": self.metadata.get("version"),
+            "observable": self.observable,
+            "spectral_noise": None if self.source is None else self.source.noise.to_dict(),
         }
 
 
@@ -177,7 +225,17 @@ def open_training_set(path: str | os.PathLike, x_columns=None) -> TrainingSet:
     if not x_columns:
         raise TrainingSetError(f"{path}: no x columns recorded in the data; pass x_columns")
     schema_names = set(pq.read_schema(files[0]).names)
-    missing = [c for c in param_names + x_columns if c not in schema_names]
+    source = None
+    read_columns = x_columns
+    if metadata.get("observable", "photometry") == "spectrum":
+        source_column = metadata.get("x_source", "")
+        source = SpectralSource(
+            column=source_column,
+            wave=np.asarray(metadata.get("wavelength") or [], dtype=float),
+            noise=spectral_noise_model("survey"),
+        )
+        read_columns = (source_column,)
+    missing = [c for c in param_names + read_columns if c not in schema_names]
     if missing:
         raise TrainingSetError(f"{path}: columns {missing} are missing from the Parquet files")
     return TrainingSet(
@@ -189,6 +247,7 @@ def open_training_set(path: str | os.PathLike, x_columns=None) -> TrainingSet:
         x_columns=x_columns,
         prior=prior,
         manifest_sha256=manifest_digest(read_manifest(path)),
+        source=source,
     )
 
 
@@ -201,18 +260,28 @@ class Split:
     seed: int
 
 
-def read_chunks(ts: TrainingSet, split: Split, file_order=None, rows: int = CHUNK_ROWS):
+def _noise_seed(split: Split) -> int:
+    """Fixed noise seed of a split's spectra when no generator is given (validation, statistics)."""
+    return int(np.random.SeedSequence([split.seed, 0x5EC, split.part == "val"]).generate_state(1)[0])
+
+
+def read_chunks(ts: TrainingSet, split: Split, file_order=None, rows: int = CHUNK_ROWS, rng=None):
     """Yield ``(theta, x, n_invalid)`` float32 chunks of the rows in ``split``.
 
     ``n_invalid`` counts the rows of the chunk (in the split) that were
     dropped for non-finite values or parameters outside the prior box.
+    For spectral sets x is made from the noiseless spectra with noise from
+    ``rng`` (fresh draws), or, when ``rng`` is None, from a generator seeded
+    by the split and the file (the same x on every read).
     """
     offsets = np.concatenate([[0], np.cumsum(ts.row_counts)])
-    columns = list(ts.param_names + ts.x_columns)
     d = len(ts.param_names)
+    spectral = ts.source is not None
+    columns = list(ts.param_names) + ([ts.source.column] if spectral else list(ts.x_columns))
     order = range(len(ts.files)) if file_order is None else file_order
     for i in order:
         start = int(offsets[i])
+        noise_rng = rng if rng is not None else np.random.default_rng([_noise_seed(split), int(i)])
         for batch in pq.ParquetFile(ts.files[i]).iter_batches(batch_size=rows, columns=columns):
             n = batch.num_rows
             index = np.arange(start, start + n)
@@ -220,10 +289,15 @@ def read_chunks(ts: TrainingSet, split: Split, file_order=None, rows: int = CHUN
             keep = validation_mask(index, split.val_fraction, split.seed) == (split.part == "val")
             if not keep.any():
                 continue
-            arr = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in columns])
-            arr = arr[keep].astype(np.float32, copy=False)
-            theta, x = arr[:, :d], arr[:, d:]
-            good = np.isfinite(arr).all(axis=1) & ts.prior.in_support(theta)
+            theta = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in ts.param_names])
+            theta = theta[keep].astype(np.float32, copy=False)
+            if spectral:
+                spec = batch.column(ts.source.column).flatten().to_numpy().reshape(n, -1)[keep]
+                x, valid = ts.source.x(spec, noise_rng)
+            else:
+                x = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in columns[d:]])
+                x, valid = x[keep].astype(np.float32, copy=False), True
+            good = valid & np.isfinite(theta).all(axis=1) & np.isfinite(x).all(axis=1) & ts.prior.in_support(theta)
             yield theta[good], x[good], int((~good).sum())
 
 
@@ -280,8 +354,14 @@ def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta
     return norm, SplitCounts(n_train=n_train, n_val=n_val, n_invalid=n_invalid)
 
 
+def _augmented_chunks(ts: TrainingSet, split: Split, rows: int, rng: np.random.Generator, augment: int):
+    """The split's chunks ``augment`` times, files in random order, fresh spectral noise each time."""
+    for _ in range(augment):
+        yield from read_chunks(ts, split, rng.permutation(len(ts.files)), rows=rows, rng=rng)
+
+
 def shuffled_batches(
-    ts: TrainingSet, split: Split, batch_size: int, buffer_rows: int, rng: np.random.Generator
+    ts: TrainingSet, split: Split, batch_size: int, buffer_rows: int, rng: np.random.Generator, augment: int = 1
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Minibatches ``(theta, x)`` of one epoch in shuffled order.
 
@@ -289,12 +369,16 @@ def shuffled_batches(
     ``buffer_rows`` that is permuted and emitted in batches, the remainder
     carried over.  A split that fits in the buffer is shuffled exactly.
     The last batch of the epoch may be smaller than ``batch_size``.
+    Spectral sets pass over the rows ``augment`` times with new noise
+    (photometric sets have their noise in the data: ``augment`` must be 1).
     """
+    if augment != 1 and ts.source is None:
+        raise TrainingSetError("augment applies to spectral training sets only (photometric noise is in the data)")
     held_theta: list[np.ndarray] = []
     held_x: list[np.ndarray] = []
     held = 0
     chunk = max(batch_size, min(CHUNK_ROWS, buffer_rows))
-    for theta, x, _ in read_chunks(ts, split, rng.permutation(len(ts.files)), rows=chunk):
+    for theta, x, _ in _augmented_chunks(ts, split, chunk, rng, augment):
         held_theta.append(theta)
         held_x.append(x)
         held += theta.shape[0]

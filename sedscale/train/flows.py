@@ -78,6 +78,22 @@ def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tenso
     return log_u - log_1mu, -(torch.log(high - low) + log_u + log_1mu).sum(-1)
 
 
+def build_embedding(config: FlowConfig, x_dim: int) -> nn.Module:
+    """The embedding net of ``config`` for standardised x of ``x_dim`` numbers.
+
+    Trained jointly with the flow (its weights are part of the estimator's
+    ``state_dict``).
+    """
+    from sbi.neural_nets.embedding_nets import FCEmbedding
+
+    return FCEmbedding(
+        input_dim=x_dim,
+        output_dim=config.embedding_features,
+        num_layers=config.embedding_layers,
+        num_hiddens=config.embedding_hidden,
+    )
+
+
 def build_estimator(config: FlowConfig, theta_dim: int, x_dim: int) -> nn.Module:
     """An untrained sbi conditional density estimator on standardised inputs.
 
@@ -97,6 +113,8 @@ def build_estimator(config: FlowConfig, theta_dim: int, x_dim: int) -> nn.Module
         kwargs["num_blocks"] = config.num_blocks
     if config.kind in ("nsf", "maf_rqs", "zuko_nsf"):
         kwargs["num_bins"] = config.num_bins
+    if config.embedding is not None:
+        kwargs["embedding_net"] = build_embedding(config, x_dim)
     # Builders infer the dimensions from example batches.
     return builder(torch.zeros(2, theta_dim), torch.zeros(2, x_dim), **kwargs)
 

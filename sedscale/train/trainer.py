@@ -186,6 +186,12 @@ def checkpoint_metadata(
         "theta_transform": config.flow.theta_transform,
         "x_columns": list(ts.x_columns),
         "x_units": ts.x_units,
+        "observable": ts.observable,
+        **(
+            {}
+            if ts.source is None
+            else {"spectral_noise": ts.source.noise.to_dict(), "wavelength": ts.source.wave.tolist()}
+        ),
         "normalization": norm.to_dict(),
         "flow": config.flow.to_dict(),
         "training": training,
@@ -272,6 +278,16 @@ def _resume_run(out: Path, ts: TrainingSet, config: TrainConfig | None) -> _Run:
     return run
 
 
+def _augment(ts: TrainingSet, config: TrainConfig) -> int:
+    """Passes per epoch: ``config.augment`` for spectra (fresh noise each), 1 for photometry."""
+    return config.augment if ts.source is not None else 1
+
+
+def default_preset(ts: TrainingSet) -> str:
+    """The preset used when none is given: ``spectra`` for spectral sets, else ``default``."""
+    return "spectra" if ts.source is not None else "default"
+
+
 def _run_epoch(run: _Run, ts: TrainingSet, epoch: int, deadline: float | None, progress: bool):
     """One pass over the training rows, then validation; ``(history row, out_of_time)``."""
     from tqdm.auto import tqdm
@@ -282,8 +298,8 @@ def _run_epoch(run: _Run, ts: TrainingSet, epoch: int, deadline: float | None, p
     rng = np.random.default_rng([config.seed, epoch])
     total, rows, skipped, out_of_time = 0.0, 0, 0, False
     split = Split("train", config.val_fraction, config.seed)
-    with tqdm(total=run.counts.n_train, unit="sim", desc=f"epoch {epoch}", leave=False, disable=not progress) as bar:
-        for theta, x in shuffled_batches(ts, split, config.batch_size, config.shuffle_buffer, rng):
+    with tqdm(total=run.counts.n_train * _augment(ts, config), unit="sim", desc=f"epoch {epoch}", leave=False, disable=not progress) as bar:
+        for theta, x in shuffled_batches(ts, split, config.batch_size, config.shuffle_buffer, rng, _augment(ts, config)):
             lp = flow.log_prob(torch.from_numpy(theta), torch.from_numpy(x))
             loss = -lp.mean()
             if not torch.isfinite(loss):
@@ -356,7 +372,8 @@ def train(
     out : str or Path
         Checkpoint directory (created).
     config : TrainConfig, optional
-        Defaults to the ``default`` preset; when resuming, to the saved one.
+        Defaults to the ``default`` preset (``spectra`` for a spectral
+        training set); when resuming, to the saved one.
     x_columns : sequence of str, optional
         Observation columns (default: those recorded in the training set).
     resume : bool
@@ -382,16 +399,29 @@ def train(
     out = Path(out)
     _check_output(out, resume, overwrite)
     ts = open_training_set(sims, x_columns)
-    run = _resume_run(out, ts, config) if resume else _new_run(ts, config or PRESETS["default"])
+    if resume:
+        saved = TrainConfig.from_dict(read_train_state(out)[1]["config"])
+        ts = ts.with_spectral_noise((saved if config is None else config).spectral_noise)
+        run = _resume_run(out, ts, config)
+    else:
+        config = config or PRESETS[default_preset(ts)]
+        ts = ts.with_spectral_noise(config.spectral_noise)
+        run = _new_run(ts, config)
     config = run.config
     prior_lp = float(-np.sum(np.log(ts.prior.high - ts.prior.low)))
     log(
         f"training set {ts.path}: {ts.n_rows} rows, model {ts.model_name}; {run.counts.n_train} train, "
         f"{run.counts.n_val} validation, {run.counts.n_invalid} invalid rows skipped"
+        + (
+            ""
+            if ts.source is None
+            else f"; spectra with {ts.source.noise.kind} noise, {_augment(ts, config)} noise draws per epoch"
+        )
     )
     log(
         f"flow {config.flow.kind} ({config.flow.num_transforms} transforms x {config.flow.num_blocks} x "
-        f"{config.flow.hidden_features}, theta {config.flow.theta_transform}), "
+        f"{config.flow.hidden_features}, theta {config.flow.theta_transform}"
+        f"{'' if config.flow.embedding is None else ', ' + config.flow.embedding + ' embedding'}), "
         f"{sum(p.numel() for p in run.flow.parameters())} weights; preset {config.preset}, "
         f"batch {config.batch_size}, lr {config.learning_rate}; prior log-prob {prior_lp:.4f}"
         + (f"; resuming after epoch {len(run.history)}" if run.history else "")

@@ -1,0 +1,186 @@
+"""Noise and coverage of simulated spectra (DIGS data vectors).
+
+A simulated spectrum is stored noiseless (rest-frame L_lambda in Lsun/A on
+:data:`~sedscale.observe.spectra.DIGS_WAVELENGTH`); noise is added when the
+training loader reads it, with fresh draws every epoch.  That is the DIGS
+augmentation (each noiseless spectrum reused with new noise, 10^4 ->
+2x10^6 rows) without storing the copies.
+
+Two kinds, both returning the noisy spectrum, the per-element 1-sigma
+uncertainty the flow is told, and which elements are observed:
+
+``fractional`` (DIGS)
+    ``sigma_i = fraction * |f_true,i|`` (5%: S/N ~ 20), every element
+    observed.  The uncertainty the flow sees is ``fraction * |f_noisy,i|``,
+    what an observer could compute; the noiseless-flux version would hand
+    the flow the true spectrum through the uncertainty channel.
+``survey`` (real spectra, the default of sedscale's spectral flows)
+    Spans what the SDSS reader delivers (:mod:`sedscale.io.sdss`).  Per
+    spectrum: a signal-to-noise ratio per element at the normalization
+    window, log-uniform in ``snr_range`` (the six shared SDSS spectra have
+    37-208); a power-law tilt ``sigma ~ (lambda / 5500 A)^t`` with
+    ``t ~ U(tilt_range)`` (their blue/red ratios are 1.0-1.4); and the
+    rest-frame coverage of an observed range ``observed_range_aa`` for a
+    redshift ``~ U(mask_z_range)`` (SDSS-I/II, 3800-9200 A observed: the
+    reddest 8-15 DIGS elements are missing at z = 0.02-0.06), plus isolated
+    bad elements at ``gap_rate`` (masked sky lines, bad columns).  The
+    uncertainty is smooth in wavelength and independent of absorption
+    features, so it carries no information on the spectrum beyond its
+    normalization.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import ConfigError, ParameterError
+from .layout import normalization_window
+from .spectra import DIGS_WAVELENGTH
+
+KINDS = ("fractional", "survey")
+#: Reference wavelength of the uncertainty tilt (Angstrom).
+TILT_PIVOT_AA = 5500.0
+
+
+@dataclass(frozen=True)
+class NoisySpectra:
+    """Noisy spectra with their uncertainties and observed elements.
+
+    Attributes
+    ----------
+    flux : ndarray (n, m)
+        Noisy L_lambda (unit of the input); 0 where not observed.
+    sigma : ndarray (n, m)
+        1-sigma uncertainty the flow is given (same unit); inf where not observed.
+    good : ndarray of bool (n, m)
+        Observed elements.
+    """
+
+    flux: np.ndarray
+    sigma: np.ndarray
+    good: np.ndarray
+
+
+def _check_range(name: str, pair, positive: bool = False) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in pair)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a pair of numbers, got {pair!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high) or (positive and low <= 0):
+        raise ConfigError(f"{name} must be an increasing{' positive' if positive else ''} pair, got {pair!r}")
+    return low, high
+
+
+@dataclass(frozen=True)
+class SpectralNoiseModel:
+    """How noise and coverage are drawn for simulated spectra (see the module docstring).
+
+    Parameters
+    ----------
+    kind : {"fractional", "survey"}
+    fraction : float
+        ``fractional``: noise-to-signal ratio per element.
+    snr_range : (float, float)
+        ``survey``: per-element S/N at the normalization window, log-uniform.
+    tilt_range : (float, float)
+        ``survey``: exponent t of ``sigma ~ (lambda / 5500 A)^t``, uniform.
+    observed_range_aa : (float, float)
+        ``survey``: observed-frame wavelength range of the spectrograph (Angstrom).
+    mask_z_range : (float, float)
+        ``survey``: redshift range placing that window in the rest frame.
+    gap_rate : float
+        ``survey``: probability that an element inside the range is bad.
+    """
+
+    kind: str = "survey"
+    fraction: float = 0.05
+    snr_range: tuple[float, float] = (5.0, 500.0)
+    tilt_range: tuple[float, float] = (-1.0, 1.0)
+    observed_range_aa: tuple[float, float] = (3800.0, 9200.0)
+    mask_z_range: tuple[float, float] = (0.0, 0.3)
+    gap_rate: float = 0.01
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ConfigError(f"spectral noise kind must be one of {KINDS}, got {self.kind!r}")
+        if not (np.isfinite(self.fraction) and self.fraction > 0):
+            raise ConfigError(f"noise fraction must be finite and > 0, got {self.fraction!r}")
+        if not 0 <= self.gap_rate < 1:
+            raise ConfigError(f"gap_rate must be in [0, 1), got {self.gap_rate!r}")
+        for name, positive in (("snr_range", True), ("tilt_range", False), ("observed_range_aa", True),
+                               ("mask_z_range", False)):
+            object.__setattr__(self, name, _check_range(name, getattr(self, name), positive))
+        if self.mask_z_range[0] < 0:
+            raise ConfigError(f"mask_z_range must be non-negative, got {self.mask_z_range!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SpectralNoiseModel:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown spectral noise options {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def apply(self, spec_true, rng: np.random.Generator, wave=DIGS_WAVELENGTH) -> NoisySpectra:
+        """Noisy, partly observed copies of noiseless spectra.
+
+        Parameters
+        ----------
+        spec_true : array_like, shape (n, m)
+            Noiseless rest-frame L_lambda (any unit per Angstrom).
+        rng : numpy.random.Generator
+        wave : array_like, shape (m,)
+            Rest-frame wavelengths (Angstrom).
+
+        Returns
+        -------
+        NoisySpectra
+            float32 arrays.
+        """
+        f = np.asarray(spec_true, dtype=np.float64)
+        wave = np.asarray(wave, dtype=np.float64)
+        if f.ndim != 2 or f.shape[1] != wave.size:
+            raise ParameterError(f"spectra must have shape (n, {wave.size}), got {f.shape}")
+        n, m = f.shape
+        if self.kind == "fractional":
+            noisy = f + self.fraction * np.abs(f) * rng.standard_normal((n, m))
+            sigma = self.fraction * np.abs(noisy)
+            good = np.ones((n, m), dtype=bool)
+        else:
+            norm = np.abs(f[:, normalization_window(wave)]).mean(axis=1)
+            log_snr = rng.uniform(*np.log(self.snr_range), size=n)
+            tilt = rng.uniform(*self.tilt_range, size=n)
+            sigma = (norm / np.exp(log_snr))[:, None] * (wave / TILT_PIVOT_AA)[None, :] ** tilt[:, None]
+            noisy = f + sigma * rng.standard_normal((n, m))
+            z = rng.uniform(*self.mask_z_range, size=n)
+            lo, hi = self.observed_range_aa
+            observed = wave[None, :] * (1.0 + z[:, None])
+            good = (observed >= lo) & (observed <= hi) & (rng.random((n, m)) >= self.gap_rate)
+        return NoisySpectra(
+            flux=np.where(good, noisy, 0.0).astype(np.float32),
+            sigma=np.where(good, sigma, np.inf).astype(np.float32),
+            good=good,
+        )
+
+
+#: Named configurations (``--spectral-noise``).
+SPECTRAL_NOISE_PRESETS = {
+    "digs": SpectralNoiseModel(kind="fractional", fraction=0.05),
+    "survey": SpectralNoiseModel(kind="survey"),
+}
+
+
+def spectral_noise_model(spec) -> SpectralNoiseModel:
+    """A preset name, a dict of options or a model -> :class:`SpectralNoiseModel`."""
+    if isinstance(spec, SpectralNoiseModel):
+        return spec
+    if isinstance(spec, dict):
+        return SpectralNoiseModel.from_dict(spec)
+    try:
+        return SPECTRAL_NOISE_PRESETS[spec]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown spectral noise {spec!r}; choose one of {sorted(SPECTRAL_NOISE_PRESETS)}") from None
