@@ -92,10 +92,19 @@ def test_survey_noise_spans_sdss_coverage_and_snr():
     snr = 1.0 / np.median(noisy.sigma[:, normalization_window(DIGS_WAVELENGTH)], axis=1)
     assert 4 < snr.min() and snr.max() < 600 and np.median(snr) > 30
     assert np.isinf(noisy.sigma[~noisy.good]).all() and (noisy.flux[~noisy.good] == 0).all()
-    # Uncertainties are smooth power laws in wavelength: no trace of the spectrum's features.
-    row = np.flatnonzero(noisy.good[0])
-    slope = np.diff(np.log(noisy.sigma[0, row])) / np.diff(np.log(DIGS_WAVELENGTH[row]))
-    np.testing.assert_allclose(slope, slope[0], atol=1e-4)
+
+
+def test_survey_uncertainty_follows_noisy_flux_not_truth():
+    noise = SpectralNoiseModel(poisson_range=(2.0, 2.0), snr_range=(20, 20), tilt_range=(0, 0), spike_rate=0.0,
+                               gap_rate=0.0, mask_z_range=(0.0, 0.0))
+    wave = DIGS_WAVELENGTH
+    flux = np.where(np.abs(wave - 5000) < 100, 0.3, 1.0)[None, :].repeat(2000, axis=0)
+    noisy = noise.apply(flux, np.random.default_rng(2))
+    ok = noisy.good
+    # p = 2 is the DIGS fractional model: sigma = |f| / S/N, here of the noisy flux.
+    np.testing.assert_allclose(noisy.sigma[ok], np.abs(noisy.flux[ok]) / 20, rtol=1e-4)
+    rel = (noisy.flux / flux - 1)[:, wave < 9000]
+    assert abs(rel.std() - 0.05) < 0.002
 
 
 def test_noise_model_options_checked_and_round_trip():

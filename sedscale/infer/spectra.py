@@ -65,6 +65,8 @@ from .rows import posterior_rows
 from .summaries import PERCENTILES, STAT_NAMES
 from .support import XSupport, fit_support, support_path
 
+#: Good-element fraction below which a spectrum is not used (see read_spectral_inputs).
+MIN_GOOD_FRACTION = 0.5
 #: Posterior draws whose model spectra enter the posterior-predictive chi2.
 PPC_DRAWS = 50
 #: Spectra per Dask task.
@@ -169,8 +171,13 @@ def observations_from_sdss(spectra, sources=()) -> SpectralObservations:
     )
 
 
-def read_spectral_inputs(paths) -> SpectralObservations:
+def read_spectral_inputs(paths, min_good_fraction: float = MIN_GOOD_FRACTION) -> SpectralObservations:
     """Spectra from SDSS spectrum files/directories, or from one Parquet spectra table.
+
+    ``min_good_fraction``: spectra with fewer good elements are flagged by
+    the reader.  0.5 by default, below the reader's own 0.7: the ``survey``
+    training noise masks the elements an SDSS spectrum misses up to z = 0.3
+    (38% of the grid), so the flow has seen such coverage.
 
     Raises
     ------
@@ -182,7 +189,7 @@ def read_spectral_inputs(paths) -> SpectralObservations:
         raise ConfigError("no spectrum files given")
     if len(paths) == 1 and paths[0].suffix.lower() == ".parquet":
         return _from_table(pd.read_parquet(paths[0]), paths)
-    spectra = read_sdss_spectra(paths)
+    spectra = read_sdss_spectra(paths, min_good_fraction=min_good_fraction)
     if not spectra:
         raise ConfigError(f"no spectrum files (*spec-*.fits) found in {[str(p) for p in paths]}")
     return observations_from_sdss(spectra, [s.path for s in spectra])
@@ -290,10 +297,18 @@ def support_features(x: np.ndarray, columns=None) -> np.ndarray:
 SUPPORT_COLUMNS = SPECTRUM_X_COLUMNS[: 1 + DIGS_WAVELENGTH.size] + ("median_lsig",)
 
 
-def spectral_support(post: Posterior, n_rows: int = 30_000) -> XSupport | None:
+#: Training spectra behind a spectral x-support (reference + calibration):
+#: 140 features each, so the file stays ~2 MB.
+SUPPORT_REFERENCE = 4000
+SUPPORT_CALIBRATION = 4000
+
+
+def spectral_support(post: Posterior) -> XSupport | None:
     """The x-support of a spectral checkpoint: ``x_support.npz`` beside it, else fitted from its training set.
 
-    Returns None when neither exists (no out-of-support check).
+    The fit uses validation rows of the training set with the checkpoint's
+    noise (fixed draws).  Returns None when neither exists (no
+    out-of-support check).
     """
     path = support_path(post.path)
     if path.exists():
@@ -308,12 +323,12 @@ def spectral_support(post: Posterior, n_rows: int = 30_000) -> XSupport | None:
     for _, x, _ in read_chunks(ts, Split("val", 0.5, 1)):
         xs.append(x)
         total += x.shape[0]
-        if total >= n_rows:
+        if total >= SUPPORT_REFERENCE + SUPPORT_CALIBRATION:
             break
     features = support_features(np.concatenate(xs))
     varies = features.std(axis=0) > 0
     support = fit_support(features[:, varies], [c for c, v in zip(SUPPORT_COLUMNS, varies) if v],
-                          provenance={"training_set": str(sims), "features": "sedscale.infer.spectra.support_features"})
+                          n_reference=SUPPORT_REFERENCE, n_calibration=SUPPORT_CALIBRATION, provenance={"training_set": str(sims), "features": "sedscale.infer.spectra.support_features"})
     support.save(path)
     return support
 

@@ -18,15 +18,19 @@ uncertainty the flow is told, and which elements are observed:
     Spans what the SDSS reader delivers (:mod:`sedscale.io.sdss`).  Per
     spectrum: a signal-to-noise ratio per element at the normalization
     window, log-uniform in ``snr_range`` (the six shared SDSS spectra have
-    37-208); a power-law tilt ``sigma ~ (lambda / 5500 A)^t`` with
-    ``t ~ U(tilt_range)`` (their blue/red ratios are 1.0-1.4); and the
-    rest-frame coverage of an observed range ``observed_range_aa`` for a
-    redshift ``~ U(mask_z_range)`` (SDSS-I/II, 3800-9200 A observed: the
-    reddest 8-15 DIGS elements are missing at z = 0.02-0.06), plus isolated
-    bad elements at ``gap_rate`` (masked sky lines, bad columns).  The
-    uncertainty is smooth in wavelength and independent of absorption
-    features, so it carries no information on the spectrum beyond its
-    normalization.
+    29-208); a power-law tilt ``sigma ~ (lambda / 5500 A)^t`` with
+    ``t ~ U(tilt_range)`` (their blue/red ratios are 1.0-1.4); a Poisson
+    index ``p ~ U(poisson_range)`` with ``sigma ~ |f|^(p/2)`` (0: sky or
+    read noise dominates, 1: the galaxy's photons, 2: a fixed fraction of
+    the flux, the DIGS model); and the rest-frame coverage of an observed
+    range ``observed_range_aa`` for a redshift ``~ U(mask_z_range)``
+    (SDSS-I/II, 3800-9200 A observed: the reddest 8-15 DIGS elements are
+    missing at z = 0.02-0.06, all above 9200 A rest), plus isolated bad
+    elements at ``gap_rate`` (masked pixels) and elements with ``spike_range``
+    times the noise at ``spike_rate`` (sky-line residuals).  The noise is
+    drawn with the uncertainty of the noiseless flux; the flow is told the
+    uncertainty computed from the *noisy* flux, as a pipeline does, so the
+    uncertainty channel never carries the noiseless spectrum.
 """
 from __future__ import annotations
 
@@ -91,6 +95,12 @@ class SpectralNoiseModel:
         ``survey``: redshift range placing that window in the rest frame.
     gap_rate : float
         ``survey``: probability that an element inside the range is bad.
+    poisson_range : (float, float)
+        ``survey``: index p of ``sigma ~ |f|^(p/2)``, uniform.
+    spike_rate : float
+        ``survey``: probability that an element's noise is inflated.
+    spike_range : (float, float)
+        ``survey``: inflation factor of those elements, uniform.
     """
 
     kind: str = "survey"
@@ -100,19 +110,24 @@ class SpectralNoiseModel:
     observed_range_aa: tuple[float, float] = (3800.0, 9200.0)
     mask_z_range: tuple[float, float] = (0.0, 0.3)
     gap_rate: float = 0.01
+    poisson_range: tuple[float, float] = (0.0, 2.0)
+    spike_rate: float = 0.02
+    spike_range: tuple[float, float] = (1.5, 5.0)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ConfigError(f"spectral noise kind must be one of {KINDS}, got {self.kind!r}")
         if not (np.isfinite(self.fraction) and self.fraction > 0):
             raise ConfigError(f"noise fraction must be finite and > 0, got {self.fraction!r}")
-        if not 0 <= self.gap_rate < 1:
-            raise ConfigError(f"gap_rate must be in [0, 1), got {self.gap_rate!r}")
+        for name in ("gap_rate", "spike_rate"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         for name, positive in (("snr_range", True), ("tilt_range", False), ("observed_range_aa", True),
-                               ("mask_z_range", False)):
+                               ("mask_z_range", False), ("poisson_range", False), ("spike_range", True)):
             object.__setattr__(self, name, _check_range(name, getattr(self, name), positive))
-        if self.mask_z_range[0] < 0:
-            raise ConfigError(f"mask_z_range must be non-negative, got {self.mask_z_range!r}")
+        if self.mask_z_range[0] < 0 or self.poisson_range[0] < 0:
+            raise ConfigError(f"mask_z_range and poisson_range must be non-negative, got {self.mask_z_range!r}, "
+                              f"{self.poisson_range!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -151,11 +166,19 @@ class SpectralNoiseModel:
             sigma = self.fraction * np.abs(noisy)
             good = np.ones((n, m), dtype=bool)
         else:
-            norm = np.abs(f[:, normalization_window(wave)]).mean(axis=1)
+            norm = np.abs(f[:, normalization_window(wave)]).mean(axis=1)[:, None]
             log_snr = rng.uniform(*np.log(self.snr_range), size=n)
             tilt = rng.uniform(*self.tilt_range, size=n)
-            sigma = (norm / np.exp(log_snr))[:, None] * (wave / TILT_PIVOT_AA)[None, :] ** tilt[:, None]
-            noisy = f + sigma * rng.standard_normal((n, m))
+            half_p = rng.uniform(*self.poisson_range, size=n)[:, None] / 2
+            spike = np.where(rng.random((n, m)) < self.spike_rate, rng.uniform(*self.spike_range, size=(n, m)), 1.0)
+            base = norm / np.exp(log_snr)[:, None] * (wave / TILT_PIVOT_AA)[None, :] ** tilt[:, None] * spike
+
+            def uncertainty(flux):
+                # A floor keeps sigma > 0 where the flux crosses zero.
+                return base * np.maximum(np.abs(flux) / norm, 1e-3) ** half_p
+
+            noisy = f + uncertainty(f) * rng.standard_normal((n, m))
+            sigma = uncertainty(noisy)
             z = rng.uniform(*self.mask_z_range, size=n)
             lo, hi = self.observed_range_aa
             observed = wave[None, :] * (1.0 + z[:, None])

@@ -155,6 +155,10 @@ class TrainConfig:
         without a better validation log-prob (None: constant rate, as sbi).
     lr_factor : float
         Step of that decay, in (0, 1).
+    min_lr_factor : float
+        Stop once the decayed rate falls below ``learning_rate *
+        min_lr_factor``: steps that small no longer move the validation
+        log-prob, however many epochs still count as improvements.
     seed : int
         Seeds weight initialisation, the split and the shuffling.
     shuffle_buffer : int
@@ -182,6 +186,7 @@ class TrainConfig:
     clip_grad_norm: float | None = 5.0
     lr_patience: int | None = 3
     lr_factor: float = 0.5
+    min_lr_factor: float = 1e-3
     seed: int = 0
     shuffle_buffer: int = 1_000_000
     spectral_noise: str | dict = "survey"
@@ -201,6 +206,8 @@ class TrainConfig:
             _check_positive_int("lr_patience", self.lr_patience)
         if not 0 < self.lr_factor < 1:
             raise ConfigError(f"lr_factor must be in (0, 1), got {self.lr_factor!r}")
+        if not 0 <= self.min_lr_factor < 1:
+            raise ConfigError(f"min_lr_factor must be in [0, 1), got {self.min_lr_factor!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ConfigError(f"clip_grad_norm must be positive, got {self.clip_grad_norm!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:

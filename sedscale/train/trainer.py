@@ -58,7 +58,7 @@ STATE_NAME = "train_state.pt"
 LOSS_PLOT = "loss.png"
 STATE_FORMAT = "sedscale.train_state"
 #: Options that may change when a run is resumed (they only decide when to stop).
-RESUMABLE_CHANGES = ("max_epochs", "max_time", "patience")
+RESUMABLE_CHANGES = ("max_epochs", "max_time", "patience", "min_lr_factor")
 #: Rows per forward pass when evaluating the validation log-prob.
 EVAL_ROWS = 8192
 #: The loss plot is redrawn after an epoch at most this often (s), and at the end.
@@ -81,7 +81,7 @@ class TrainResult:
         Mean validation log q(theta|x) of the kept state, and the prior's
         log density for comparison.
     stop_reason : str
-        ``patience``, ``max_epochs`` or ``max_time``.
+        ``patience``, ``max_epochs``, ``max_time`` or ``lr_floor``.
     wall_s : float
         Training wall time including earlier runs of a resumed training.
     counts : SplitCounts
@@ -440,6 +440,9 @@ def train(
             last_plot = time.perf_counter()
         if out_of_time:
             stop_reason = "max_time"
+            break
+        if run.optimizer.param_groups[0]["lr"] < config.learning_rate * config.min_lr_factor:
+            stop_reason = "lr_floor"
             break
     else:
         stop_reason = "patience" if run.bad_epochs >= config.patience else "max_epochs"
