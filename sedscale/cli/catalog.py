@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--support", metavar="FILE", help="x-support file (default: x_support.npz beside the checkpoint)")
     s.add_argument("--support-sims", metavar="DIR", help="training simulation to build the x-support from if missing")
     s.add_argument("--no-support-check", action="store_true", help="skip out-of-support detection")
+    p.add_argument("--best-fit", action="store_true",
+                   help="spectra: also fit each spectrum by least squares from its posterior median (chi2_best)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -118,7 +120,7 @@ def _spectral_main(args, options) -> int:
     outputs = args.out or ["posteriors.parquet"]
     print(f"{PROG}: {len(obs)} spectra ({int(obs.flagged.sum())} flagged by the reader) -> {', '.join(outputs)}",
           flush=True)
-    kwargs = {"check_support": not args.no_support_check, "progress": not args.no_progress}
+    kwargs = {"check_support": not args.no_support_check, "progress": not args.no_progress, "fit": args.best_fit}
     if args.cluster == "none":
         limit_threads(1)
         table = run_spectral_catalog(obs, args.flow, options, None, **kwargs)
@@ -151,6 +153,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
     if checkpoint_observable(args.flow) == "spectrum":
         return _spectral_main(args, options)
+    if args.best_fit:
+        from ..errors import ConfigError
+
+        raise ConfigError("--best-fit applies to spectral checkpoints only")
     # Validate catalog, checkpoint and outputs before starting a cluster.
     plan = plan_catalog(
         args.catalog, args.flow, args.out or ["posteriors.parquet"], options, mapping=_mapping(args),

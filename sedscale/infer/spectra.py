@@ -69,6 +69,8 @@ from .support import XSupport, fit_support, support_path
 MIN_GOOD_FRACTION = 0.5
 #: Posterior draws whose model spectra enter the posterior-predictive chi2.
 PPC_DRAWS = 50
+#: Best fits with a chi2 p-value below this are flagged (``poor_fit``).
+POOR_FIT_P = 1e-3
 #: Spectra per Dask task.
 CHUNK_SPECTRA = 256
 
@@ -240,9 +242,63 @@ def load_spectral_posterior(path: str, sha256: str) -> Posterior:
     return post
 
 
+def best_fit(model, theta0: np.ndarray, z: float, lum: np.ndarray, sigma: np.ndarray, good: np.ndarray,
+             low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares fit of one spectrum inside the prior box, started from ``theta0``.
+
+    Tells a spectrum the model cannot reproduce (chi2 >> dof) from a
+    posterior that is merely wide: at S/N ~ 100 the model spectra of
+    posterior draws miss the data by chi2/dof ~ 20-600 even for simulated
+    spectra, while the best fit of those reaches chi2 ~ dof.
+
+    Returns
+    -------
+    theta : ndarray (d,)
+    chi2 : float
+        Over the good elements.
+    """
+    from scipy.optimize import least_squares
+
+    from ..simulate.config import load_spectrum_operator
+
+    op = load_spectrum_operator()
+    zz = np.array([z])
+
+    def residuals(theta):
+        return ((lum - op.model_spectra(model, theta[None, :], zz, dtype=np.float64)[0]) / sigma)[good]
+
+    span = high - low
+    start = np.clip(theta0, low + 1e-6 * span, high - 1e-6 * span)
+    fit = least_squares(residuals, start, bounds=(low, high), x_scale=0.01 * span, diff_step=1e-4)
+    return fit.x, float(2 * fit.cost)
+
+
+def flag_poor_fits(table: pa.Table, chi2_best: np.ndarray, dof: np.ndarray, p_min: float = POOR_FIT_P) -> pa.Table:
+    """Mark ``out_of_support`` the spectra whose best fit has a chi2 p-value below ``p_min``.
+
+    No parameters inside the prior reproduce such a spectrum within its
+    uncertainties: the posterior is computed but describes a galaxy the
+    model cannot make (reason ``poor_fit:chi2/dof=<value>``).
+    """
+    from scipy import stats
+
+    from .quality import STATUS_OK, STATUS_OUT_OF_SUPPORT
+
+    status = np.array(table.column("status").to_pylist(), dtype=object)
+    reason = np.array(table.column("reason").to_pylist(), dtype=object)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        poor = np.isfinite(chi2_best) & (dof > 0) & (stats.chi2.sf(chi2_best, np.maximum(dof, 1)) < p_min)
+    for i in np.flatnonzero(poor):
+        if status[i] == STATUS_OK:
+            status[i] = STATUS_OUT_OF_SUPPORT
+        reason[i] = ";".join(filter(None, [reason[i], f"poor_fit:chi2/dof={chi2_best[i] / dof[i]:.2f}"]))
+    table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status.tolist(), pa.string()))
+    return table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reason.tolist(), pa.string()))
+
+
 def infer_spectra_chunk(obs: SpectralObservations, flow: str, flow_sha256: str, support: XSupport | None,
-                        options: CatalogOptions, chunk: int) -> pa.Table:
-    """Posterior-catalog rows of a chunk of spectra (runs on a worker)."""
+                        options: CatalogOptions, chunk: int, fit: bool = False) -> pa.Table:
+    """Posterior-catalog rows of a chunk of spectra (runs on a worker); ``fit``: add the best fit."""
     post = load_spectral_posterior(flow, flow_sha256)
     model = model_for(post)
     x, valid = obs.x()
@@ -257,6 +313,18 @@ def infer_spectra_chunk(obs: SpectralObservations, flow: str, flow_sha256: str, 
     if good.size:
         draws = theta[:, : min(PPC_DRAWS, theta.shape[1])]
         chi2[good] = ppc_chi2(model, draws, obs.z[good], obs.lum[good], obs.sigma[good], obs.good[good])
+    fits = {}
+    if fit:
+        d = len(post.param_names)
+        best = np.full((n, d), np.nan)
+        chi2_best = np.full(n, np.nan)
+        for j, i in enumerate(good):
+            start = np.nanmedian(theta[j], axis=0)
+            if np.isfinite(start).all():
+                best[i], chi2_best[i] = best_fit(model, start, obs.z[i], obs.lum[i], obs.sigma[i], obs.good[i],
+                                                 post.prior.low, post.prior.high)
+        fits = {"chi2_best": chi2_best, **{f"bestfit_{p}": best[:, k] for k, p in enumerate(post.param_names)}}
+        table = flag_poor_fits(table, chi2_best, obs.good.sum(axis=1) - d)
     columns = {
         "id": pa.array(obs.ids.astype(str).tolist(), pa.string()),
         "z": pa.array(obs.z),
@@ -264,6 +332,7 @@ def infer_spectra_chunk(obs: SpectralObservations, flow: str, flow_sha256: str, 
         **{k: pa.array(v.astype(np.float32)) for k, v in obs.extra.items()},
         "chi2_ppc": pa.array(chi2.astype(np.float32)),
         "chi2_dof": pa.array(np.where(bad, 0, obs.good.sum(axis=1)).astype(np.int32)),
+        **{k: pa.array(v.astype(np.float32)) for k, v in fits.items()},
     }
     for name in table.column_names:
         columns[name] = table.column(name)
@@ -334,7 +403,7 @@ def spectral_support(post: Posterior) -> XSupport | None:
 
 
 def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOptions | None = None, client=None,
-                         check_support: bool = True, progress: bool = False) -> pa.Table:
+                         check_support: bool = True, progress: bool = False, fit: bool = False) -> pa.Table:
     """Posterior catalog of spectra, in input order.
 
     Parameters
@@ -348,6 +417,9 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
         Chunks of :data:`CHUNK_SPECTRA` run as tasks (else in this process).
     check_support : bool
     progress : bool
+    fit : bool
+        Also fit every spectrum by least squares from its posterior median
+        (``chi2_best``, ``bestfit_<param>``; ~1-5 s per spectrum).
 
     Returns
     -------
@@ -370,18 +442,20 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
     support = spectral_support(post) if check_support else None
     chunks = [obs.take(slice(s, s + CHUNK_SPECTRA)) for s in range(0, len(obs), CHUNK_SPECTRA)]
     args = (str(post.path), sha, support, options)
+    index = range(len(chunks))
     if client is None:
-        tables = [infer_spectra_chunk(c, *args, i) for i, c in enumerate(chunks)]
+        tables = [infer_spectra_chunk(c, *args, i, fit) for i, c in zip(index, chunks)]
     else:
         from distributed import progress as dask_progress
 
-        futures = client.map(infer_spectra_chunk, chunks, *[[a] * len(chunks) for a in args], range(len(chunks)),
-                             pure=False)
+        futures = client.map(infer_spectra_chunk, chunks, *[[a] * len(chunks) for a in args], index,
+                             fit=fit, pure=False)
         if progress:
             dask_progress(futures)
         tables = client.gather(futures)
     table = pa.concat_tables(tables)
     units = {"z": "", LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", "chi2_ppc": "", "median_snr": ""}
+    units.update({f"bestfit_{p.name}": p.unit for p in post.prior.parameters})
     qunits = quantity_units(post)
     for col in table.column_names:
         stem = col.removeprefix("samples_")
