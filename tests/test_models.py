@@ -168,6 +168,27 @@ def test_derived_properties_are_consistent(name, request):
     assert np.all(d["sfr_100myr"] >= 0) and np.all(d["sfr_1gyr"] >= 0)
 
 
+def test_binned_derived_properties_equal_the_node_weights(dirichlet):
+    """The closed-form bin integrals (the default for dirichlet) reproduce the general node-weight path."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    theta = dirichlet.prior.sample(n, rng)
+    theta[:40, 1:7] = rng.integers(0, 2, (40, 6))  # all mass in one bin, or bins empty
+    theta[40:60, 7] = dirichlet.prior.low[7]
+    theta[60:80, 7] = dirichlet.prior.high[7]
+    # Runs of rows sharing z (a galaxy's samples) and rows each with their own z.
+    z = np.concatenate([np.repeat(rng.uniform(0.001, 0.98, 4), 500), rng.uniform(0.001, 0.98, n - 2000)])
+    fast = dirichlet.derived(theta, z)
+    nodes = dirichlet.derived(theta, z, method="nodes")
+    assert list(fast) == list(nodes)
+    for name in ("log_mstar", "log_mformed"):
+        np.testing.assert_allclose(fast[name], nodes[name], rtol=0, atol=1e-9, err_msg=name)
+    for name in ("sfr_100myr", "sfr_1gyr", "z_mw", "age_mw", "tau_bc", "tau_ism"):
+        np.testing.assert_allclose(fast[name], nodes[name], rtol=1e-9, atol=1e-300, err_msg=name)
+    with pytest.raises(ParameterError, match="method"):
+        dirichlet.derived(theta[:2], z[:2], method="fast")
+
+
 def test_provabgs_derived(provabgs):
     rng = np.random.default_rng(6)
     theta = provabgs.prior.sample(300, rng)

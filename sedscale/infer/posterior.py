@@ -10,13 +10,17 @@ Example::
     phys = post.to_physical(result.samples)        # e.g. SFH fractions from the unit cube
 
 Sampling draws from the flow directly, in batches of many galaxies, always
-under ``torch.no_grad()`` (sbi's ``sample_batched`` keeps the autograd
-graph and takes gigabytes).  Samples outside the prior box are rejected and
-redrawn; a galaxy that still lacks samples when ``max_time`` runs out is
-flagged instead of stalling the catalog.
+under ``torch.inference_mode()`` (sbi's ``sample_batched`` keeps the
+autograd graph and takes gigabytes).  Flows of affine coupling layers (the
+default ``zuko_nice``) are inverted by :class:`CouplingSampler`, which
+skips zuko's per-layer bookkeeping; other flows use their own ``sample``.
+Samples outside the prior box are rejected and redrawn; a galaxy that still
+lacks samples when ``max_time`` runs out is flagged instead of stalling the
+catalog.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -36,12 +40,127 @@ from ..train.config import FlowConfig
 from ..train.data import prior_from_dict
 from ..train.flows import ConditionalFlow, Normalization, build_flow
 
-#: Flow evaluations per forward pass when ``batch_size`` is not given.  Passes
-#: of a few thousand rows keep the activations in cache: 8192 rows sampled
-#: ~1.7x faster than 131072 with the default flow on one core.
+#: Flow evaluations per flow call when ``batch_size`` is not given.  Calls of
+#: a few thousand rows keep the activations in cache: 8192 rows sampled
+#: ~1.7x faster than 131072 through zuko with the default flow on one core
+#: (:class:`CouplingSampler` further splits a call into passes of 2048 rows).
 DEFAULT_ROWS_PER_PASS = 8192
 #: Redraw sizes assume an acceptance rate of at least 1 / MAX_OVERSAMPLE.
 MAX_OVERSAMPLE = 20.0
+
+
+class CouplingSampler:
+    """Direct sampling of a zuko flow made of affine coupling layers (``zuko_nice``).
+
+    zuko samples by building a lazy transform per call, concatenating the
+    context to every sample's coupling inputs and scattering each layer's
+    output back through boolean masks.  This inverts the same layers with
+    the same weights and the same standard-normal draws, but
+
+    * applies the context's share of each hyper-network's first layer once
+      per galaxy instead of once per sample (``W [y_a, c] = W_a y_a + W_c c``);
+    * gathers and scatters coupling halves with index vectors, in place,
+      and applies the ReLUs in place;
+    * runs the layers over blocks of at most ``rows_per_pass`` rows, so that
+      the activations stay in cache whatever the caller's batch.
+
+    Samples equal ``flow.sample``'s to float32 rounding (the sums are
+    regrouped).  Build with :meth:`from_flow`, which returns None for any
+    other architecture.
+    """
+
+    #: Rows per pass through the layers: the (rows, 128) float32 activations
+    #: of 2048 rows fit a 1 MiB L2 cache; with the shipped flow on one core,
+    #: 1000-2000 rows ran 1.25x faster than 8000 and 1.5x faster than 16000.
+    ROWS_PER_PASS = 2048
+
+    def __init__(self, flow: ConditionalFlow, loc: torch.Tensor, scale: torch.Tensor, layers: list[dict],
+                 rows_per_pass: int = ROWS_PER_PASS):
+        self.flow = flow
+        self.loc = loc
+        self.scale = scale
+        self.layers = layers
+        self.rows_per_pass = rows_per_pass
+
+    @classmethod
+    def from_flow(cls, flow: ConditionalFlow, rows_per_pass: int = ROWS_PER_PASS) -> "CouplingSampler | None":
+        """A sampler for ``flow``, or None unless its estimator is a zuko flow of
+        affine couplings (MLP hyper-networks with ReLUs) on a diagonal normal."""
+        try:
+            from zuko.distributions import DiagNormal
+            from zuko.flows.coupling import GeneralCouplingTransform
+            from zuko.lazy import Flow, LazyComposedTransform
+            from zuko.nn import Linear
+            from zuko.transforms import MonotonicAffineTransform
+        except ImportError:
+            return None
+        net = getattr(flow.estimator, "net", None)
+        if type(net) is not Flow or type(net.transform) is not LazyComposedTransform:
+            return None
+        if not hasattr(flow.estimator, "_embedding_net"):
+            return None
+        base = net.base()
+        if type(base) is not DiagNormal:
+            return None
+        slope = inspect.signature(MonotonicAffineTransform).parameters["slope"].default
+        layers = []
+        for t in net.transform.transforms:
+            if type(t) is not GeneralCouplingTransform or t.univariate is not MonotonicAffineTransform:
+                return None
+            if tuple(map(tuple, t.shapes)) != ((), ()):
+                return None
+            mods = list(t.hyper)
+            linear, relu = mods[0::2], mods[1::2]
+            if (
+                not all(type(m) is Linear and m.weight.dim() == 2 and m.bias is not None for m in linear)
+                or not all(type(m) is torch.nn.ReLU for m in relu)
+                or len(linear) != len(relu) + 1
+            ):
+                return None
+            idx_a = t.mask.nonzero().squeeze(-1)
+            first = linear[0].weight.detach()
+            layers.append({
+                "idx_a": idx_a,
+                "idx_b": (~t.mask).nonzero().squeeze(-1),
+                "w_a": first[:, : idx_a.numel()].contiguous(),
+                "w_c": first[:, idx_a.numel() :].contiguous(),
+                "b_first": linear[0].bias.detach(),
+                "hidden": [(m.weight.detach(), m.bias.detach()) for m in linear[1:]],
+                "log_slope": math.log(slope),
+            })
+        return cls(flow, base.base_dist.loc.detach(), base.base_dist.scale.detach(), layers, rows_per_pass)
+
+    def sample(self, n: int, x: torch.Tensor) -> torch.Tensor:
+        """``n`` draws for each row of x (b, dx); shape (n, b, d), as ``ConditionalFlow.sample``.
+
+        Call under ``torch.inference_mode()`` or ``torch.no_grad()``.
+        """
+        c = self.flow.estimator._embedding_net(self.flow._condition(x))
+        b, d = c.shape[0], self.loc.numel()
+        # The same draws as zuko's base distribution, all at once: loc + N(0, 1) * scale, shape (n, b, d).
+        z = self.loc + torch.randn((n, b, d), dtype=self.loc.dtype) * self.scale
+        per_pass = max(1, self.rows_per_pass // n)  # galaxies per pass
+        sample_step = n if per_pass > 1 else min(n, self.rows_per_pass)
+        for g in range(0, b, per_pass):
+            for s in range(0, n, sample_step):
+                block = z[s : s + sample_step, g : g + per_pass]
+                block.copy_(self._invert(block.reshape(-1, d), c[g : g + per_pass], block.shape[1]).view(block.shape))
+        return self.flow._from_latent(z)
+
+    def _invert(self, y: torch.Tensor, c: torch.Tensor, b: int) -> torch.Tensor:
+        """Latent rows y (m * b, d), sample-major over ``b`` galaxies with context c (b, dc) -> flow space."""
+        for layer in reversed(self.layers):
+            # Row r belongs to galaxy r % b: the context term broadcasts over the samples.
+            context = torch.addmm(layer["b_first"], c, layer["w_c"].t())
+            h = torch.mm(y.index_select(1, layer["idx_a"]), layer["w_a"].t())
+            h.view(-1, b, h.shape[1]).add_(context)
+            for w, bias in layer["hidden"]:
+                h = torch.addmm(bias, h.clamp_min_(0.0), w.t())
+            phi = h.view(y.shape[0], -1, 2)
+            shift, raw = phi[..., 0], phi[..., 1]
+            log_scale = raw / (1 + (raw / layer["log_slope"]).abs_())
+            y.index_copy_(1, layer["idx_b"], (y.index_select(1, layer["idx_b"]) - shift).div_(log_scale.exp_()))
+        return y
 
 
 @dataclass
@@ -95,6 +214,7 @@ class Posterior:
         self.model_name = metadata["model"]["name"]
         self._model = model
         self._model_options = dict(model_options or metadata["model"].get("options") or {})
+        self._sampler = CouplingSampler.from_flow(self.flow)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -205,8 +325,8 @@ class Posterior:
         n_samples : int
             Samples per galaxy.
         batch_size : int, optional
-            Galaxies per forward pass; default keeps a pass at about
-            :data:`DEFAULT_ROWS_PER_PASS` flow evaluations.
+            Galaxies per flow call (one draw of the random stream); default
+            keeps a call at about :data:`DEFAULT_ROWS_PER_PASS` flow evaluations.
         max_time : float, optional
             Seconds each batch may spend redrawing samples rejected for
             leaving the prior box (the first draw always completes).
@@ -236,7 +356,7 @@ class Posterior:
             invalid_x=~np.isfinite(x).all(axis=1),
         )
         todo = np.flatnonzero(~result.invalid_x)
-        with torch.random.fork_rng(enabled=seed is not None), torch.no_grad():
+        with torch.random.fork_rng(enabled=seed is not None), torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)
             with tqdm(total=todo.size, unit="gal", disable=not progress) as bar:
@@ -262,7 +382,7 @@ class Posterior:
         return self.draw(x, n_samples, batch_size=batch_size, max_time=max_time, seed=seed).samples
 
     def _draw_batch(self, x: np.ndarray, n_samples: int, idx: np.ndarray, result: SampleResult, max_time) -> None:
-        """Fill ``result`` for galaxies ``idx`` by rejection sampling (under no_grad)."""
+        """Fill ``result`` for galaxies ``idx`` by rejection sampling (under inference mode)."""
         start = time.perf_counter()
         xt = torch.from_numpy(x)
         filled = np.zeros(idx.size, dtype=np.int64)
@@ -275,7 +395,7 @@ class Posterior:
             if not first and max_time is not None and time.perf_counter() - start > max_time:
                 result.timed_out[idx[active]] = True
                 break
-            theta = self.flow.sample(per_galaxy, xt[active])  # (per_galaxy, b, d)
+            theta = self._sample_flow(per_galaxy, xt[active])  # (per_galaxy, b, d)
             ok = self.flow.in_support(theta).numpy()
             theta = theta.numpy()
             drawn[active] += per_galaxy
@@ -300,6 +420,12 @@ class Posterior:
         result.n_accepted[idx] = filled
         with np.errstate(invalid="ignore", divide="ignore"):
             result.acceptance[idx] = accepted / drawn
+
+    def _sample_flow(self, n: int, x: torch.Tensor) -> torch.Tensor:
+        """``n`` flow draws per row of x, (n, b, d): :class:`CouplingSampler` where it applies."""
+        if self._sampler is not None:
+            return self._sampler.sample(n, x)
+        return self.flow.sample(n, x)
 
     # ------------------------------------------------------------------ density
     def log_prob(self, theta, x, *, batch_size: int = DEFAULT_ROWS_PER_PASS) -> np.ndarray:

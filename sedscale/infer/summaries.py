@@ -10,7 +10,7 @@ samples.  Quantities are
   ``beta_1`` .. ``beta_4``, ``gamma_1``, ``gamma_2``);
 * derived properties of the forward model (:meth:`ForwardModel.derived`:
   ``log_mstar``, ``log_mformed``, ``sfr_100myr``, ``sfr_1gyr``, ``z_mw``,
-  ``age_mw``, dust optical depths), computed from every sample in batches.
+  ``age_mw``, dust optical depths), computed from every sample.
 
 Column names are ``<quantity>_<stat>`` with the stats of :data:`STAT_NAMES`.
 """
@@ -24,9 +24,6 @@ import numpy as np
 PERCENTILES = (2.5, 16.0, 50.0, 84.0, 97.5)
 #: Column suffixes: the percentiles above, then the mean.
 STAT_NAMES = ("p025", "p16", "p50", "p84", "p975", "mean")
-#: Samples per call of :meth:`ForwardModel.derived`: small blocks stay in cache
-#: (1024 ran 3.5x faster than 50,000 on this machine).
-DERIVED_CHUNK = 1024
 
 
 def summary_column_names(quantities: Sequence[str]) -> list[str]:
@@ -70,7 +67,7 @@ def physical_quantities(physical: Mapping[str, np.ndarray], param_names: Sequenc
     return out
 
 
-def derived_quantities(model, theta: np.ndarray, z: np.ndarray, chunk: int = DERIVED_CHUNK) -> dict[str, np.ndarray]:
+def derived_quantities(model, theta: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
     """Derived properties of every posterior sample.
 
     Parameters
@@ -82,8 +79,6 @@ def derived_quantities(model, theta: np.ndarray, z: np.ndarray, chunk: int = DER
     z : ndarray, shape (n,)
         Redshift of each galaxy (finite and in the model's range for rows
         with samples).
-    chunk : int
-        Samples per :meth:`ForwardModel.derived` call.
 
     Returns
     -------
@@ -94,13 +89,13 @@ def derived_quantities(model, theta: np.ndarray, z: np.ndarray, chunk: int = DER
     flat = theta.reshape(n * s, d)
     zz = np.repeat(np.asarray(z, dtype=np.float64), s)
     rows = np.flatnonzero(np.isfinite(flat).all(axis=1))
+    if rows.size == 0:
+        return {}
     out: dict[str, np.ndarray] = {}
-    for start in range(0, rows.size, chunk):
-        r = rows[start : start + chunk]
-        for name, values in model.derived(flat[r], zz[r]).items():
-            if name not in out:
-                out[name] = np.full(n * s, np.nan)
-            out[name][r] = values
+    # One call: the model chunks its own work (and a galaxy's samples, sharing z, stay together).
+    for name, values in model.derived(flat[rows], zz[rows]).items():
+        out[name] = np.full(n * s, np.nan)
+        out[name][rows] = values
     return {name: values.reshape(n, s) for name, values in out.items()}
 
 
@@ -135,10 +130,41 @@ def _row_stats(values: np.ndarray) -> np.ndarray:
     full = finite.all(axis=1)
     if full.any():
         v = values[full]
-        stats[:-1, full] = np.percentile(v, PERCENTILES, axis=1)
+        stats[:-1, full] = _sorted_percentiles(v)
         stats[-1, full] = v.mean(axis=1)
     for i in np.flatnonzero(~full & finite.any(axis=1)):
         v = values[i][finite[i]]
         stats[:-1, i] = np.percentile(v, PERCENTILES)
         stats[-1, i] = v.mean()
     return stats
+
+
+def _sorted_percentiles(values: np.ndarray) -> np.ndarray:
+    """``np.percentile(values, PERCENTILES, axis=1)`` (linear method, bit for bit) by one sort per row.
+
+    numpy partitions around ten order statistics per row; one (SIMD) sort of
+    the row is 1.5x faster for 1000 samples.  The interpolation repeats
+    numpy's: index (s - 1) q, and its ``_lerp`` rounding.
+
+    Parameters
+    ----------
+    values : ndarray, shape (m, s)
+        Finite values.
+
+    Returns
+    -------
+    ndarray, shape (len(PERCENTILES), m)
+    """
+    s = values.shape[1]
+    virtual = (s - 1) * np.true_divide(PERCENTILES, 100)
+    below = np.floor(virtual)
+    gamma = virtual - below
+    top = virtual >= s - 1
+    lo = np.where(top, s - 1, below).astype(np.intp)
+    hi = np.where(top, s - 1, below + 1).astype(np.intp)
+    ordered = np.sort(values, axis=1)
+    a, b = ordered[:, lo], ordered[:, hi]
+    diff = b - a
+    out = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)
+    return out.T

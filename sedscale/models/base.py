@@ -9,7 +9,10 @@ concrete model only supplies physics in small pure functions:
   moment at the SSP age nodes, the metallicity at the nodes, plus an
   optional burst (an SSP at one age);
 * :meth:`ForwardModel.optical_depths` - dust optical depth of all stars and
-  the extra optical depth of stars in birth clouds (< 100 Myr).
+  the extra optical depth of stars in birth clouds (< 100 Myr);
+* optionally :meth:`ForwardModel.binned_sfh` - the SFH as constant-rate
+  lookback-time bins at one metallicity, when it is one; derived properties
+  then come from closed-form bin integrals instead of the node weights.
 
 :class:`ForwardModel` turns these into spectra with two matrix products
 (young and old stars) against the SSP node library
@@ -36,6 +39,12 @@ ZSUN = 0.019
 #: 1200 log bins (R ~ 580).  Covers SDSS ugriz for z <= 0.98.
 PHOTOMETRY_WAVE_EDGES = log_wavelength_edges(1500.0, 12000.0, 1200)
 _CHUNK = 4096
+#: Rows per block of :meth:`ForwardModel.derived` (bounds the temporaries; the
+#: bin integrals run equally fast from 16384 to 250,000 rows) and per
+#: node-weight evaluation within a block ((n, n_node) temporaries: 1024 rows
+#: ran 3.5x faster than 50,000).
+_DERIVED_BLOCK = 16384
+_DERIVED_NODE_CHUNK = 1024
 
 
 @dataclass
@@ -65,6 +74,28 @@ class StarFormation:
     burst_fraction: np.ndarray | None = None
     burst_age: np.ndarray | None = None
     burst_z: np.ndarray | None = None
+
+
+@dataclass
+class BinnedSFH:
+    """A star-formation history that is constant within lookback-time bins, at one metallicity.
+
+    Attributes
+    ----------
+    edges : ndarray, shape (n, n_bin + 1)
+        Bin edges in yr, ascending from 0, every bin wider than zero.
+    fraction : ndarray, shape (n, n_bin)
+        Fraction of ``mass_formed`` formed in each bin (sums to 1).
+    metallicity : ndarray, shape (n,)
+        Absolute metallicity of all stars.
+    mass_formed : ndarray, shape (n,)
+        Total stellar mass formed in Msun.
+    """
+
+    edges: np.ndarray
+    fraction: np.ndarray
+    metallicity: np.ndarray
+    mass_formed: np.ndarray
 
 
 class ForwardModel(abc.ABC):
@@ -115,6 +146,15 @@ class ForwardModel(abc.ABC):
     def dust_summary(self, phys: dict) -> dict[str, np.ndarray]:
         """Dust optical depths reported as derived properties."""
         return {}
+
+    def binned_sfh(self, phys: dict, tage_yr: np.ndarray) -> BinnedSFH | None:
+        """The SFH as constant-rate bins at one metallicity, or None if it is not one.
+
+        Models with such an SFH (and no burst) override this; :meth:`derived`
+        then integrates each bin in closed form, which gives the node-weight
+        result to rounding at a small fraction of its cost.
+        """
+        return None
 
     # ---------------------------------------------------------------- plumbing
     @property
@@ -294,8 +334,17 @@ class ForwardModel(abc.ABC):
         return out
 
     # ---------------------------------------------------------- derived params
-    def derived(self, theta, z) -> dict[str, np.ndarray]:
+    def derived(self, theta, z, *, method: str = "auto") -> dict[str, np.ndarray]:
         """Derived galaxy properties.
+
+        Parameters
+        ----------
+        theta : array_like, shape (n, d)
+        z : array_like, shape (n,) or scalar
+        method : {"auto", "nodes"}
+            ``auto``: closed-form bin integrals where :meth:`binned_sfh`
+            gives the SFH, node weights otherwise; ``nodes``: always the
+            node weights (the reference the bin integrals are tested against).
 
         Returns
         -------
@@ -304,12 +353,45 @@ class ForwardModel(abc.ABC):
             (log10 Msun formed), ``sfr_100myr`` and ``sfr_1gyr`` (Msun/yr,
             mean SFR over the last 100 Myr / 1 Gyr), ``z_mw`` (mass-weighted
             absolute metallicity), ``age_mw`` (mass-weighted lookback age of
-            the stars formed, Gyr), plus the model's dust optical depths.
+            the stars formed, Gyr), plus the model's dust optical depths;
+            each of shape (n,).
         """
+        if method not in ("auto", "nodes"):
+            raise ParameterError(f"method must be 'auto' or 'nodes', got {method!r}")
         theta, z = self.check_inputs(theta, z)
+        parts = []
+        # max(n, 1): an empty batch still goes through once, giving empty arrays of every name.
+        for start in range(0, max(theta.shape[0], 1), _DERIVED_BLOCK):
+            block = slice(start, start + _DERIVED_BLOCK)
+            phys = self.physical(theta[block])
+            tage = self.tage_yr(z[block])
+            bins = self.binned_sfh(phys, tage) if method == "auto" else None
+            if bins is not None:
+                out = _binned_derived(bins, self.library(), self._surviving_integrals)
+            else:
+                chunks = [
+                    self._derived_nodes({k: v[s : s + _DERIVED_NODE_CHUNK] for k, v in phys.items()},
+                                        tage[s : s + _DERIVED_NODE_CHUNK])
+                    for s in range(0, max(tage.size, 1), _DERIVED_NODE_CHUNK)
+                ]
+                out = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+            out.update(self.dust_summary(phys))
+            parts.append(out)
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    @cached_property
+    def _surviving_integrals(self) -> np.ndarray:
+        """Cumulative integral (yr) of the node-interpolated surviving fraction at each node, (n_z, n_node)."""
         lib = self.library()
-        phys = self.physical(theta)
-        sf = self.star_formation(phys, self.tage_yr(z), lib.node_ages)
+        steps = 0.5 * np.diff(lib.node_ages) * (lib.node_surviving[:, 1:] + lib.node_surviving[:, :-1])
+        return np.concatenate([np.zeros((lib.metallicities.size, 1)), np.cumsum(steps, axis=1)], axis=1)
+
+    def _derived_nodes(self, phys: dict, tage_yr: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`derived` (without dust) from the hat-function node weights (any SFH, bursts included)."""
+        lib = self.library()
+        sf = self.star_formation(phys, tage_yr, lib.node_ages)
         w_young, w_old = _hat_young_old(sf, lib)
         w = w_young + w_old  # (n, n_node), continuous SFH
         iz, wz = _bracket_log(lib.metallicities, sf.node_z)
@@ -320,9 +402,8 @@ class ForwardModel(abc.ABC):
         mass_z = np.sum(w * sf.node_z, axis=1)
         moment = sf.cum_moment[:, -1]
         formed = {}
-        for window in (1e8, 1e9):
-            k = int(np.argmin(np.abs(lib.node_ages - window)))
-            formed[window] = sf.cum_mass[:, k]
+        for window in SFR_WINDOWS_YR:
+            formed[window] = sf.cum_mass[:, _window_node(lib, window)]
         if sf.burst_fraction is not None:
             fb = sf.burst_fraction
             surv_b = _bilinear(
@@ -343,8 +424,85 @@ class ForwardModel(abc.ABC):
             "z_mw": mass_z / total,
             "age_mw": moment / total / 1e9,
         }
-        out.update(self.dust_summary(phys))
         return out
+
+
+#: Lookback windows (yr) of the mean SFRs ``sfr_100myr`` and ``sfr_1gyr``.
+SFR_WINDOWS_YR = (1e8, 1e9)
+
+
+def _window_node(lib: NodeLibrary, window: float) -> int:
+    """Index of the node age closest to an SFR window (the windows are nodes)."""
+    return int(np.argmin(np.abs(lib.node_ages - window)))
+
+
+def _binned_derived(bins: BinnedSFH, lib: NodeLibrary, cum_surviving: np.ndarray) -> dict[str, np.ndarray]:
+    """Derived properties of a binned SFH from closed-form integrals over each bin.
+
+    The node-weight path sums ``w_i s_i`` with hat-function weights, which
+    is the integral of SFR(t) times the surviving fraction interpolated
+    linearly between nodes.  For a constant SFR on [a, b] that integral is
+    ``(C(b) - C(a)) / (b - a)`` with C the cumulative integral of the
+    interpolated surviving fraction (``cum_surviving`` at the nodes, a
+    quadratic in between), so every property is a sum over the bins of the
+    fractions times per-bin factors.  Like the node weights, the integrals
+    stop at the oldest node.
+
+    Consecutive rows with equal edges (the samples of one galaxy) share the
+    per-bin factors, which are computed once per run of rows.
+
+    Parameters
+    ----------
+    bins : BinnedSFH
+    lib : NodeLibrary
+    cum_surviving : ndarray, shape (n_z, n_node)
+        Cumulative integral of the node surviving fractions (yr).
+
+    Returns
+    -------
+    dict
+        ``log_mstar``, ``log_mformed``, ``sfr_100myr``, ``sfr_1gyr``,
+        ``z_mw``, ``age_mw``, each (n,).
+    """
+    edges, frac = bins.edges, bins.fraction
+    n = edges.shape[0]
+    if n == 0:
+        return {k: np.empty(0) for k in ("log_mstar", "log_mformed", "sfr_100myr", "sfr_1gyr", "z_mw", "age_mw")}
+    new_run = np.ones(n, dtype=bool)
+    new_run[1:] = np.any(edges[1:] != edges[:-1], axis=1)
+    run = np.cumsum(new_run) - 1
+    e = edges[new_run]  # (n_run, n_bin + 1)
+    ages = lib.node_ages
+    width = np.diff(e, axis=1)
+    ec = np.clip(e, 0.0, ages[-1])
+    # C_k(t) at every edge for every grid metallicity: (n_run, n_z, n_bin + 1).
+    j = np.clip(np.searchsorted(ages, ec, side="right") - 1, 0, ages.size - 2)
+    dt = ec - ages[j]
+    s0 = lib.node_surviving[:, j]
+    slope = (lib.node_surviving[:, j + 1] - s0) / (ages[j + 1] - ages[j])
+    c_edge = (cum_surviving[:, j] + s0 * dt + 0.5 * slope * dt * dt).transpose(1, 0, 2)
+    per_bin = {
+        "surviving": np.diff(c_edge, axis=2) / width[:, None, :],  # (n_run, n_z, n_bin)
+        "total": np.diff(ec, axis=1) / width,
+        "moment": 0.5 * np.diff(ec * ec, axis=1) / width,
+    }
+    for window in SFR_WINDOWS_YR:
+        t = ages[_window_node(lib, window)]
+        per_bin[window] = (np.clip(t, e[:, :-1], e[:, 1:]) - e[:, :-1]) / width
+    iz, wz = _bracket_log(lib.metallicities, bins.metallicity)
+    a = per_bin["surviving"]
+    surviving = (1 - wz) * np.einsum("ij,ij->i", frac, a[run, iz]) + wz * np.einsum("ij,ij->i", frac, a[run, iz + 1])
+    total = np.einsum("ij,ij->i", frac, per_bin["total"][run])
+    moment = np.einsum("ij,ij->i", frac, per_bin["moment"][run])
+    m = bins.mass_formed
+    return {
+        "log_mstar": np.log10(m * surviving),
+        "log_mformed": np.log10(m * total),
+        "sfr_100myr": m * np.einsum("ij,ij->i", frac, per_bin[1e8][run]) / 1e8,
+        "sfr_1gyr": m * np.einsum("ij,ij->i", frac, per_bin[1e9][run]) / 1e9,
+        "z_mw": bins.metallicity.astype(float),
+        "age_mw": moment / total / 1e9,
+    }
 
 
 DERIVED_UNITS = {

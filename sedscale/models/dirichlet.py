@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ZSUN, ForwardModel, StarFormation
+from .base import ZSUN, BinnedSFH, ForwardModel, StarFormation
 from .dust import birth_cloud_tau, kriek_conroy_tau
 from .priors import Parameter, Prior, unit_cube_to_simplex
 from .sfh import piecewise_constant_moments
@@ -61,10 +61,19 @@ class DirichletModel(ForwardModel):
             "n_dust": theta[:, N_BINS + 3],
         }
 
+    def binned_sfh(self, phys, tage_yr):
+        return BinnedSFH(
+            edges=dirichlet_bin_edges(tage_yr),
+            fraction=phys["sfh_fraction"],
+            metallicity=ZSUN * 10.0 ** phys["log_zsol"],
+            mass_formed=10.0 ** phys["log_mass"],
+        )
+
     def star_formation(self, phys, tage_yr, node_ages):
-        cum_m, cum_k = piecewise_constant_moments(dirichlet_bin_edges(tage_yr), phys["sfh_fraction"], node_ages)
-        z = np.broadcast_to((ZSUN * 10.0 ** phys["log_zsol"])[:, None], cum_m.shape)
-        return StarFormation(mass_formed=10.0 ** phys["log_mass"], cum_mass=cum_m, cum_moment=cum_k, node_z=z)
+        bins = self.binned_sfh(phys, tage_yr)
+        cum_m, cum_k = piecewise_constant_moments(bins.edges, bins.fraction, node_ages)
+        z = np.broadcast_to(bins.metallicity[:, None], cum_m.shape)
+        return StarFormation(mass_formed=bins.mass_formed, cum_mass=cum_m, cum_moment=cum_k, node_z=z)
 
     def optical_depths(self, phys, wave):
         return kriek_conroy_tau(wave, phys["tau_ism"], phys["n_dust"]), birth_cloud_tau(wave, phys["tau_bc"])
