@@ -24,6 +24,7 @@ from sedscale.observe.layout import (
     MISSING_LOG_SIGMA,
     SPECTRUM_TRUE_COLUMN,
     SPECTRUM_X_COLUMNS,
+    drop_elements,
     normalization_window,
     spectrum_x,
 )
@@ -99,6 +100,18 @@ def test_survey_uncertainty_follows_noisy_flux_not_truth():
     np.testing.assert_allclose(noisy.sigma[ok], np.abs(noisy.flux[ok]) / 20, rtol=1e-4)
     rel = (noisy.flux / flux - 1)[ok]
     assert abs(rel.std() - 0.05) < 0.002
+
+
+def test_elements_never_observed_in_training_are_dropped_at_inference():
+    survey = SPECTRAL_NOISE_PRESETS["survey"].observable_elements()
+    assert not survey[DIGS_WAVELENGTH > 9200].any() and survey[DIGS_WAVELENGTH < 9200].all()
+    assert SPECTRAL_NOISE_PRESETS["digs"].observable_elements().all()
+    m = DIGS_WAVELENGTH.size
+    x, _ = spectrum_x(np.ones((2, m)), np.full((2, m), 0.01), np.ones((2, m), dtype=bool))
+    dropped = drop_elements(x, survey)
+    assert (dropped[:, 1:][:, np.r_[~survey, ~survey]] == np.r_[[0.0] * (~survey).sum(), [MISSING_LOG_SIGMA] * (~survey).sum()]).all()
+    np.testing.assert_array_equal(dropped[:, 1:][:, np.r_[survey, survey]], x[:, 1:][:, np.r_[survey, survey]])
+    np.testing.assert_array_equal(dropped[:, 0], x[:, 0])
 
 
 def test_noise_model_options_checked_and_round_trip():

@@ -95,22 +95,13 @@ from ..simulate.manifest import (
     remove_temporary_files,
 )
 from .quality import (
-    STATUS_BAD_INPUT,
     STATUS_OK,
-    STATUS_OUT_OF_SUPPORT,
-    STATUS_TIMEOUT,
     STATUSES,
     check_photometry,
     reason_labels,
 )
-from .summaries import (
-    PERCENTILES,
-    STAT_NAMES,
-    clip_to_prior,
-    derived_quantities,
-    physical_quantities,
-    summarize,
-)
+from .rows import posterior_rows
+from .summaries import PERCENTILES, STAT_NAMES
 from .support import XSupport, fit_support_from_simulation, support_path
 
 log = logging.getLogger(__name__)
@@ -125,12 +116,6 @@ DEFAULT_PARTITION_SIZE = 250
 DEFAULT_N_SAMPLES = 1000
 #: Seconds a partition may spend redrawing samples that left the prior box.
 DEFAULT_MAX_TIME = 60.0
-#: Flow samples per seeded ``Posterior.draw`` call (galaxies x samples); the
-#: seeds, hence the samples, depend on it.  The coupling sampler runs the flow
-#: in cache-sized passes within a call (``CouplingSampler.ROWS_PER_PASS``).
-ROWS_PER_PASS = 8192
-#: A galaxy with none of at least this many first draws inside the prior is not redrawn.
-MIN_DRAWS_HOPELESS = 100
 
 
 # --------------------------------------------------------------------------- options and plan
@@ -420,11 +405,11 @@ def _save_support(support: XSupport, path: Path, fallback: Path | None) -> Path:
 
 # --------------------------------------------------------------------------- worker side
 @lru_cache(maxsize=2)
-def load_posterior_cached(path: str, sha256: str):
-    """The checkpoint at ``path`` (weights sha256 ``sha256``), loaded once per process."""
+def load_posterior_cached(path: str, sha256: str, x_columns: tuple = PHOTOMETRY_X_COLUMNS):
+    """The checkpoint at ``path`` (weights sha256 ``sha256``, x layout ``x_columns``), loaded once per process."""
     from . import Posterior
 
-    post = Posterior.load(path, x_columns=PHOTOMETRY_X_COLUMNS)
+    post = Posterior.load(path, x_columns=x_columns)
     if post.metadata["weights"]["sha256"] != sha256:
         raise ConfigError(f"{path} changed since the run was planned (weights sha256 differs)")
     return post
@@ -448,66 +433,6 @@ def model_for(post):
 
     options = post.metadata["model"].get("options") or {}
     return load_model((post.model_name, tuple(sorted(options.items()))))
-
-
-def _chunk_seed(seed: int, partition: int, chunk: int) -> int:
-    return int(np.random.SeedSequence([seed, partition, chunk]).generate_state(1)[0])
-
-
-def draw_samples(post, x: np.ndarray, options: CatalogOptions, partition: int, started: float | None = None):
-    """Sample all galaxies of a partition in batches, sharing one redraw time limit.
-
-    Two passes: every galaxy first gets one draw of ``n_samples`` (samples
-    outside the prior box rejected); then only the galaxies still short are
-    topped up with the missing samples, under the partition's time limit.
-    A galaxy none of whose first ``n_samples >= 100`` draws landed inside
-    the prior (the flow returns NaN or leaves the box entirely, as for x
-    far outside the training set) is not retried: redrawing cannot help
-    and would spend the whole limit.
-
-    Parameters
-    ----------
-    post : Posterior
-    x : ndarray, shape (n, 11)
-        Observations of good rows.
-    options : CatalogOptions
-    partition : int
-        Partition index (with ``options.seed``, sets the random seeds).
-    started : float, optional
-        ``time.perf_counter()`` at which the time limit started (default now).
-
-    Returns
-    -------
-    samples : ndarray, shape (n, n_samples, d), float32 (NaN where missing)
-    n_accepted : ndarray of int, shape (n,)
-    acceptance : ndarray, shape (n,)
-        Fraction of the first pass's draws inside the prior box.
-    hopeless : ndarray of bool, shape (n,)
-        No first-pass draw inside the prior (not retried).
-    """
-    n, s = x.shape[0], options.n_samples
-    started = time.perf_counter() if started is None else started
-    batch = max(1, ROWS_PER_PASS // s)
-    samples = np.full((n, s, len(post.param_names)), np.nan, dtype=np.float32)
-    n_accepted = np.zeros(n, dtype=np.int64)
-    acceptance = np.full(n, np.nan)
-    n_chunks = -(-n // batch)
-    for k in range(n_chunks):
-        sl = slice(k * batch, (k + 1) * batch)
-        res = post.draw(x[sl], s, batch_size=batch, max_time=0.0, seed=_chunk_seed(options.seed, partition, k))
-        samples[sl], n_accepted[sl], acceptance[sl] = res.samples, res.n_accepted, res.acceptance
-    hopeless = (n_accepted == 0) & (s >= MIN_DRAWS_HOPELESS)
-    retry = np.flatnonzero((n_accepted < s) & ~hopeless)
-    remaining = None if options.max_time is None else started + options.max_time - time.perf_counter()
-    if retry.size and (remaining is None or remaining > 0):
-        missing = int((s - n_accepted[retry]).max())
-        res = post.draw(x[retry], missing, batch_size=max(1, ROWS_PER_PASS // missing), max_time=remaining,
-                        seed=_chunk_seed(options.seed, partition, n_chunks))
-        for j, g in enumerate(retry):
-            take = min(int(res.n_accepted[j]), s - int(n_accepted[g]))
-            samples[g, n_accepted[g] : n_accepted[g] + take] = res.samples[j, :take]
-            n_accepted[g] += take
-    return samples, n_accepted, acceptance, hopeless
 
 
 def quantity_units(post) -> dict[str, str]:
@@ -544,70 +469,19 @@ def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, optio
         kept columns, summaries, optional samples).
     """
     started = time.perf_counter()
-    n = len(part)
     checked = check_photometry(
         part[list(FLUX_COLUMNS)].to_numpy(), part[list(FLUX_IVAR_COLUMNS)].to_numpy(), part["z"].to_numpy(), z_range
     )
-    good = np.flatnonzero(~checked.bad)
-    xg = checked.x[good]
-    score = np.full(n, np.nan)
-    outside = np.zeros(n, dtype=bool)
-    support_reason = np.full(n, "", dtype=object)
-    if support is not None and good.size:
-        score[good], outside[good], support_reason[good] = support.check(xg)
-    samples, n_acc, acc, hopeless = draw_samples(post, xg, options, partition, started)
-    timed_out = n_acc < options.n_samples
-    theta = clip_to_prior(samples, post.prior.low, post.prior.high)
-    quantities = {name: theta[:, :, j] for j, name in enumerate(post.param_names)}
-    quantities.update(physical_quantities(post.to_physical(theta), post.param_names))
-    derived = derived_quantities(model, theta[:, : options.n_derived], part["z"].to_numpy()[good])
-    if not derived:
-        # No sampled galaxy here: NaN columns of the same names keep all partitions' schemas equal.
-        probe = model.derived((post.prior.low + post.prior.high)[None, :] / 2, np.array([np.mean(z_range)]))
-        derived = {k: np.full((good.size, options.n_derived), np.nan) for k in probe}
-    derived = {k: v for k, v in derived.items() if k not in quantities}
-    quantities.update(derived)
-    stats = summarize(quantities)
-
-    status = np.full(n, STATUS_OK, dtype=object)
-    reason = checked.reason.copy()
-    status[checked.bad] = STATUS_BAD_INPUT
-    for j, i in enumerate(good):
-        labels = []
-        if timed_out[j]:
-            status[i] = STATUS_TIMEOUT
-            labels.append("no_samples_in_prior" if hopeless[j] else f"sampling_timeout:{n_acc[j]}/{options.n_samples}_samples")
-        if outside[i]:
-            if not timed_out[j]:
-                status[i] = STATUS_OUT_OF_SUPPORT
-            labels.append(support_reason[i])
-        reason[i] = ";".join(labels)
-
-    def full(values, dtype=np.float32, fill=np.nan):
-        out = np.full(n, fill, dtype=dtype)
-        out[good] = values
-        return out
-
+    rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
+                             options, partition, started)
     cols: dict[str, pa.Array] = {"id": pa.array(part["id"].to_numpy()), "z": pa.array(part["z"].to_numpy(np.float64))}
     for name in keep:
         cols[name] = pa.array(part[name].to_numpy())
     x32 = checked.x.astype(np.float32)
     for k, name in enumerate(MAG_COLUMNS + MAG_SIGMA_COLUMNS):
         cols[name] = pa.array(x32[:, k])
-    cols["status"] = pa.array(status.tolist(), pa.string())
-    cols["reason"] = pa.array(reason.tolist(), pa.string())
-    cols["support_score"] = pa.array(score.astype(np.float32))
-    cols["n_samples"] = pa.array(full(n_acc, np.int32, 0))
-    cols["acceptance"] = pa.array(full(acc))
-    for name, values in stats.items():
-        cols[name] = pa.array(full(values))
-    if options.save_samples:
-        sample_names = list(post.param_names) + list(derived)
-        for name in sample_names:
-            values = quantities[name]
-            block = np.full((n, values.shape[1]), np.nan, dtype=np.float32)
-            block[good] = values
-            cols[f"samples_{name}"] = pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), values.shape[1])
+    for name in rows.column_names:
+        cols[name] = rows.column(name)
     return pa.table(cols)
 
 

@@ -9,12 +9,85 @@ the statuses).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from .quality import STATUS_BAD_INPUT, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT
 from .summaries import clip_to_prior, derived_quantities, physical_quantities, summarize
+
+if TYPE_CHECKING:
+    from .catalog import CatalogOptions
+
+#: Flow samples per seeded ``Posterior.draw`` call (galaxies x samples); the
+#: seeds, hence the samples, depend on it.  The coupling sampler runs the flow
+#: in cache-sized passes within a call (``CouplingSampler.ROWS_PER_PASS``).
+ROWS_PER_PASS = 8192
+#: A galaxy with none of at least this many first draws inside the prior is not redrawn.
+MIN_DRAWS_HOPELESS = 100
+#: Redshift of the probe that names the derived properties of a block without usable rows.
+_PROBE_Z = 0.05
+
+
+def _chunk_seed(seed: int, partition: int, chunk: int) -> int:
+    return int(np.random.SeedSequence([seed, partition, chunk]).generate_state(1)[0])
+
+
+def draw_samples(post, x: np.ndarray, options: CatalogOptions, partition: int, started: float | None = None):
+    """Sample all galaxies of a partition in batches, sharing one redraw time limit.
+
+    Two passes: every galaxy first gets one draw of ``n_samples`` (samples
+    outside the prior box rejected); then only the galaxies still short are
+    topped up with the missing samples, under the partition's time limit.
+    A galaxy none of whose first ``n_samples >= 100`` draws landed inside
+    the prior (the flow returns NaN or leaves the box entirely, as for x
+    far outside the training set) is not retried: redrawing cannot help
+    and would spend the whole limit.
+
+    Parameters
+    ----------
+    post : Posterior
+    x : ndarray, shape (n, 11)
+        Observations of good rows.
+    options : CatalogOptions
+    partition : int
+        Partition index (with ``options.seed``, sets the random seeds).
+    started : float, optional
+        ``time.perf_counter()`` at which the time limit started (default now).
+
+    Returns
+    -------
+    samples : ndarray, shape (n, n_samples, d), float32 (NaN where missing)
+    n_accepted : ndarray of int, shape (n,)
+    acceptance : ndarray, shape (n,)
+        Fraction of the first pass's draws inside the prior box.
+    hopeless : ndarray of bool, shape (n,)
+        No first-pass draw inside the prior (not retried).
+    """
+    n, s = x.shape[0], options.n_samples
+    started = time.perf_counter() if started is None else started
+    batch = max(1, ROWS_PER_PASS // s)
+    samples = np.full((n, s, len(post.param_names)), np.nan, dtype=np.float32)
+    n_accepted = np.zeros(n, dtype=np.int64)
+    acceptance = np.full(n, np.nan)
+    n_chunks = -(-n // batch)
+    for k in range(n_chunks):
+        sl = slice(k * batch, (k + 1) * batch)
+        res = post.draw(x[sl], s, batch_size=batch, max_time=0.0, seed=_chunk_seed(options.seed, partition, k))
+        samples[sl], n_accepted[sl], acceptance[sl] = res.samples, res.n_accepted, res.acceptance
+    hopeless = (n_accepted == 0) & (s >= MIN_DRAWS_HOPELESS)
+    retry = np.flatnonzero((n_accepted < s) & ~hopeless)
+    remaining = None if options.max_time is None else started + options.max_time - time.perf_counter()
+    if retry.size and (remaining is None or remaining > 0):
+        missing = int((s - n_accepted[retry]).max())
+        res = post.draw(x[retry], missing, batch_size=max(1, ROWS_PER_PASS // missing), max_time=remaining,
+                        seed=_chunk_seed(options.seed, partition, n_chunks))
+        for j, g in enumerate(retry):
+            take = min(int(res.n_accepted[j]), s - int(n_accepted[g]))
+            samples[g, n_accepted[g] : n_accepted[g] + take] = res.samples[j, :take]
+            n_accepted[g] += take
+    return samples, n_accepted, acceptance, hopeless
 
 
 def posterior_rows(post, model, x, z, bad, reason, support, options, partition: int, started: float | None = None,
@@ -52,8 +125,6 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
     theta : ndarray (n_good, n_samples, d)
         The samples of the usable rows (clipped to the prior box; NaN where missing).
     """
-    from .catalog import draw_samples
-
     started = time.perf_counter() if started is None else started
     n = bad.size
     good = np.flatnonzero(~bad)
@@ -72,8 +143,7 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
     derived = derived_quantities(model, theta[:, : options.n_derived], np.asarray(z, dtype=float)[good])
     if not derived:
         # No sampled galaxy here: NaN columns of the same names keep all blocks' schemas equal.
-        zmid = np.array([float(np.nanmean(z)) if np.isfinite(z).any() else 0.03])
-        probe = model.derived((post.prior.low + post.prior.high)[None, :] / 2, np.clip(zmid, 1e-3, None))
+        probe = model.derived((post.prior.low + post.prior.high)[None, :] / 2, np.array([_PROBE_Z]))
         derived = {k: np.full((good.size, options.n_derived), np.nan) for k in probe}
     derived = {k: v for k, v in derived.items() if k not in quantities}
     quantities.update(derived)

@@ -106,6 +106,32 @@ def spectrum_x(flux, sigma, good, wave=None):
     return x.astype(np.float32), valid
 
 
+def drop_elements(x, keep) -> np.ndarray:
+    """Spectral x with the elements where ``keep`` is False marked missing.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, 1 + 2 m)
+        :func:`spectrum_x` output.
+    keep : array_like of bool, shape (m,)
+
+    Returns
+    -------
+    ndarray
+        A copy; the normalization is unchanged (it comes from 4500-6500 A).
+    """
+    x = np.array(x, dtype=np.float32)
+    keep = np.asarray(keep, dtype=bool)
+    m = keep.size
+    if x.ndim != 2 or x.shape[1] != 1 + 2 * m:
+        raise ParameterError(f"x must have shape (n, {1 + 2 * m}), got {x.shape}")
+    drop = np.flatnonzero(~keep)
+    valid = np.isfinite(x[:, 0])
+    x[np.ix_(valid, 1 + drop)] = 0.0
+    x[np.ix_(valid, 1 + m + drop)] = MISSING_LOG_SIGMA
+    return x
+
+
 #: The conditioning vector of spectral flows, in order (277 numbers).
 SPECTRUM_X_COLUMNS = _spectrum_x_columns(DIGS_N_PIXELS)
 SPECTRUM_X_UNITS = {LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", **{c: "" for c in SPECTRUM_X_COLUMNS[1:]}}

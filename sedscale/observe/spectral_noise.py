@@ -140,6 +140,20 @@ class SpectralNoiseModel:
             raise ConfigError(f"unknown spectral noise options {sorted(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
+    def observable_elements(self, wave=DIGS_WAVELENGTH) -> np.ndarray:
+        """Elements this model ever observes (boolean over ``wave``).
+
+        ``survey``: those some redshift of ``mask_z_range`` puts inside
+        ``observed_range_aa`` (SDSS: none above 9200 A rest).  A flow never
+        saw the others observed, so inference drops them too
+        (:func:`~sedscale.observe.layout.drop_elements`).
+        """
+        wave = np.asarray(wave, dtype=float)
+        if self.kind == "fractional":
+            return np.ones(wave.size, dtype=bool)
+        lo, hi = self.observed_range_aa
+        return (wave * (1 + self.mask_z_range[1]) >= lo) & (wave * (1 + self.mask_z_range[0]) <= hi)
+
     def apply(self, spec_true, rng: np.random.Generator, wave=DIGS_WAVELENGTH) -> NoisySpectra:
         """Noisy, partly observed copies of noiseless spectra.
 
