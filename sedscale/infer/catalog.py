@@ -846,7 +846,12 @@ def write_outputs(plan: CatalogPlan, manifest: dict) -> None:
 def column_units(plan: CatalogPlan, columns: Sequence[str]) -> dict[str, str]:
     """Unit of every output column (``""`` where dimensionless or unknown)."""
     base = {**{c: "mag(AB)" for c in MAG_COLUMNS}, **{c: "mag" for c in MAG_SIGMA_COLUMNS}}
-    qunits = quantity_units(plan.posterior)
+    return output_units(plan.posterior, columns, base)
+
+
+def output_units(post, columns: Sequence[str], base: dict[str, str]) -> dict[str, str]:
+    """Units of output columns: ``base`` ones as given; summaries and samples carry their quantity's unit."""
+    qunits = quantity_units(post)
     units = {}
     for col in columns:
         if col in base:

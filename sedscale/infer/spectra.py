@@ -58,7 +58,7 @@ from ..io.sdss import read_sdss_spectra, rest_luminosity
 from ..observe.layout import LOG_NORM_COLUMN, MISSING_LOG_SIGMA, SPECTRUM_X_COLUMNS, drop_elements, spectrum_x
 from ..observe.spectral_noise import spectral_noise_model
 from ..observe.spectra import DIGS_WAVELENGTH
-from .catalog import CATALOG_FORMAT, CatalogOptions, load_posterior_cached, model_for, quantity_units
+from .catalog import CATALOG_FORMAT, CatalogOptions, load_posterior_cached, model_for, output_units
 from .posterior import Posterior
 from .quality import STATUSES
 from .rows import posterior_rows
@@ -458,16 +458,8 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
             dask_progress(futures)
         tables = client.gather(futures)
     table = pa.concat_tables(tables)
-    units = {"z": "", LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", "chi2_ppc": "", "median_snr": ""}
-    units.update({f"bestfit_{p.name}": p.unit for p in post.prior.parameters})
-    qunits = quantity_units(post)
-    for col in table.column_names:
-        stem = col.removeprefix("samples_")
-        for stat in STAT_NAMES:
-            if stem.endswith("_" + stat):
-                stem = stem[: -len(stat) - 1]
-                break
-        units.setdefault(col, qunits.get(stem, ""))
+    base = {LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", **{f"bestfit_{p.name}": p.unit for p in post.prior.parameters}}
+    units = output_units(post, table.column_names, base)
     return with_units(table, units, catalog_provenance(post, sha, support, options, obs))
 
 
