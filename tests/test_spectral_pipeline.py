@@ -293,3 +293,29 @@ def test_missing_spectra_give_clear_errors(tmp_path):
     pd.DataFrame({"id": ["a"], "z": [0.1]}).to_parquet(tmp_path / "t.parquet")
     with pytest.raises(ConfigError, match="lacks columns"):
         read_spectral_inputs([tmp_path / "t.parquet"])
+
+
+def test_spectral_catalog_resumes_without_recomputing(spec_flow, shared_data, tmp_path, monkeypatch):
+    import sedscale.infer.spectra as spectra_mod
+
+    monkeypatch.setattr(spectra_mod, "CHUNK_SPECTRA", 2)
+    obs = read_spectral_inputs([shared_data / "sdss_spectra"])
+    options = CatalogOptions(n_samples=100, seed=4)
+    work = tmp_path / "parts"
+    full = run_spectral_catalog(obs, spec_flow, options, check_support=False, work_dir=work)
+    parts = sorted(work.glob("part-*.parquet"))
+    assert len(parts) == 3
+    kept_mtime = parts[0].stat().st_mtime_ns
+    parts[2].unlink()
+    with pytest.raises(ConfigError, match="--resume"):
+        run_spectral_catalog(obs, spec_flow, options, check_support=False, work_dir=work)
+    with pytest.raises(ConfigError, match="different run"):
+        run_spectral_catalog(obs, spec_flow, CatalogOptions(n_samples=50), check_support=False, work_dir=work,
+                             resume=True)
+    resumed = run_spectral_catalog(obs, spec_flow, options, check_support=False, work_dir=work, resume=True)
+    assert parts[0].stat().st_mtime_ns == kept_mtime
+    assert resumed.column_names == full.column_names
+    for name in ("id", "status"):
+        assert resumed.column(name).to_pylist() == full.column(name).to_pylist()
+    for name in ("log_mstar_p50", "log_zsol_p16"):
+        np.testing.assert_array_equal(resumed.column(name).to_numpy(), full.column(name).to_numpy())

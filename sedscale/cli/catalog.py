@@ -112,7 +112,7 @@ def _spectral_main(args, options) -> int:
     from ..errors import ConfigError
     from ..infer.spectra import read_spectral_inputs, run_spectral_catalog, status_counts, write_spectral_catalog
 
-    for name in ("resume", "columns", "column_map", "support", "support_sims", "keep"):
+    for name in ("columns", "column_map", "support", "support_sims", "keep"):
         if getattr(args, name):
             raise ConfigError(f"--{name.replace('_', '-')} applies to photometric catalogs only")
     start = time.perf_counter()
@@ -120,14 +120,20 @@ def _spectral_main(args, options) -> int:
     outputs = args.out or ["posteriors.parquet"]
     print(f"{PROG}: {len(obs)} spectra ({int(obs.flagged.sum())} flagged by the reader) -> {', '.join(outputs)}",
           flush=True)
-    kwargs = {"check_support": not args.no_support_check, "progress": not args.no_progress, "fit": args.best_fit}
-    if args.cluster == "none":
-        limit_threads(1)
-        table = run_spectral_catalog(obs, args.flow, options, None, **kwargs)
-    else:
-        cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
-        with announced_client(cluster_config, PROG) as client:
-            table = run_spectral_catalog(obs, args.flow, options, client, **kwargs)
+    from ..infer.catalog import default_work_dir
+
+    kwargs = {"check_support": not args.no_support_check, "progress": not args.no_progress, "fit": args.best_fit,
+              "work_dir": args.work_dir or default_work_dir(outputs[0]), "resume": args.resume}
+    try:
+        if args.cluster == "none":
+            limit_threads(1)
+            table = run_spectral_catalog(obs, args.flow, options, None, **kwargs)
+        else:
+            cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
+            with announced_client(cluster_config, PROG) as client:
+                table = run_spectral_catalog(obs, args.flow, options, client, **kwargs)
+    except KeyboardInterrupt:
+        return interrupted_resumable(PROG)
     write_spectral_catalog(table, outputs)
     wall = time.perf_counter() - start
     counts = ", ".join(f"{k} {v}" for k, v in sorted(status_counts(table).items()))

@@ -567,7 +567,13 @@ def write_run_manifest(work_dir: str | os.PathLike, manifest: dict) -> None:
 
 
 def check_work_dir(plan: CatalogPlan, resume: bool) -> tuple[dict | None, dict]:
-    """Check that ``plan`` may use its work directory (read-only).
+    """Check that ``plan`` may use its work directory (read-only); see :func:`verify_work_dir`."""
+    return verify_work_dir(plan.work_dir, plan.config_hash, plan.identity, plan.n_partitions, resume)
+
+
+def verify_work_dir(work: Path, config_hash: str, identity: dict, n_partitions: int,
+                    resume: bool) -> tuple[dict | None, dict]:
+    """Check that a run (``config_hash``) may use the work directory ``work`` (read-only).
 
     Returns
     -------
@@ -582,7 +588,6 @@ def check_work_dir(plan: CatalogPlan, resume: bool) -> tuple[dict | None, dict]:
         The directory holds another run or foreign files, or an unfinished
         run of this configuration and ``resume`` is False.
     """
-    work = plan.work_dir
     if work.exists() and not work.is_dir():
         raise ConfigError(f"work directory {work} exists and is not a directory")
     manifest = read_run_manifest(work) if work.is_dir() else None
@@ -591,22 +596,47 @@ def check_work_dir(plan: CatalogPlan, resume: bool) -> tuple[dict | None, dict]:
         if foreign:
             raise ConfigError(f"work directory {work} is not empty and holds no {MANIFEST_NAME}; choose another --out or --work-dir")
         return None, {}
-    if manifest["config_hash"] != plan.config_hash:
+    if manifest["config_hash"] != config_hash:
         raise ConfigError(
             f"work directory {work} holds a different run (config {manifest['config_hash'][:12]} != "
-            f"{plan.config_hash[:12]}: {describe_differences(manifest.get('identity', {}), plan.identity)}); "
+            f"{config_hash[:12]}: {describe_differences(manifest.get('identity', {}), identity)}); "
             "nothing was overwritten: choose another --out / --work-dir or rerun with the original options"
         )
     good = {
         k: e for k, e in manifest["partitions"].items()
         if (work / e["file"]).is_file() and file_sha256(work / e["file"]) == e["sha256"]
     }
-    if len(good) < plan.n_partitions and not resume:
+    if len(good) < n_partitions and not resume:
         raise ConfigError(
             f"work directory {work} holds an unfinished run of this configuration "
-            f"({len(good)}/{plan.n_partitions} partitions); pass --resume to continue it"
+            f"({len(good)}/{n_partitions} partitions); pass --resume to continue it"
         )
     return manifest, good
+
+
+def open_work_dir(work: Path, config_hash: str, identity: dict, n_partitions: int, resume: bool) -> dict:
+    """Create or reopen a run's work directory; the manifest, holding only verified partitions.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`verify_work_dir`.
+    """
+    manifest, good = verify_work_dir(work, config_hash, identity, n_partitions, resume)
+    if manifest is None:
+        work.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "config_hash": config_hash,
+            "identity": identity,
+            "n_partitions": n_partitions,
+            "partitions": {},
+        }
+    manifest["partitions"] = good
+    write_run_manifest(work, manifest)
+    remove_temporary_files(work)
+    return manifest
 
 
 # --------------------------------------------------------------------------- driver
@@ -705,21 +735,8 @@ def run_catalog(
         ``resume``); a partition failed.
     """
     start = time.perf_counter()
-    manifest, good = check_work_dir(plan, resume)
     work = plan.work_dir
-    if manifest is None:
-        work.mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "config_hash": plan.config_hash,
-            "identity": plan.identity,
-            "n_partitions": plan.n_partitions,
-            "partitions": {},
-        }
-    manifest["partitions"] = good
-    write_run_manifest(work, manifest)
-    remove_temporary_files(work)
+    manifest = open_work_dir(work, plan.config_hash, plan.identity, plan.n_partitions, resume)
     done = manifest["partitions"]
     todo = [i for i in range(plan.n_partitions) if str(i) not in done]
     summary = CatalogSummary(

@@ -50,9 +50,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .._version import __version__
 from ..errors import ConfigError
+from ..io.atomic import atomic_write_bytes
 from ..io.catalog import META_PREFIX, with_units, write_catalog
 from ..io.sdss import read_sdss_spectra, rest_luminosity
 from ..observe.layout import LOG_NORM_COLUMN, MISSING_LOG_SIGMA, SPECTRUM_X_COLUMNS, drop_elements, spectrum_x
@@ -357,8 +359,9 @@ def support_features(x: np.ndarray, columns=None) -> np.ndarray:
     m = (x.shape[1] - 1) // 2
     lsig = x[:, 1 + m :]
     observed = lsig < MISSING_LOG_SIGMA
-    with np.errstate(invalid="ignore"):
-        med = np.nanmedian(np.where(observed, lsig, np.nan), axis=1)
+    med = np.full(x.shape[0], np.nan)
+    some = observed.any(axis=1)
+    med[some] = np.nanmedian(np.where(observed[some], lsig[some], np.nan), axis=1)
     features = np.column_stack([x[:, : 1 + m], med])
     if columns is None:
         return features
@@ -407,7 +410,8 @@ def spectral_support(post: Posterior) -> XSupport | None:
 
 
 def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOptions | None = None, client=None,
-                         check_support: bool = True, progress: bool = False, fit: bool = False) -> pa.Table:
+                         check_support: bool = True, progress: bool = False, fit: bool = False,
+                         work_dir=None, resume: bool = False) -> pa.Table:
     """Posterior catalog of spectra, in input order.
 
     Parameters
@@ -424,6 +428,13 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
     fit : bool
         Also fit every spectrum by least squares from its posterior median
         (``chi2_best``, ``bestfit_<param>``; ~1-5 s per spectrum).
+    work_dir : path, optional
+        Keep every finished chunk there (one Parquet file each, written
+        atomically, listed in ``_manifest.json`` with its sha256), so that a
+        killed run continues with ``resume``.  None: in memory only.
+    resume : bool
+        Continue the unfinished run of the same inputs and options in
+        ``work_dir`` (verified chunks are kept, not recomputed).
 
     Returns
     -------
@@ -434,6 +445,8 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
     ------
     CheckpointError
         Not a spectral checkpoint.
+    ConfigError
+        ``work_dir`` holds another run, or an unfinished one without ``resume``.
     """
     from ..train.checkpoint import CheckpointError
 
@@ -446,21 +459,70 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
     support = spectral_support(post) if check_support else None
     chunks = [obs.take(slice(s, s + CHUNK_SPECTRA)) for s in range(0, len(obs), CHUNK_SPECTRA)]
     args = (str(post.path), sha, support, options)
-    index = range(len(chunks))
+    tables: dict[int, pa.Table] = {}
+    record = _chunk_recorder(tables, work_dir, run_identity(sha, support, options, fit, obs), len(chunks), resume)
+    todo = [i for i in range(len(chunks)) if i not in tables]
     if client is None:
-        tables = [infer_spectra_chunk(c, *args, i, fit) for i, c in zip(index, chunks)]
+        for i in todo:
+            record(i, infer_spectra_chunk(chunks[i], *args, i, fit))
     else:
-        from distributed import progress as dask_progress
+        from distributed import as_completed
+        from tqdm.auto import tqdm
 
-        futures = client.map(infer_spectra_chunk, chunks, *[[a] * len(chunks) for a in args], index,
-                             fit=fit, pure=False)
-        if progress:
-            dask_progress(futures)
-        tables = client.gather(futures)
+        futures = {client.submit(infer_spectra_chunk, chunks[i], *args, i, fit, pure=False): i for i in todo}
+        with tqdm(total=sum(len(chunks[i]) for i in todo), unit="spectrum", disable=not progress) as bar:
+            for future in as_completed(futures):
+                i = futures[future]
+                record(i, future.result())
+                bar.update(len(chunks[i]))
+    tables = [tables[i] for i in range(len(chunks))]
     table = pa.concat_tables(tables)
     base = {LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", **{f"bestfit_{p.name}": p.unit for p in post.prior.parameters}}
     units = output_units(post, table.column_names, base)
     return with_units(table, units, catalog_provenance(post, sha, support, options, obs))
+
+
+def run_identity(sha: str, support, options: CatalogOptions, fit: bool, obs: SpectralObservations) -> dict:
+    """What determines a spectral catalog's content (its work directory's identity)."""
+    inputs = hashlib.sha256()
+    for a in (obs.ids.astype(str), obs.z, obs.lum, obs.sigma, obs.good, obs.flagged):
+        inputs.update(np.ascontiguousarray(a).tobytes() if a.dtype != object else "\n".join(a).encode())
+    return {
+        "observable": "spectrum",
+        "checkpoint_sha256": sha,
+        "support": None if support is None else support.describe(),
+        "options": asdict(options),
+        "best_fit": fit,
+        "chunk_spectra": CHUNK_SPECTRA,
+        "inputs_sha256": inputs.hexdigest(),
+    }
+
+
+def _chunk_recorder(tables: dict, work_dir, identity: dict, n_chunks: int, resume: bool):
+    """Load the verified chunks of ``work_dir`` into ``tables``; return ``record(i, table)`` for new ones."""
+    if work_dir is None:
+        return tables.__setitem__
+    from ..simulate.manifest import partition_filename
+    from .catalog import open_work_dir, write_run_manifest
+
+    work = Path(work_dir)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    manifest = open_work_dir(work, digest, identity, n_chunks, resume)
+    for key, entry in manifest["partitions"].items():
+        tables[int(key)] = pq.read_table(work / entry["file"]).replace_schema_metadata(None)
+
+    def record(i: int, table: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        data = sink.getvalue().to_pybytes()
+        name = partition_filename(i)
+        atomic_write_bytes(work / name, data)
+        manifest["partitions"][str(i)] = {"file": name, "rows": table.num_rows,
+                                          "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        write_run_manifest(work, manifest)
+        tables[i] = table
+
+    return record
 
 
 def catalog_provenance(post: Posterior, sha: str, support, options: CatalogOptions, obs) -> dict[str, str]:
@@ -485,7 +547,7 @@ def catalog_provenance(post: Posterior, sha: str, support, options: CatalogOptio
         "statuses": json.dumps(list(STATUSES)),
         "support": json.dumps(support.describe() if support else None, sort_keys=True),
         "sources": json.dumps(list(obs.sources)),
-        "inputs_sha256": hashlib.sha256(np.ascontiguousarray(obs.lum).tobytes()).hexdigest(),
+        "inputs_sha256": run_identity(sha, support, options, False, obs)["inputs_sha256"],
     }
     return {META_PREFIX + k: v for k, v in entries.items()}
 
