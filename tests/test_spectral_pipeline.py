@@ -18,7 +18,7 @@ from sedscale.infer.spectra import (
     run_spectral_catalog,
     write_spectral_catalog,
 )
-from sedscale.io.sdss import SDSSSpectrum, rest_luminosity, spectra_table
+from sedscale.io.sdss import SDSSSpectrum, spectra_table
 from sedscale.models import get_model
 from sedscale.observe.layout import (
     MISSING_LOG_SIGMA,
@@ -28,7 +28,7 @@ from sedscale.observe.layout import (
     normalization_window,
     spectrum_x,
 )
-from sedscale.observe.spectra import DIGS_WAVELENGTH, SpectrumOperator
+from sedscale.observe.spectra import DIGS_WAVELENGTH, SpectrumOperator, observed_flambda
 from sedscale.observe.spectral_noise import SPECTRAL_NOISE_PRESETS, SpectralNoiseModel
 from sedscale.simulate import SimulationConfig, read_simulation_metadata, run_simulation
 from sedscale.train import resolve_config, train
@@ -244,8 +244,7 @@ def test_bad_spectra_are_flagged_not_fatal(spec_flow, spec_sims, tmp_path):
     lum = table.column(SPECTRUM_TRUE_COLUMN).combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)[0]
     z = 0.04
     # Rest-frame flux (1e-17 erg/s/cm^2/A) that the reader would give for this luminosity.
-    unit = rest_luminosity(SDSSSpectrum(id="u", path="", z=z, flux=np.ones(m)))[0][0]
-    flux = lum / unit
+    flux = (1 + z) * observed_flambda(lum, z)
     ivar = 1.0 / (0.02 * flux) ** 2
     good = DIGS_WAVELENGTH < 9000
     rows = [

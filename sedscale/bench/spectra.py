@@ -80,20 +80,23 @@ def catalog_rate(flow: str, n: int, workers: int, n_samples: int = 1000, seed: i
     from ..infer import Posterior
     from ..infer.catalog import CatalogOptions
     from ..infer.spectra import read_spectral_inputs, run_spectral_catalog
-    from ..io.sdss import SDSSSpectrum, rest_luminosity, spectra_table
+    from ..io.sdss import SDSSSpectrum, spectra_table
     from ..observe.layout import SPECTRUM_X_COLUMNS
+    from ..observe.spectra import observed_flambda
 
     post = Posterior.load(flow, x_columns=SPECTRUM_X_COLUMNS)
     test = _test_spectra(post, n, seed)
     m = test["spec_true"].shape[1]
     rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        unit = rest_luminosity(SDSSSpectrum(id="u", path="", z=test["z"][i], flux=np.ones(m)))[0][0]
-        flux = test["spec_true"][i] / unit
-        sigma = 0.01 * np.abs(flux)
-        rows.append(SDSSSpectrum(id=f"sim{i}", path="", z=test["z"][i], flux=flux + sigma * rng.standard_normal(m),
-                                 ivar=1 / sigma**2, good=np.ones(m, bool)))
+    # The reader's unit: rest-frame flux, (1 + z) times the observed f_lambda.
+    flux = (1 + test["z"])[:, None] * observed_flambda(test["spec_true"], test["z"])
+    sigma = 0.01 * np.abs(flux)
+    noisy = flux + sigma * rng.standard_normal(flux.shape)
+    rows = [
+        SDSSSpectrum(id=f"sim{i}", path="", z=test["z"][i], flux=noisy[i], ivar=1 / sigma[i] ** 2,
+                     good=np.ones(m, bool))
+        for i in range(n)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "spectra.parquet"
         spectra_table(rows).to_parquet(path)

@@ -460,7 +460,8 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
     chunks = [obs.take(slice(s, s + CHUNK_SPECTRA)) for s in range(0, len(obs), CHUNK_SPECTRA)]
     args = (str(post.path), sha, support, options)
     tables: dict[int, pa.Table] = {}
-    record = _chunk_recorder(tables, work_dir, run_identity(sha, support, options, fit, obs), len(chunks), resume)
+    identity = run_identity(sha, support, options, fit, obs)
+    record = _chunk_recorder(tables, work_dir, identity, len(chunks), resume)
     todo = [i for i in range(len(chunks)) if i not in tables]
     if client is None:
         for i in todo:
@@ -479,7 +480,7 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
     table = pa.concat_tables(tables)
     base = {LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", **{f"bestfit_{p.name}": p.unit for p in post.prior.parameters}}
     units = output_units(post, table.column_names, base)
-    return with_units(table, units, catalog_provenance(post, sha, support, options, obs))
+    return with_units(table, units, catalog_provenance(post, sha, support, options, obs, identity["inputs_sha256"]))
 
 
 def run_identity(sha: str, support, options: CatalogOptions, fit: bool, obs: SpectralObservations) -> dict:
@@ -525,7 +526,8 @@ def _chunk_recorder(tables: dict, work_dir, identity: dict, n_chunks: int, resum
     return record
 
 
-def catalog_provenance(post: Posterior, sha: str, support, options: CatalogOptions, obs) -> dict[str, str]:
+def catalog_provenance(post: Posterior, sha: str, support, options: CatalogOptions, obs,
+                       inputs_sha256: str) -> dict[str, str]:
     """``sedscale.*`` metadata of a spectral posterior catalog."""
     training_set = post.metadata.get("training_set") or {}
     entries = {
@@ -547,7 +549,7 @@ def catalog_provenance(post: Posterior, sha: str, support, options: CatalogOptio
         "statuses": json.dumps(list(STATUSES)),
         "support": json.dumps(support.describe() if support else None, sort_keys=True),
         "sources": json.dumps(list(obs.sources)),
-        "inputs_sha256": run_identity(sha, support, options, False, obs)["inputs_sha256"],
+        "inputs_sha256": inputs_sha256,
     }
     return {META_PREFIX + k: v for k, v in entries.items()}
 

@@ -400,14 +400,13 @@ def train(
     _check_output(out, resume, overwrite)
     ts = open_training_set(sims, x_columns)
     if resume:
-        saved = TrainConfig.from_dict(read_train_state(out)[1]["config"])
-        ts = ts.with_spectral_noise((saved if config is None else config).spectral_noise)
         run = _resume_run(out, ts, config)
     else:
         config = config or PRESETS[default_preset(ts)]
-        ts = ts.with_spectral_noise(config.spectral_noise)
-        run = _new_run(ts, config)
+        # The normalization statistics are computed from x made with the run's spectral noise.
+        run = _new_run(ts.with_spectral_noise(config.spectral_noise), config)
     config = run.config
+    ts = ts.with_spectral_noise(config.spectral_noise)
     prior_lp = float(-np.sum(np.log(ts.prior.high - ts.prior.low)))
     log(
         f"training set {ts.path}: {ts.n_rows} rows, model {ts.model_name}; {run.counts.n_train} train, "

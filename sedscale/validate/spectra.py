@@ -91,9 +91,8 @@ def _validate_flow(label: str, flow: str, test: dict, names, model, n_samples: i
                                test["z"][rows])["log_mstar"]
     m_bias, m_rms, m_nmad = accuracy(np.median(mstar, axis=1)[:, None], test["log_mstar"][rows][:, None])
     per_param = calib[~calib["parameter"].str.startswith("joint")].copy()
-    stats = {n: (b, r, s, c) for n, b, r, s, c in zip(names, bias, rms, nmad, contraction)}
-    for k, col in enumerate(("bias", "rms", "nmad", "contraction")):
-        per_param[col] = per_param["parameter"].map({n: v[k] for n, v in stats.items()})
+    for col, values in (("bias", bias), ("rms", rms), ("nmad", nmad), ("contraction", contraction)):
+        per_param[col] = per_param["parameter"].map(dict(zip(names, values)))
     mstar_row = {"parameter": "log_mstar (derived)", "bias": m_bias[0], "rms": m_rms[0], "nmad": m_nmad[0]}
     per_param = pd.concat([per_param, pd.DataFrame([mstar_row])], ignore_index=True)
     per_param.insert(0, "flow", label)
