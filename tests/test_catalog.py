@@ -135,7 +135,7 @@ def test_parquet_and_fits_hold_the_same_numbers_units_and_provenance(mock_run):
     assert json.loads(meta["sedscale.prior"]) == json.loads(t.meta["PRIOR"]) == plan.posterior.metadata["prior"]
     assert meta["sedscale.version"] == t.meta["SEDSCVER"]
     assert json.loads(meta["sedscale.units"])["sfr_100myr_p16"] == "Msun/yr"
-    for q in ("log_mstar", "log_mformed", "sfr_100myr", "sfr_1gyr", "z_mw", "age_mw", "tau_bc", "tau_ism",
+    for q in ("log_mstar", "log_mstar_total", "log_mformed", "sfr_100myr", "sfr_1gyr", "z_mw", "age_mw", "tau_bc", "tau_ism",
               "log_mass", "sfh_fraction_7"):
         assert all(f"{q}_{s}" in df.columns for s in STAT_NAMES), q
 

@@ -91,7 +91,7 @@ def test_dataset_schema_rows_and_metadata(reference):
     assert table.num_rows == N == summary.rows_total == summary.rows_new
     np.testing.assert_array_equal(table["sim_id"].to_numpy(), np.arange(N))  # each row exactly once
     layout = FLUX_TRUE_COLUMNS + FLUX_COLUMNS + FLUX_SIGMA_COLUMNS + MAG_COLUMNS + MAG_SIGMA_COLUMNS
-    derived = ("age_mw", "log_mformed", "log_mstar", "sfr_100myr", "sfr_1gyr", "z_mw")
+    derived = ("age_mw", "log_mformed", "log_mstar", "log_mstar_total", "sfr_100myr", "sfr_1gyr", "z_mw")
     assert table.column_names == ["sim_id", *model.param_names, "z", *layout, *derived]
     assert table.schema.field("sim_id").type == pa.int64()
     assert all(table.schema.field(c).type == pa.float32() for c in table.column_names[1:])

@@ -165,7 +165,7 @@ def test_spectral_simulation_stores_noiseless_list_column(spec_sims):
 
 
 def test_training_noise_is_fresh_for_training_and_fixed_for_validation(spec_sims):
-    ts = open_training_set(spec_sims).with_spectral_noise("survey")
+    ts = open_training_set(spec_sims).with_noise("survey", None)
     val = Split("val", 0.1, 0)
     a = np.concatenate([x for _, x, _ in read_chunks(ts, val)])
     b = np.concatenate([x for _, x, _ in read_chunks(ts, val)])

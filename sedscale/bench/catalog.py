@@ -38,6 +38,7 @@ from ..infer.catalog import (
     plan_catalog,
     run_catalog,
 )
+from ..observe.layout import MASKED_PHOTOMETRY_X_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 #: h of the NSA MASS conversion (MASS is in Msun h^-2 with h = 1).
@@ -91,7 +92,9 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
     post, opts = plan.posterior, plan.spec.options
     model = model_for(post)
     df = plan.catalog
-    checked = check_photometry(df[list(FLUX_COLUMNS)], df[list(FLUX_IVAR_COLUMNS)], df["z"], plan.spec.z_range)
+    checked = check_photometry(df[list(FLUX_COLUMNS)], df[list(FLUX_IVAR_COLUMNS)], df["z"], plan.spec.z_range,
+                               masked=post.x_columns == MASKED_PHOTOMETRY_X_COLUMNS,
+                               error_floor=opts.error_floor or 0.0)
     good = np.flatnonzero(~checked.bad)[:n_galaxies]
     x, z = checked.x[good], df["z"].to_numpy()[good]
     # Warm-up: the forward model's library and the flow's first full-size pass are one-off costs.
@@ -142,13 +145,13 @@ def sedflow_maf_rate(n_galaxies: int, n_samples: int, x_dim: int = 11, theta_dim
 
 
 def nsa_mass_comparison(table_path: Path) -> dict:
-    """Median offset and scatter of posterior-median log M* minus the NSA MASS (h = 0.7), status ok rows."""
+    """Median offset and scatter of posterior-median log M* (living + remnants) minus the NSA MASS (h = 0.7), ok rows."""
     import pandas as pd
 
-    df = pd.read_parquet(table_path, columns=["status", "log_mstar_p50", "mass"])
-    ok = (df["status"] == "ok") & (df["mass"] > 0) & np.isfinite(df["log_mstar_p50"])
+    df = pd.read_parquet(table_path, columns=["status", "log_mstar_total_p50", "mass"])
+    ok = (df["status"] == "ok") & (df["mass"] > 0) & np.isfinite(df["log_mstar_total_p50"])
     nsa = np.log10(df.loc[ok, "mass"].to_numpy()) - 2 * np.log10(NSA_H)
-    delta = df.loc[ok, "log_mstar_p50"].to_numpy() - nsa
+    delta = df.loc[ok, "log_mstar_total_p50"].to_numpy() - nsa
     mad = np.median(np.abs(delta - np.median(delta)))
     return {
         "n": int(ok.sum()),

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"galaxies per partition / task (default {DEFAULT_PARTITION_SIZE})",
     )
     p.add_argument("--save-samples", action="store_true", help="store the posterior samples as list/vector columns")
+    p.add_argument(
+        "--error-floor", type=float, metavar="MAG",
+        help="magnitudes added in quadrature to every band's uncertainty (calibration; often 0.02-0.05); "
+        "default: the smallest uncertainty the flow was trained on",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument(
         "--max-time", type=float, default=DEFAULT_MAX_TIME,
@@ -154,10 +159,15 @@ def _main(argv: Sequence[str] | None) -> int:
         max_time=args.max_time,
         derived_samples=args.derived_samples,
         check_support=not args.no_support_check,
+        error_floor=args.error_floor,
     )
     from ..train.checkpoint import checkpoint_observable
 
     if checkpoint_observable(args.flow) == "spectrum":
+        if args.error_floor is not None:
+            from ..errors import ConfigError
+
+            raise ConfigError("--error-floor applies to photometric checkpoints only")
         return _spectral_main(args, options)
     if args.best_fit:
         from ..errors import ConfigError
@@ -176,7 +186,8 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     print(
         f"{PROG}: flow {plan.posterior.path} ({plan.posterior.model_name}, {plan.posterior.metadata['flow']['kind']}); "
-        f"{options.n_samples} samples/galaxy; {plan.n_partitions} partitions; run {plan.config_hash[:12]}",
+        f"{options.n_samples} samples/galaxy; error floor {plan.spec.options.error_floor:g} mag; "
+        f"{plan.n_partitions} partitions; run {plan.config_hash[:12]}",
         flush=True,
     )
     progress = not args.no_progress
@@ -211,7 +222,7 @@ def build_mock_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000, help="galaxies (default 1000)")
     p.add_argument("--seed", type=int, default=42, help="simulation seed (default 42)")
     p.add_argument("--model", help="forward model (default: the --flow checkpoint's, else dirichlet)")
-    p.add_argument("--flow", help="take model and redshift range from this checkpoint's training set")
+    p.add_argument("--flow", help="take model, prior and redshift range from this checkpoint's training set")
     p.add_argument("--z-range", nargs=2, type=float, metavar=("ZMIN", "ZMAX"), help="uniform redshift range (default 0.01 0.06)")
     p.add_argument("--defects", type=int, default=10, help="rows damaged on purpose to show the quality flags (default 10)")
     p.add_argument("--noise-model", help="noise-model JSON (default: the shipped NSA model)")
@@ -227,14 +238,15 @@ def _mock_main(argv: Sequence[str] | None) -> int:
     args = build_mock_parser().parse_args(argv)
     if "mock" not in Path(args.out).name.lower():
         raise ConfigError(f"{args.out}: a mock catalog's file name must say 'mock'")
-    model, z_range = args.model, args.z_range
+    model, z_range, options = args.model, args.z_range, {}
     if args.flow:
         meta = read_json(checkpoint_paths(args.flow)[1])
         model = model or meta["model"]["name"]
+        options = meta["model"].get("options") or {} if model == meta["model"]["name"] else {}
         z_range = z_range or training_z_range(meta)
     path = write_mock_nsa(
         args.out, n=args.n, seed=args.seed, model=model or "dirichlet", z_range=tuple(z_range or (0.01, 0.06)),
-        n_defects=args.defects, noise_model=args.noise_model,
+        n_defects=args.defects, noise_model=args.noise_model, model_options=options,
     )
     print(f"{MOCK_PROG}: wrote {path} ({args.n} MOCK galaxies, {args.defects} with defects, model {model or 'dirichlet'}, "
           f"z {tuple(z_range or (0.01, 0.06))})")

@@ -46,13 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
         default="photometry",
         help="photometry (noisy ugriz, default) or spectrum (noiseless DIGS spectra; noise is drawn at training)",
     )
-    p.add_argument("--noise-model", help="noise-model JSON (default: the NSA model shipped with sedscale)")
+    p.add_argument(
+        "--noise-model",
+        help="noise-model JSON (default: the NSA model shipped with sedscale), or 'none': noiseless photometry "
+        "whose uncertainties, noise and band masks are drawn at training (survey flows)",
+    )
+    p.add_argument(
+        "--prior",
+        help="dirichlet model: prior preset (flat, continuity, prospector_alpha) or a YAML file (default flat)",
+    )
     z = p.add_mutually_exclusive_group()
     z.add_argument(
         "--z-range", nargs=2, type=float, metavar=("ZMIN", "ZMAX"),
         help=f"uniform redshift range (default {DEFAULT_Z_RANGE[0]} {DEFAULT_Z_RANGE[1]})",
     )
     z.add_argument("--z-from-catalog", metavar="FILE", help="draw redshifts from this FITS/Parquet catalog")
+    p.add_argument(
+        "--z-spacing", choices=("uniform", "survey"), default="uniform",
+        help="--z-range draws: uniform in z, or 'survey' (half uniform in z, half in log z)",
+    )
     p.add_argument("--z-column", default="z", help="redshift column of --z-from-catalog (case-insensitive; default z)")
     p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
     p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML, disables adaptive)")
@@ -74,10 +86,31 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         z_range=tuple(args.z_range) if args.z_range else DEFAULT_Z_RANGE,
         z_catalog=args.z_from_catalog,
         z_column=args.z_column,
-        # Absolute, for workers started in another directory (SLURM jobs).
-        model_options={"nmf_dir": str(Path(args.nmf_dir).resolve())} if args.nmf_dir else {},
+        z_spacing=args.z_spacing,
+        model_options=model_options(args),
         observable=args.observable,
     )
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """Forward-model options of the arguments: paths absolute, a prior file as its canonical JSON.
+
+    Workers started in another directory (SLURM jobs) then need no relative
+    path, and the prior travels with the data (it is recorded in every file).
+    """
+    options = {}
+    if args.nmf_dir:
+        options["nmf_dir"] = str(Path(args.nmf_dir).resolve())
+    if args.prior:
+        from ..models.physical_prior import load_prior_config, prior_presets
+
+        if args.prior in prior_presets():
+            options["prior"] = args.prior
+        else:
+            import json
+
+            options["prior"] = json.dumps(load_prior_config(args.prior), sort_keys=True)
+    return options
 
 
 def _interrupt(signum, frame):

@@ -62,7 +62,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -87,7 +87,7 @@ from ..io.catalog import (
     write_parquet_stream,
 )
 from ..models.base import DERIVED_UNITS
-from ..observe.layout import MAG_COLUMNS, MAG_SIGMA_COLUMNS, PHOTOMETRY_X_COLUMNS
+from ..observe.layout import MAG_COLUMNS, MAG_SIGMA_COLUMNS, MASKED_PHOTOMETRY_X_COLUMNS, PHOTOMETRY_X_COLUMNS
 from ..simulate.manifest import (
     describe_differences,
     file_sha256,
@@ -111,11 +111,13 @@ MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT = "sedscale.catalog_run"
 MANIFEST_VERSION = 1
 #: Bump when the partition layout changes incompatibly (part of the run identity).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PARTITION_SIZE = 250
 DEFAULT_N_SAMPLES = 1000
 #: Seconds a partition may spend redrawing samples that left the prior box.
 DEFAULT_MAX_TIME = 60.0
+#: The x layouts of photometric checkpoints: SEDflow's and the band-masked one.
+PHOTOMETRIC_LAYOUTS = (PHOTOMETRY_X_COLUMNS, MASKED_PHOTOMETRY_X_COLUMNS)
 
 
 # --------------------------------------------------------------------------- options and plan
@@ -146,6 +148,12 @@ class CatalogOptions:
         Fewer trade percentile precision for speed.
     check_support : bool
         Score every galaxy against the training x distribution.
+    error_floor : float or None
+        Band-masked flows: magnitudes added in quadrature to every
+        uncertainty (calibration; users often add 0.02-0.05).  None: the
+        smallest uncertainty the flow was trained on (its noise model's
+        ``sigma_min``), so that no band claims more precision than the flow
+        has seen.  SEDflow-layout flows take no floor.
     """
 
     n_samples: int = DEFAULT_N_SAMPLES
@@ -155,6 +163,7 @@ class CatalogOptions:
     max_time: float | None = DEFAULT_MAX_TIME
     derived_samples: int | None = None
     check_support: bool = True
+    error_floor: float | None = None
 
     def __post_init__(self):
         for name in ("n_samples", "partition_size"):
@@ -169,6 +178,8 @@ class CatalogOptions:
             isinstance(self.derived_samples, bool) or not isinstance(self.derived_samples, int) or self.derived_samples < 1
         ):
             raise ConfigError(f"derived_samples must be a positive integer or None, got {self.derived_samples!r}")
+        if self.error_floor is not None and not (np.isfinite(self.error_floor) and 0 <= self.error_floor <= 1):
+            raise ConfigError(f"error_floor must be in [0, 1] mag, got {self.error_floor!r}")
 
     @property
     def n_derived(self) -> int:
@@ -299,7 +310,13 @@ def plan_catalog(
     reserved = set(output_columns_fixed()) & {k.lower() for k in keep}
     if reserved:
         raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
-    post = Posterior.load(flow, x_columns=PHOTOMETRY_X_COLUMNS)
+    post = Posterior.load(flow)
+    if post.x_columns not in PHOTOMETRIC_LAYOUTS:
+        raise ConfigError(
+            f"{flow} is not a photometric checkpoint (x: {', '.join(post.x_columns[:3])}, ...); "
+            "spectral checkpoints take SDSS spectra, not photometric catalogs"
+        )
+    options = replace(options, error_floor=resolve_error_floor(post, options.error_floor))
     work = Path(work_dir) if work_dir else default_work_dir(outputs[0])
     xsupport, support_file = (None, None)
     if options.check_support:
@@ -328,6 +345,23 @@ def plan_catalog(
     return CatalogPlan(
         catalog=df, posterior=post, support=xsupport, spec=spec, outputs=outputs, identity=identity, config_hash=digest
     )
+
+
+def resolve_error_floor(post, error_floor: float | None) -> float:
+    """The error floor (mag) a run uses with checkpoint ``post`` (see :class:`CatalogOptions`).
+
+    Raises
+    ------
+    ConfigError
+        A floor for a SEDflow-layout checkpoint, whose x has no place for it.
+    """
+    if post.x_columns != MASKED_PHOTOMETRY_X_COLUMNS:
+        if error_floor:
+            raise ConfigError(f"{post.path}: this checkpoint (SEDflow x layout) takes no error floor")
+        return 0.0
+    if error_floor is None:
+        return float((post.metadata.get("photometric_noise") or {}).get("sigma_min", 0.0))
+    return float(error_floor)
 
 
 def training_z_range(metadata: dict) -> tuple[float, float]:
@@ -380,10 +414,10 @@ def resolve_support(post, flow, support=None, support_sims=None, cache_dir: Path
                     "(the training simulation), or --no-support-check to skip out-of-support detection"
                 )
             log.info("fitting the x-support reference to %s", sims)
-            found = fit_support_from_simulation(sims, PHOTOMETRY_X_COLUMNS)
+            found = fit_support_from_simulation(sims, post.x_columns, post.metadata.get("photometric_noise"))
             path = _save_support(found, path, cached)
-    if tuple(found.columns) != tuple(PHOTOMETRY_X_COLUMNS):
-        raise ConfigError(f"{path}: x-support columns {list(found.columns)} are not the photometric x layout")
+    if tuple(found.columns) != tuple(post.x_columns):
+        raise ConfigError(f"{path}: x-support columns {list(found.columns)} are not the checkpoint's x layout")
     have = found.provenance.get("manifest_sha256")
     if expected and have and have != expected:
         raise ConfigError(
@@ -405,8 +439,8 @@ def _save_support(support: XSupport, path: Path, fallback: Path | None) -> Path:
 
 # --------------------------------------------------------------------------- worker side
 @lru_cache(maxsize=2)
-def load_posterior_cached(path: str, sha256: str, x_columns: tuple = PHOTOMETRY_X_COLUMNS):
-    """The checkpoint at ``path`` (weights sha256 ``sha256``, x layout ``x_columns``), loaded once per process."""
+def load_posterior_cached(path: str, sha256: str, x_columns: tuple | None = None):
+    """The checkpoint at ``path`` (weights sha256 ``sha256``, x layout ``x_columns`` if given), loaded once per process."""
     from . import Posterior
 
     post = Posterior.load(path, x_columns=x_columns)
@@ -470,16 +504,19 @@ def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, optio
     """
     started = time.perf_counter()
     checked = check_photometry(
-        part[list(FLUX_COLUMNS)].to_numpy(), part[list(FLUX_IVAR_COLUMNS)].to_numpy(), part["z"].to_numpy(), z_range
+        part[list(FLUX_COLUMNS)].to_numpy(), part[list(FLUX_IVAR_COLUMNS)].to_numpy(), part["z"].to_numpy(), z_range,
+        masked=post.x_columns == MASKED_PHOTOMETRY_X_COLUMNS, error_floor=options.error_floor or 0.0,
     )
     rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
                              options, partition, started)
     cols: dict[str, pa.Array] = {"id": pa.array(part["id"].to_numpy()), "z": pa.array(part["z"].to_numpy(np.float64))}
     for name in keep:
         cols[name] = pa.array(part[name].to_numpy())
-    x32 = checked.x.astype(np.float32)
-    for k, name in enumerate(MAG_COLUMNS + MAG_SIGMA_COLUMNS):
-        cols[name] = pa.array(x32[:, k])
+    for k, name in enumerate(MAG_COLUMNS):
+        cols[name] = pa.array(checked.mag[:, k].astype(np.float32))
+    for k, name in enumerate(MAG_SIGMA_COLUMNS):
+        cols[name] = pa.array(checked.mag_sigma[:, k].astype(np.float32))
+    cols["bands_used"] = pa.array(checked.bands_used.tolist(), pa.string())
     for name in rows.column_names:
         cols[name] = rows.column(name)
     return pa.table(cols)
@@ -487,7 +524,8 @@ def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, optio
 
 def output_columns_fixed() -> tuple[str, ...]:
     """Columns every posterior catalog starts with (before kept columns and summaries)."""
-    return ("id", "z", *MAG_COLUMNS, *MAG_SIGMA_COLUMNS, "status", "reason", "support_score", "n_samples", "acceptance")
+    return ("id", "z", *MAG_COLUMNS, *MAG_SIGMA_COLUMNS, "bands_used", "status", "reason", "support_score", "n_samples",
+            "acceptance")
 
 
 def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:
@@ -899,7 +937,7 @@ def catalog_metadata(plan: CatalogPlan) -> dict[str, str]:
         "flow": json.dumps(meta["flow"], sort_keys=True),
         "prior": json.dumps(meta["prior"], sort_keys=True),
         "param_names": json.dumps(list(plan.posterior.param_names)),
-        "x_columns": json.dumps(list(PHOTOMETRY_X_COLUMNS)),
+        "x_columns": json.dumps(list(plan.posterior.x_columns)),
         "z_range": json.dumps(list(plan.spec.z_range)),
         "options": json.dumps(asdict(plan.spec.options), sort_keys=True),
         "percentiles": json.dumps(list(PERCENTILES)),
@@ -932,6 +970,7 @@ def fits_header(plan: CatalogPlan) -> dict[str, object]:
         "NSAMPLE": (opts.n_samples, "posterior samples per galaxy"),
         "NDERIVED": (opts.n_derived, "samples per galaxy for derived properties"),
         "SEED": (opts.seed, "sampling seed"),
+        "ERRFLOOR": (opts.error_floor or 0.0, "[mag] error floor added in quadrature"),
         "ZMIN": (plan.spec.z_range[0], "training redshift range, low"),
         "ZMAX": (plan.spec.z_range[1], "training redshift range, high"),
         "SUPPTHR": (plan.support.threshold if plan.support else -1.0, "x-support k-NN distance threshold"),

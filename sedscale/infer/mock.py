@@ -58,6 +58,7 @@ def make_mock_nsa(
     z_range: tuple[float, float] = (0.01, 0.06),
     n_defects: int = 0,
     noise_model: str | None = None,
+    model_options: dict | None = None,
 ) -> tuple[dict, dict]:
     """Simulate a mock NSA-format catalog.
 
@@ -74,6 +75,9 @@ def make_mock_nsa(
         Rows damaged on purpose (cycling through :data:`DEFECTS`).
     noise_model : str, optional
         Noise-model JSON (default: the shipped NSA model).
+    model_options : dict, optional
+        Forward-model options (e.g. ``{"prior": "physical"}``: the truths
+        are drawn from that prior).
 
     Returns
     -------
@@ -94,7 +98,7 @@ def make_mock_nsa(
         raise ConfigError(f"n must be a positive integer, got {n!r}")
     if not 0 <= n_defects <= n:
         raise ConfigError(f"n_defects must be in [0, {n}], got {n_defects}")
-    fm = load_model((model, ()))
+    fm = load_model((model, tuple(sorted((model_options or {}).items()))))
     noise = load_noise_model(noise_model)
     draws = draw_valid(fm, noise, UniformRedshift(*z_range), n, partition_streams(seed, 0))
     derived = fm.derived(draws.theta, draws.z)
@@ -113,7 +117,7 @@ def make_mock_nsa(
         "Z": z.astype(np.float32),
         "NMGY": nmgy.astype(np.float32),
         "NMGY_IVAR": ivar.astype(np.float32),
-        "MASS": (10.0 ** derived["log_mstar"] * NSA_LITTLE_H**2).astype(np.float32),
+        "MASS": (10.0 ** derived["log_mstar_total"] * NSA_LITTLE_H**2).astype(np.float32),
     }
     for j, name in enumerate(fm.param_names):
         columns[f"TRUE_{name.upper()}"] = draws.theta[:, j].astype(np.float32)
@@ -132,7 +136,7 @@ def make_mock_nsa(
         "NDEFECT": (n_defects, "rows damaged on purpose (MOCK_DEFECT)"),
         "ZMIN": (float(z_range[0]), "uniform redshift range, low"),
         "ZMAX": (float(z_range[1]), "uniform redshift range, high"),
-        "MASSUNIT": ("Msun h^-2, h=1", f"MASS = M*(true) x {NSA_LITTLE_H}^2, as in the NSA"),
+        "MASSUNIT": ("Msun h^-2, h=1", f"MASS = M*(living+remnants, true) x {NSA_LITTLE_H}^2, as NSA"),
         "COSMO": (fm.cosmology, "cosmology of the forward model"),
         "PRIOR": json.dumps(fm.prior.to_dict(), sort_keys=True),
         "NOISE": (noise_model or "sedscale/data/nsa_noise.json", "photometric noise model"),

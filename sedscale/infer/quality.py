@@ -18,6 +18,12 @@ Several labels are joined with ``;`` (e.g. ``nan_flux:u;zero_ivar:r``).
 The observation vector (:data:`sedscale.observe.layout.PHOTOMETRY_X_COLUMNS`)
 is the ugriz AB magnitudes, their 1-sigma errors in magnitudes
 (``1.0857 sigma_f / f``), and z.
+
+Band-masked flows (:data:`~sedscale.observe.layout.MASKED_PHOTOMETRY_X_COLUMNS`)
+mask a band with a NaN flux, an ivar that is 0, NaN or negative, or a flux
+<= 0 (a faint measurement without a magnitude) instead of refusing the
+galaxy; the galaxy is ``bad_input`` only with fewer than three usable bands
+(``fewer_than_3_bands``, plus the per-band labels that say why).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..observe.filters import SDSS_BANDS
+from ..observe.layout import MIN_BANDS, masked_photometry_x
 from ..units import flux_sigma_to_mag_sigma, ivar_to_sigma, nanomaggies_to_mag
 
 #: Status values of the posterior catalog, in order of precedence.
@@ -42,16 +49,31 @@ class CheckedPhotometry:
 
     Attributes
     ----------
-    x : ndarray, shape (n, 11), float64
-        ugriz magnitudes (AB), their errors (mag) and z; NaN rows for bad input.
+    x : ndarray, shape (n, 11) or (n, 16)
+        The flow's x (SEDflow or band-masked layout); NaN rows for bad input.
     bad : ndarray of bool, shape (n,)
     reason : ndarray of str (object), shape (n,)
-        ``""`` for good rows, else the failed checks (module docstring).
+        ``""`` for good rows, else the failed checks (module docstring);
+        for band-masked flows, usable rows may list the masked bands.
+    used : ndarray of bool, shape (n, 5)
+        Bands that entered x.
+    mag, mag_sigma : ndarray, shape (n, 5)
+        Magnitudes and their errors (error floor included) of the used
+        bands, NaN elsewhere.
     """
 
     x: np.ndarray
     bad: np.ndarray
     reason: np.ndarray
+    used: np.ndarray
+    mag: np.ndarray
+    mag_sigma: np.ndarray
+
+    @property
+    def bands_used(self) -> np.ndarray:
+        """Per galaxy the used bands as a string (``"ugriz"``, ``"gri"``, ``""``), object array."""
+        names = np.array(SDSS_BANDS)
+        return np.array(["".join(names[u]) for u in self.used], dtype=object)
 
 
 def photometry_x(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -65,7 +87,8 @@ def photometry_x(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.ndarra
     return np.column_stack([mag, sigma, np.asarray(z, dtype=np.float64)])
 
 
-def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None) -> CheckedPhotometry:
+def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, masked: bool = False,
+                     error_floor: float = 0.0) -> CheckedPhotometry:
     """Flag unusable rows and build the observation vectors of the others.
 
     Parameters
@@ -76,6 +99,11 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None) 
     z_range : (float, float), optional
         Redshift range of the training set; rows outside are bad input
         (the flow was never shown such redshifts).
+    masked : bool
+        Build the band-masked x (bad bands masked, >= 3 needed) instead of
+        the SEDflow x (every band needed).
+    error_floor : float
+        Magnitudes added in quadrature to every uncertainty (band-masked x).
 
     Returns
     -------
@@ -97,13 +125,19 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None) 
         per_row = {"missing_z": ~z_ok, "nonpositive_z": z_ok & (z <= 0)}
         if z_range is not None:
             per_row["z_outside_training_range"] = z_ok & (z > 0) & ((z < z_range[0]) | (z > z_range[1]))
-    bad = np.zeros(z.shape[0], dtype=bool)
+    band_bad = np.zeros(flux.shape, dtype=bool)
     for mask in per_band.values():
-        bad |= mask.any(axis=1)
+        band_bad |= mask
+    if masked:
+        per_row["fewer_than_3_bands"] = (~band_bad).sum(axis=1) < MIN_BANDS
+        x, used, _ = masked_photometry_x(np.where(band_bad, np.nan, flux), ivar_to_sigma(ivar), z, error_floor)
+    else:
+        x, used = photometry_x(flux, ivar, z), ~band_bad
+    bad = np.zeros(z.shape[0], dtype=bool) if masked else band_bad.any(axis=1)
     for mask in per_row.values():
         bad |= mask
     reason = np.full(z.shape[0], "", dtype=object)
-    for i in np.flatnonzero(bad):
+    for i in np.flatnonzero(bad | band_bad.any(axis=1)):
         labels = [name for name, mask in per_row.items() if mask[i]]
         labels += [
             f"{name}:{','.join(b for b, m in zip(SDSS_BANDS, mask[i]) if m)}"
@@ -111,9 +145,13 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None) 
             if mask[i].any()
         ]
         reason[i] = ";".join(labels)
-    x = photometry_x(flux, ivar, z)
+    x = np.asarray(x, dtype=np.float64)
     x[bad] = np.nan
-    return CheckedPhotometry(x=x, bad=bad, reason=reason)
+    used = used & ~bad[:, None]
+    with np.errstate(invalid="ignore"):
+        mag = np.where(used, nanomaggies_to_mag(flux), np.nan)
+        sigma = np.sqrt(flux_sigma_to_mag_sigma(flux, ivar_to_sigma(ivar)) ** 2 + (error_floor if masked else 0.0) ** 2)
+    return CheckedPhotometry(x=x, bad=bad, reason=reason, used=used, mag=mag, mag_sigma=np.where(used, sigma, np.nan))
 
 
 def reason_labels(reason: str) -> list[str]:

@@ -153,7 +153,8 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
     reason = np.asarray(reason, dtype=object).copy()
     status[bad] = STATUS_BAD_INPUT
     for j, i in enumerate(good):
-        labels = []
+        # A usable row keeps the labels of its masked bands (band-masked flows).
+        labels = [reason[i]] if reason[i] else []
         if timed_out[j]:
             status[i] = STATUS_TIMEOUT
             labels.append("no_samples_in_prior" if hopeless[j] else f"sampling_timeout:{n_acc[j]}/{options.n_samples}_samples")

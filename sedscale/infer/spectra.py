@@ -394,7 +394,7 @@ def spectral_support(post: Posterior) -> XSupport | None:
         return None
     from ..train.data import Split, open_training_set, read_chunks
 
-    ts = open_training_set(sims).with_spectral_noise(post.metadata["spectral_noise"])
+    ts = open_training_set(sims).with_noise(post.metadata["spectral_noise"], None)
     xs, total = [], 0
     for _, x, _ in read_chunks(ts, Split("val", 0.5, 1)):
         xs.append(x)

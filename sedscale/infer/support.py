@@ -267,8 +267,12 @@ def support_path(checkpoint_dir: str | os.PathLike) -> Path:
     return (path if path.is_dir() else path.parent) / SUPPORT_FILE
 
 
-def fit_support_from_simulation(sims: str | os.PathLike, columns, **kwargs) -> XSupport:
+def fit_support_from_simulation(sims: str | os.PathLike, columns, photometric_noise=None, **kwargs) -> XSupport:
     """Fit the x-support to the observations of a finished simulation (``bin/run_simulate`` output).
+
+    For noiseless photometric sets, x is made with ``photometric_noise``
+    (the checkpoint's) from validation rows (fixed draws), at most
+    ``n_reference + n_calibration`` of them.
 
     Raises
     ------
@@ -276,10 +280,21 @@ def fit_support_from_simulation(sims: str | os.PathLike, columns, **kwargs) -> X
         No finished simulation at ``sims``.
     """
     from ..simulate import read_manifest, read_simulation
-    from ..train.data import manifest_digest
+    from ..train.data import Split, manifest_digest, open_training_set, read_chunks
 
     sims = Path(sims)
-    table = read_simulation(sims, columns=list(columns))
-    x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in columns])
     provenance = {"training_set": str(sims), "manifest_sha256": manifest_digest(read_manifest(sims))}
-    return fit_support(x, columns, provenance=provenance, **kwargs)
+    ts = open_training_set(sims)
+    if ts.source is None:
+        table = read_simulation(sims, columns=list(columns))
+        x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in columns])
+        return fit_support(x, columns, provenance=provenance, **kwargs)
+    ts = ts.with_noise(None, photometric_noise)
+    wanted = kwargs.get("n_reference", DEFAULT_REFERENCE) + kwargs.get("n_calibration", DEFAULT_CALIBRATION)
+    xs, total = [], 0
+    for _, x, _ in read_chunks(ts, Split("val", 0.5, 1)):
+        xs.append(x)
+        total += x.shape[0]
+        if total >= wanted:
+            break
+    return fit_support(np.concatenate(xs), columns, provenance=provenance, **kwargs)

@@ -27,12 +27,21 @@ needs a :class:`ColumnMapping` (YAML file or ``key=value`` pairs)::
     id: OBJID
     z: ZSPEC
     flux: FLUX_{band}          # '{band}' expands to u, g, r, i, z
-    flux_err: FLUXERR_{band}   # or flux_ivar: ...
+    flux_err: FLUXERR_{band}   # or flux_ivar: ...; a vector column: flux: NMGY[2:7]
     flux_unit: uJy             # nanomaggy (default), maggy, Jy, mJy, uJy, nJy
     extinction: A_{band}       # optional Galactic extinction (mag) to correct for
     # or magnitudes instead of fluxes:
     # mag: MAG_{band}
     # mag_err: MAGERR_{band}
+
+Whitespace-separated text tables (``.txt``, ``.dat``, ``.ascii``, or any file
+with ``format: text``) take their column names from a ``#`` header line, or
+from ``names`` (comma-separated, in file order) when the header is missing
+or wrong, e.g. the SDSS MGS table of ``../shared/data/sdss_mgs``::
+
+    bin/run_catalog SDSS_MGS.train --columns format=text \
+        names=zs,u,g,r,i,z,u-g,g-r,r-i,i-z,eu,eg,er,ei,ez,eu-g,eg-r,er-i,ei-z \
+        z=zs mag={band} mag_err=e{band}
 
 Rows repeating an ``id`` of an earlier row are dropped (first occurrence
 kept), as for the NSA, whose fields overlap; without an id column the rows
@@ -51,6 +60,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,7 +104,11 @@ _FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fts")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _BAND_KEYS = ("flux", "flux_ivar", "flux_err", "mag", "mag_err", "extinction")
-_SCALAR_KEYS = ("id", "z", "flux_unit", "keep")
+_SCALAR_KEYS = ("id", "z", "flux_unit", "keep", "format", "names")
+_TEXT_SUFFIXES = (".txt", ".dat", ".ascii")
+#: ``NAME[a:b]``: elements a..b-1 of a vector column, one per band; ``NAME[k]``: one element.
+_VECTOR_SLICE = re.compile(r"^(.+)\[(\d+):(\d+)\]$")
+_VECTOR_ELEMENT = re.compile(r"^(.+)\[(\d+)\]$")
 #: Metadata key prefix shared with the simulation outputs.
 META_PREFIX = "sedscale."
 
@@ -122,6 +136,11 @@ class ColumnMapping:
         (flux * 10^(0.4 A)).  Leave out when the catalog is already corrected.
     keep : tuple of str
         Extra columns to carry into the posterior catalog (lower-cased).
+    format : str or None
+        ``"text"`` reads whitespace-separated text whatever the file name;
+        None: from the file name.
+    names : tuple of str
+        Column names of a text table, in file order (replace its header).
     """
 
     z: str = "z"
@@ -134,6 +153,8 @@ class ColumnMapping:
     flux_unit: str = "nanomaggy"
     extinction: dict | None = None
     keep: tuple = field(default_factory=tuple)
+    format: str | None = None
+    names: tuple = field(default_factory=tuple)
 
     def __post_init__(self):
         has_flux = self.flux is not None
@@ -149,6 +170,11 @@ class ColumnMapping:
         if self.flux_unit not in FLUX_UNITS:
             raise ConfigError(f"unknown flux_unit {self.flux_unit!r}; choose one of {sorted(FLUX_UNITS)}")
         object.__setattr__(self, "keep", tuple(self.keep))
+        object.__setattr__(self, "names", tuple(self.names))
+        if self.format not in (None, "text"):
+            raise ConfigError(f"format must be 'text' (or left out), got {self.format!r}")
+        if self.names and len(set(self.names)) != len(self.names):
+            raise ConfigError("'names' repeats a column name")
 
     @classmethod
     def from_dict(cls, d: Mapping, source: str = "<mapping>") -> ColumnMapping:
@@ -168,13 +194,14 @@ class ColumnMapping:
         if unknown:
             raise ConfigError(f"{source}: unknown column-mapping key(s) {unknown}; allowed: {sorted(_BAND_KEYS + _SCALAR_KEYS)}")
         kwargs = {k: _band_columns(d[k], k, source) for k in _BAND_KEYS if d.get(k) is not None}
-        for key in ("id", "z", "flux_unit"):
+        for key in ("id", "z", "flux_unit", "format"):
             if d.get(key) is not None:
                 kwargs[key] = str(d[key])
-        keep = d.get("keep") or ()
-        if isinstance(keep, str):
-            keep = [k for k in keep.split(",") if k]
-        kwargs["keep"] = tuple(str(k) for k in keep)
+        for key in ("keep", "names"):
+            value = d.get(key) or ()
+            if isinstance(value, str):
+                value = [k.strip() for k in value.split(",") if k.strip()]
+            kwargs[key] = tuple(str(k) for k in value)
         try:
             return cls(**kwargs)
         except ConfigError as exc:
@@ -221,6 +248,11 @@ class ColumnMapping:
 
 
 def _band_columns(value, key: str, source: str) -> dict[str, str]:
+    if isinstance(value, str) and (sliced := _VECTOR_SLICE.match(value)):
+        name, start, stop = sliced.group(1), int(sliced.group(2)), int(sliced.group(3))
+        if stop - start != len(SDSS_BANDS):
+            raise ConfigError(f"{source}: '{key}: {value}' selects {stop - start} elements; need {len(SDSS_BANDS)} (ugriz)")
+        return {b: f"{name}[{start + k}]" for k, b in enumerate(SDSS_BANDS)}
     if isinstance(value, str):
         if "{band}" not in value:
             raise ConfigError(f"{source}: '{key}: {value}' names one column; use '{{band}}' in it, a list or a mapping")
@@ -253,23 +285,54 @@ def load_column_mapping(spec: str | os.PathLike | Sequence[str] | Mapping | None
 
 # --------------------------------------------------------------------------- table readers
 def catalog_format(path: str | os.PathLike) -> str:
-    """``"fits"``, ``"parquet"`` or ``"csv"`` from a file name; ConfigError otherwise."""
+    """``"fits"``, ``"parquet"``, ``"csv"`` or ``"text"`` from a file name; ConfigError otherwise."""
     name = str(path).lower()
-    for fmt, suffixes in (("fits", _FITS_SUFFIXES), ("parquet", _PARQUET_SUFFIXES), ("csv", _CSV_SUFFIXES)):
+    for fmt, suffixes in (("fits", _FITS_SUFFIXES), ("parquet", _PARQUET_SUFFIXES), ("csv", _CSV_SUFFIXES),
+                          ("text", _TEXT_SUFFIXES)):
         if name.endswith(suffixes):
             return fmt
-    raise ConfigError(f"{path}: unknown catalog format; use FITS (.fits), Parquet (.parquet) or CSV (.csv)")
+    raise ConfigError(
+        f"{path}: unknown catalog format; use FITS (.fits), Parquet (.parquet), CSV (.csv) or whitespace text "
+        "(.txt/.dat, or --columns format=text)"
+    )
 
 
-def table_columns(path: str | os.PathLike) -> list[str]:
-    """Column names of a FITS (first table HDU), Parquet or CSV file.
+def _text_table(path: Path, names: Sequence[str] = ()) -> pd.DataFrame:
+    """A whitespace-separated text table; names from ``names`` or the ``#`` header line."""
+    try:
+        frame = pd.read_csv(path, sep=r"\s+", comment="#", header=None)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CatalogFormatError(f"{path}: unreadable text table: {_first_line(exc)}") from exc
+    if not names:
+        with open(path) as fh:
+            first = fh.readline()
+        names = first.lstrip("#").split() if first.startswith("#") else []
+        source = "its '#' header line"
+    else:
+        source = "'names'"
+    if len(names) != frame.shape[1]:
+        raise CatalogFormatError(
+            f"{path}: {source} names {len(names)} columns but the rows hold {frame.shape[1]}; "
+            "give the column names in file order with --columns names=a,b,c,..."
+        )
+    frame.columns = list(names)
+    return frame
+
+
+def table_columns(path: str | os.PathLike, text_names: Sequence[str] | None = None) -> list[str]:
+    """Column names of a FITS (first table HDU), Parquet, CSV or text file.
+
+    ``text_names`` (a tuple, possibly empty) reads the file as whitespace
+    text whatever its name, with these names (empty: its header line).
 
     Raises
     ------
     MissingDataError, CatalogFormatError
     """
     path = _existing(path)
-    fmt = catalog_format(path)
+    fmt = "text" if text_names is not None else catalog_format(path)
+    if fmt == "text":
+        return list(_text_table(path, text_names or ()).columns)
     try:
         if fmt == "fits":
             import fitsio
@@ -283,8 +346,11 @@ def table_columns(path: str | os.PathLike) -> list[str]:
         raise CatalogFormatError(f"{path}: unreadable {fmt} file (truncated or corrupt?): {_first_line(exc)}") from exc
 
 
-def read_table_columns(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, np.ndarray]:
-    """Read named scalar columns (matched case-insensitively) of a FITS, Parquet or CSV table.
+def read_table_columns(path: str | os.PathLike, columns: Sequence[str],
+                       text_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Read named scalar columns (matched case-insensitively) of a FITS, Parquet, CSV or text table.
+
+    ``text_names``: as for :func:`table_columns`.
 
     Returns
     -------
@@ -300,14 +366,19 @@ def read_table_columns(path: str | os.PathLike, columns: Sequence[str]) -> dict[
         or a vector column.
     """
     path = _existing(path)
-    fmt = catalog_format(path)
-    present = table_columns(path)
+    fmt = "text" if text_names is not None else catalog_format(path)
+    present = table_columns(path, () if fmt == "text" and text_names is None else text_names)
     lookup = {c.lower(): c for c in present}
-    missing = [c for c in columns if c.lower() not in lookup]
+    element = {c: _VECTOR_ELEMENT.match(c) for c in columns}
+    # NAME[k] reads element k of the vector column NAME (when no column is literally called so).
+    element = {c: (m.group(1), int(m.group(2))) for c, m in element.items() if m and c.lower() not in lookup}
+    columns = list(columns)
+    wanted = [element[c][0] if c in element else c for c in columns]
+    missing = [c for c in wanted if c.lower() not in lookup]
     if missing:
         shown = ", ".join(present[:40]) + (" ..." if len(present) > 40 else "")
         raise CatalogFormatError(f"{path}: missing column(s) {', '.join(missing)} (columns present: {shown})")
-    names = list(dict.fromkeys(lookup[c.lower()] for c in columns))
+    names = list(dict.fromkeys(lookup[c.lower()] for c in wanted))
     try:
         if fmt == "fits":
             import fitsio
@@ -318,16 +389,24 @@ def read_table_columns(path: str | os.PathLike, columns: Sequence[str]) -> dict[
         elif fmt == "parquet":
             table = pq.read_table(path, columns=names)
             raw = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
+        elif fmt == "text":
+            frame = _text_table(path, text_names or ())
+            raw = {n: frame[n].to_numpy() for n in names}
         else:
             frame = pd.read_csv(path, usecols=names)
             raw = {n: frame[n].to_numpy() for n in names}
     except (OSError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise CatalogFormatError(f"{path}: unreadable {fmt} file (truncated or corrupt?): {_first_line(exc)}") from exc
     out = {}
-    for c in columns:
-        values = raw[lookup[c.lower()]]
+    for c, w in zip(columns, wanted):
+        values = raw[lookup[w.lower()]]
+        if c in element:
+            k = element[c][1]
+            if values.ndim != 2 or k >= values.shape[1]:
+                raise CatalogFormatError(f"{path}: {c}: {w} is not a vector column with more than {k} elements")
+            values = values[:, k]
         if values.ndim != 1:
-            raise CatalogFormatError(f"{path}: column {c} is a vector column; map scalar columns only")
+            raise CatalogFormatError(f"{path}: column {c} is a vector column; map its elements as {c}[k] or {c}[a:b]")
         if values.dtype.byteorder not in ("=", "|"):
             values = values.astype(values.dtype.newbyteorder("="))
         out[c] = values
@@ -439,7 +518,8 @@ _CANONICAL_MAPPING = ColumnMapping(
 
 def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> pd.DataFrame:
     wanted = mapping.source_columns() + [k for k in keep if k not in mapping.source_columns()]
-    raw = read_table_columns(path, wanted)
+    text = mapping.names if (mapping.format == "text" or mapping.names) else None
+    raw = read_table_columns(path, wanted, text_names=text)
 
     def bands(key) -> np.ndarray:
         cols = getattr(mapping, key)

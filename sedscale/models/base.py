@@ -31,6 +31,7 @@ from ..errors import ParameterError
 from ..sps.nodes import BIRTH_CLOUD_AGE_YR, NodeLibrary, build_node_library, hat_weights
 from ..sps.grid import SSPGrid
 from ..sps.rebin import log_wavelength_edges
+from ..sps.remnants import remnant_mass_fraction
 from .priors import Prior
 
 #: Solar metallicity used to convert log(Z/Zsun) parameters (FSPS/PROVABGS convention).
@@ -349,7 +350,9 @@ class ForwardModel(abc.ABC):
         Returns
         -------
         dict
-            ``log_mstar`` (log10 Msun in living stars), ``log_mformed``
+            ``log_mstar`` (log10 Msun in living stars), ``log_mstar_total``
+            (living stars plus remnants, the "stellar mass" most SED codes
+            quote; :mod:`sedscale.sps.remnants`), ``log_mformed``
             (log10 Msun formed), ``sfr_100myr`` and ``sfr_1gyr`` (Msun/yr,
             mean SFR over the last 100 Myr / 1 Gyr), ``z_mw`` (mass-weighted
             absolute metallicity), ``age_mw`` (mass-weighted lookback age of
@@ -367,7 +370,7 @@ class ForwardModel(abc.ABC):
             tage = self.tage_yr(z[block])
             bins = self.binned_sfh(phys, tage) if method == "auto" else None
             if bins is not None:
-                out = _binned_derived(bins, self.library(), self._surviving_integrals)
+                out = _binned_derived(bins, self.library(), self._mass_tables)
             else:
                 chunks = [
                     self._derived_nodes({k: v[s : s + _DERIVED_NODE_CHUNK] for k, v in phys.items()},
@@ -382,11 +385,19 @@ class ForwardModel(abc.ABC):
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     @cached_property
-    def _surviving_integrals(self) -> np.ndarray:
-        """Cumulative integral (yr) of the node-interpolated surviving fraction at each node, (n_z, n_node)."""
+    def _mass_tables(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Stellar mass per Msun formed at the nodes, (n_z, n_node), and its cumulative integral (yr).
+
+        ``log_mstar``: living stars (the grid's surviving fraction);
+        ``log_mstar_total``: living stars plus remnants (:mod:`sedscale.sps.remnants`).
+        """
         lib = self.library()
-        steps = 0.5 * np.diff(lib.node_ages) * (lib.node_surviving[:, 1:] + lib.node_surviving[:, :-1])
-        return np.concatenate([np.zeros((lib.metallicities.size, 1)), np.cumsum(steps, axis=1)], axis=1)
+        living = lib.node_surviving
+        out = {}
+        for name, frac in (("log_mstar", living), ("log_mstar_total", living + remnant_mass_fraction(living))):
+            steps = 0.5 * np.diff(lib.node_ages) * (frac[:, 1:] + frac[:, :-1])
+            out[name] = (frac, np.concatenate([np.zeros((frac.shape[0], 1)), np.cumsum(steps, axis=1)], axis=1))
+        return out
 
     def _derived_nodes(self, phys: dict, tage_yr: np.ndarray) -> dict[str, np.ndarray]:
         """:meth:`derived` (without dust) from the hat-function node weights (any SFH, bursts included)."""
@@ -396,9 +407,10 @@ class ForwardModel(abc.ABC):
         w = w_young + w_old  # (n, n_node), continuous SFH
         iz, wz = _bracket_log(lib.metallicities, sf.node_z)
         cols = np.arange(lib.node_ages.size)[None, :]
-        surv = (1 - wz) * lib.node_surviving[iz, cols] + wz * lib.node_surviving[iz + 1, cols]
+        stellar = {}
+        for name, (frac, _) in self._mass_tables.items():
+            stellar[name] = np.sum(w * ((1 - wz) * frac[iz, cols] + wz * frac[iz + 1, cols]), axis=1)
         total = w.sum(axis=1)
-        surviving = np.sum(w * surv, axis=1)
         mass_z = np.sum(w * sf.node_z, axis=1)
         moment = sf.cum_moment[:, -1]
         formed = {}
@@ -408,8 +420,9 @@ class ForwardModel(abc.ABC):
             fb = sf.burst_fraction
             surv_b = _bilinear(
                 lib.native_surviving[..., None], lib.native_ages, lib.metallicities, sf.burst_age, sf.burst_z
-            )
-            surviving = surviving + fb * surv_b[:, 0]
+            )[:, 0]
+            stellar["log_mstar"] = stellar["log_mstar"] + fb * surv_b
+            stellar["log_mstar_total"] = stellar["log_mstar_total"] + fb * (surv_b + remnant_mass_fraction(surv_b))
             total = total + fb
             mass_z = mass_z + fb * sf.burst_z
             moment = moment + fb * sf.burst_age
@@ -417,7 +430,7 @@ class ForwardModel(abc.ABC):
                 formed[window] = formed[window] + fb * (sf.burst_age < window)
         m = sf.mass_formed
         out = {
-            "log_mstar": np.log10(m * surviving),
+            **{name: np.log10(m * mass) for name, mass in stellar.items()},
             "log_mformed": np.log10(m * total),
             "sfr_100myr": m * formed[1e8] / 1e8,
             "sfr_1gyr": m * formed[1e9] / 1e9,
@@ -436,16 +449,16 @@ def _window_node(lib: NodeLibrary, window: float) -> int:
     return int(np.argmin(np.abs(lib.node_ages - window)))
 
 
-def _binned_derived(bins: BinnedSFH, lib: NodeLibrary, cum_surviving: np.ndarray) -> dict[str, np.ndarray]:
+def _binned_derived(bins: BinnedSFH, lib: NodeLibrary, mass_tables: dict) -> dict[str, np.ndarray]:
     """Derived properties of a binned SFH from closed-form integrals over each bin.
 
     The node-weight path sums ``w_i s_i`` with hat-function weights, which
     is the integral of SFR(t) times the surviving fraction interpolated
     linearly between nodes.  For a constant SFR on [a, b] that integral is
     ``(C(b) - C(a)) / (b - a)`` with C the cumulative integral of the
-    interpolated surviving fraction (``cum_surviving`` at the nodes, a
-    quadratic in between), so every property is a sum over the bins of the
-    fractions times per-bin factors.  Like the node weights, the integrals
+    interpolated surviving fraction (at the nodes, a quadratic in between),
+    so every property is a sum over the bins of the fractions times per-bin
+    factors.  The same holds for living stars plus remnants.  Like the node weights, the integrals
     stop at the oldest node.
 
     Consecutive rows with equal edges (the samples of one galaxy) share the
@@ -455,19 +468,20 @@ def _binned_derived(bins: BinnedSFH, lib: NodeLibrary, cum_surviving: np.ndarray
     ----------
     bins : BinnedSFH
     lib : NodeLibrary
-    cum_surviving : ndarray, shape (n_z, n_node)
-        Cumulative integral of the node surviving fractions (yr).
+    mass_tables : dict
+        Name -> (stellar mass per Msun formed at the nodes (n_z, n_node),
+        its cumulative integral (yr)), as :attr:`ForwardModel._mass_tables`.
 
     Returns
     -------
     dict
-        ``log_mstar``, ``log_mformed``, ``sfr_100myr``, ``sfr_1gyr``,
-        ``z_mw``, ``age_mw``, each (n,).
+        One log10 mass per ``mass_tables`` entry, ``log_mformed``,
+        ``sfr_100myr``, ``sfr_1gyr``, ``z_mw``, ``age_mw``, each (n,).
     """
     edges, frac = bins.edges, bins.fraction
     n = edges.shape[0]
     if n == 0:
-        return {k: np.empty(0) for k in ("log_mstar", "log_mformed", "sfr_100myr", "sfr_1gyr", "z_mw", "age_mw")}
+        return {k: np.empty(0) for k in (*mass_tables, "log_mformed", "sfr_100myr", "sfr_1gyr", "z_mw", "age_mw")}
     new_run = np.ones(n, dtype=bool)
     new_run[1:] = np.any(edges[1:] != edges[:-1], axis=1)
     run = np.cumsum(new_run) - 1
@@ -478,25 +492,30 @@ def _binned_derived(bins: BinnedSFH, lib: NodeLibrary, cum_surviving: np.ndarray
     # C_k(t) at every edge for every grid metallicity: (n_run, n_z, n_bin + 1).
     j = np.clip(np.searchsorted(ages, ec, side="right") - 1, 0, ages.size - 2)
     dt = ec - ages[j]
-    s0 = lib.node_surviving[:, j]
-    slope = (lib.node_surviving[:, j + 1] - s0) / (ages[j + 1] - ages[j])
-    c_edge = (cum_surviving[:, j] + s0 * dt + 0.5 * slope * dt * dt).transpose(1, 0, 2)
-    per_bin = {
-        "surviving": np.diff(c_edge, axis=2) / width[:, None, :],  # (n_run, n_z, n_bin)
+    per_bin = {}
+    for name, (node_frac, cum) in mass_tables.items():
+        s0 = node_frac[:, j]
+        slope = (node_frac[:, j + 1] - s0) / (ages[j + 1] - ages[j])
+        c_edge = (cum[:, j] + s0 * dt + 0.5 * slope * dt * dt).transpose(1, 0, 2)
+        per_bin[name] = np.diff(c_edge, axis=2) / width[:, None, :]  # (n_run, n_z, n_bin)
+    per_bin.update({
         "total": np.diff(ec, axis=1) / width,
         "moment": 0.5 * np.diff(ec * ec, axis=1) / width,
-    }
+    })
     for window in SFR_WINDOWS_YR:
         t = ages[_window_node(lib, window)]
         per_bin[window] = (np.clip(t, e[:, :-1], e[:, 1:]) - e[:, :-1]) / width
     iz, wz = _bracket_log(lib.metallicities, bins.metallicity)
-    a = per_bin["surviving"]
-    surviving = (1 - wz) * np.einsum("ij,ij->i", frac, a[run, iz]) + wz * np.einsum("ij,ij->i", frac, a[run, iz + 1])
     total = np.einsum("ij,ij->i", frac, per_bin["total"][run])
     moment = np.einsum("ij,ij->i", frac, per_bin["moment"][run])
     m = bins.mass_formed
+    out = {}
+    for name in mass_tables:
+        a = per_bin[name]
+        mass = (1 - wz) * np.einsum("ij,ij->i", frac, a[run, iz]) + wz * np.einsum("ij,ij->i", frac, a[run, iz + 1])
+        out[name] = np.log10(m * mass)
     return {
-        "log_mstar": np.log10(m * surviving),
+        **out,
         "log_mformed": np.log10(m * total),
         "sfr_100myr": m * np.einsum("ij,ij->i", frac, per_bin[1e8][run]) / 1e8,
         "sfr_1gyr": m * np.einsum("ij,ij->i", frac, per_bin[1e9][run]) / 1e9,
@@ -507,6 +526,7 @@ def _binned_derived(bins: BinnedSFH, lib: NodeLibrary, cum_surviving: np.ndarray
 
 DERIVED_UNITS = {
     "log_mstar": "dex(Msun)",
+    "log_mstar_total": "dex(Msun)",
     "log_mformed": "dex(Msun)",
     "sfr_100myr": "Msun/yr",
     "sfr_1gyr": "Msun/yr",

@@ -2,9 +2,12 @@
 
 Piecewise-constant SFR in seven lookback-time bins: 0-30 Myr, 30-100 Myr,
 100-330 Myr, 330 Myr-1.1 Gyr, 1.1-3.6 Gyr, 3.6 Gyr-0.85 t_univ(z) and
-0.85-1 t_univ(z), with a Dirichlet(1, ..., 1) prior on the mass fractions
-(six unit-cube coordinates), one stellar metallicity log Z/Zsun, and the
-same two-component dust as PROVABGS.  Everything it needs ships with
+0.85-1 t_univ(z), parameterized by six unit-cube coordinates of the mass
+fractions, one stellar metallicity log Z/Zsun, and the same two-component
+dust as PROVABGS.  The prior is an option (:mod:`sedscale.models.physical_prior`):
+``flat`` (Dirichlet(1, ..., 1) fractions, flat Z and dust; the default of
+this class, as the first shipped flow), ``continuity`` or
+``prospector_alpha``, or a YAML file.  Everything it needs ships with
 sedscale and its dependencies: this is the embedded default model.
 """
 from __future__ import annotations
@@ -13,23 +16,14 @@ import numpy as np
 
 from .base import ZSUN, BinnedSFH, ForwardModel, StarFormation
 from .dust import birth_cloud_tau, kriek_conroy_tau
-from .priors import Parameter, Prior, unit_cube_to_simplex
+from .physical_prior import PhysicalPrior, load_prior_config
+from .priors import Prior, unit_cube_to_simplex
 from .sfh import piecewise_constant_moments
 
 #: Fixed inner bin edges (yr); the last two edges scale with the age of the universe.
 FIXED_EDGES_YR = np.array([0.0, 3e7, 1e8, 3.3e8, 1.1e9, 3.6e9])
 N_BINS = 7
 
-DIRICHLET_PRIOR = Prior(
-    [Parameter("log_mass", 7.0, 12.5, "dex(Msun)", r"$\log M_{\rm formed}$")]
-    + [Parameter(f"frac_u{i}", 0.0, 1.0, "", rf"$u_{i}$") for i in range(1, N_BINS)]
-    + [
-        Parameter("log_zsol", -2.0, 0.2, "dex", r"$\log Z/Z_\odot$"),
-        Parameter("tau_bc", 0.0, 3.0, "", r"$\tau_{\rm BC}$"),
-        Parameter("tau_ism", 0.0, 3.0, "", r"$\tau_{\rm ISM}$"),
-        Parameter("n_dust", -2.0, 1.0, "", r"$n_{\rm dust}$"),
-    ]
-)
 
 
 def dirichlet_bin_edges(tage_yr: np.ndarray) -> np.ndarray:
@@ -46,9 +40,17 @@ class DirichletModel(ForwardModel):
     #: 0.85 t_univ must stay above the fixed 3.6 Gyr edge.
     z_max = 0.98
 
+    def __init__(self, prior: str = "flat", **kwargs):
+        super().__init__(**kwargs)
+        self._prior = PhysicalPrior(load_prior_config(prior), self.bin_edges, N_BINS)
+
     @property
     def prior(self) -> Prior:
-        return DIRICHLET_PRIOR
+        return self._prior
+
+    def bin_edges(self, z) -> np.ndarray:
+        """Lookback-time bin edges (n, 8) in yr at redshifts ``z`` (n,)."""
+        return dirichlet_bin_edges(self.tage_yr(np.atleast_1d(np.asarray(z, dtype=float))))
 
     def physical(self, theta):
         theta = np.atleast_2d(theta)

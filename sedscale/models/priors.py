@@ -95,12 +95,16 @@ class Prior:
             high=torch.as_tensor(self.high, dtype=torch.float32, device=device),
         )
 
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Draw ``n`` samples (float64, shape (n, dim)) with a numpy Generator."""
+    def sample(self, n: int, rng: np.random.Generator, z=None) -> np.ndarray:
+        """Draw ``n`` samples (float64, shape (n, dim)) with a numpy Generator.
+
+        ``z`` (the redshifts of the draws) is ignored here; priors whose
+        density depends on z (:class:`~sedscale.models.physical_prior.PhysicalPrior`) use it.
+        """
         return self.low + (self.high - self.low) * rng.random((n, self.dim))
 
-    def log_prob(self, theta) -> np.ndarray:
-        """Log density (uniform: constant inside the box, -inf outside)."""
+    def log_prob(self, theta, z=None) -> np.ndarray:
+        """Log density (uniform: constant inside the box, -inf outside; ``z`` is ignored)."""
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         inside = self.in_support(theta)
         return np.where(inside, -np.sum(np.log(self.high - self.low)), -np.inf)

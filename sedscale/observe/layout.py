@@ -6,6 +6,15 @@ survey catalog is converted), so that the three agree by construction.
 
 Photometric x (SEDflow): the five ugriz AB magnitudes, their 1-sigma
 uncertainties in magnitudes, and the redshift -- 11 numbers.
+
+Band-masked photometric x (the survey flows, :func:`masked_photometry_x`):
+per band the AB magnitude, log10 of its uncertainty in magnitudes and a
+0/1 "observed" indicator, then z -- 16 numbers for ugriz.  A band that is
+missing (NaN flux, NaN or non-positive uncertainty) or measured at flux <= 0
+is masked: indicator 0, log-sigma :data:`MISSING_LOG_SIGMA_MAG` and, as a
+placeholder in the range of real values, the mean magnitude of the row's
+observed bands.  Training draws the same masks, so the flow learns that a
+masked band carries no information.
 """
 from __future__ import annotations
 
@@ -27,6 +36,65 @@ REDSHIFT_COLUMN = "z"
 #: The conditioning vector of photometric flows, in order.
 PHOTOMETRY_X_COLUMNS = MAG_COLUMNS + MAG_SIGMA_COLUMNS + (REDSHIFT_COLUMN,)
 X_UNITS = {**{c: "mag(AB)" for c in MAG_COLUMNS}, **{c: "mag" for c in MAG_SIGMA_COLUMNS}, "z": ""}
+
+# --------------------------------------------------- band-masked photometry
+LOG_SIGMA_COLUMNS = tuple(f"log_sigma_{b}" for b in SDSS_BANDS)
+OBSERVED_COLUMNS = tuple(f"observed_{b}" for b in SDSS_BANDS)
+#: The conditioning vector of band-masked photometric flows, in order.
+MASKED_PHOTOMETRY_X_COLUMNS = MAG_COLUMNS + LOG_SIGMA_COLUMNS + OBSERVED_COLUMNS + (REDSHIFT_COLUMN,)
+MASKED_X_UNITS = {
+    **{c: "mag(AB)" for c in MAG_COLUMNS}, **{c: "dex(mag)" for c in LOG_SIGMA_COLUMNS},
+    **{c: "" for c in OBSERVED_COLUMNS}, "z": "",
+}
+#: log10 of the magnitude uncertainty given to a masked band (10 mag: no information).
+MISSING_LOG_SIGMA_MAG = 1.0
+#: Fewest usable bands for a posterior.
+MIN_BANDS = 3
+
+
+def masked_photometry_x(flux, flux_sigma, z, error_floor: float = 0.0):
+    """Band-masked flow inputs from fluxes, their uncertainties and redshifts.
+
+    The single conversion used by training (simulated noisy fluxes) and
+    catalog inference (survey fluxes), so that both see the same x.
+
+    Parameters
+    ----------
+    flux, flux_sigma : array_like, shape (n, n_band)
+        Fluxes and 1-sigma uncertainties in nanomaggies; a band with a
+        non-finite value, ``flux_sigma <= 0`` or ``flux <= 0`` is masked.
+    z : array_like, shape (n,)
+    error_floor : float
+        Magnitudes added in quadrature to every uncertainty (calibration).
+
+    Returns
+    -------
+    x : ndarray, shape (n, 3 n_band + 1), float32
+        :data:`MASKED_PHOTOMETRY_X_COLUMNS` order; NaN rows where not ``valid``.
+    used : ndarray of bool, shape (n, n_band)
+        Bands that entered x.
+    valid : ndarray of bool, shape (n,)
+        At least :data:`MIN_BANDS` usable bands and a finite z.
+    """
+    flux = np.asarray(flux, dtype=np.float64)
+    flux_sigma = np.asarray(flux_sigma, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64)
+    if flux.ndim != 2 or flux_sigma.shape != flux.shape or z.shape != (flux.shape[0],):
+        raise ParameterError(f"flux and flux_sigma must be (n, n_band) and z (n,); got {flux.shape}, "
+                             f"{flux_sigma.shape}, {z.shape}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        used = np.isfinite(flux) & np.isfinite(flux_sigma) & (flux_sigma > 0) & (flux > 0)
+        mag = np.where(used, 22.5 - 2.5 * np.log10(np.where(used, flux, 1.0)), np.nan)
+        sigma = np.where(used, 2.5 / np.log(10.0) * flux_sigma / np.where(used, flux, 1.0), np.nan)
+        sigma = np.sqrt(sigma**2 + float(error_floor) ** 2)
+        n_used = used.sum(axis=1)
+        valid = (n_used >= MIN_BANDS) & np.isfinite(z)
+        fill = np.nansum(np.where(used, mag, 0.0), axis=1) / np.maximum(n_used, 1)
+        mag = np.where(used, mag, fill[:, None])
+        log_sigma = np.where(used, np.log10(sigma), MISSING_LOG_SIGMA_MAG)
+    x = np.concatenate([mag, log_sigma, used.astype(np.float64), z[:, None]], axis=1)
+    x[~valid] = np.nan
+    return x.astype(np.float32), used, valid
 
 # ----------------------------------------------------------------- spectra
 # Spectral x (sedscale's choice, docs/spectra.md): the flow sees the *shape*

@@ -19,13 +19,15 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..observe.layout import OBSERVABLES
-from .redshift import CatalogRedshift, UniformRedshift, redshift_from_catalog
+from .redshift import CatalogRedshift, SurveyRedshift, UniformRedshift, redshift_from_catalog
 
 #: Bump when the dataset layout or the drawing algorithm (partition.py) changes:
 #: either changes the content of a run with the same options.
 SCHEMA_VERSION = 1
 DEFAULT_Z_RANGE = (0.01, 0.06)
 DEFAULT_PARTITION_SIZE = 10_000
+#: ``noise_model`` value of noiseless photometric training sets.
+NOISELESS = "none"
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,14 @@ class SimulationConfig:
         Rows per Parquet file (the last one may be smaller).
     noise_model : str or None
         Path of a noise-model JSON (:mod:`sedscale.observe.noise`); None for
-        the NSA model shipped with sedscale.
+        the NSA model shipped with sedscale; ``"none"`` (:data:`NOISELESS`)
+        for noiseless photometry, whose uncertainties, noise and band masks
+        are drawn at training (:mod:`sedscale.observe.survey_noise`).
     z_range : (float, float) or None
-        Uniform redshift range; used when ``z_catalog`` is None.
+        Redshift range; used when ``z_catalog`` is None.
+    z_spacing : {"uniform", "survey"}
+        ``uniform``: z ~ U(z_range); ``survey``: half the draws uniform in z,
+        half uniform in log z (:class:`~sedscale.simulate.redshift.SurveyRedshift`).
     z_catalog : str or None
         FITS/Parquet catalog whose redshifts are resampled.
     z_column : str
@@ -71,6 +78,7 @@ class SimulationConfig:
     partition_size: int = DEFAULT_PARTITION_SIZE
     noise_model: str | None = None
     z_range: tuple[float, float] | None = DEFAULT_Z_RANGE
+    z_spacing: str = "uniform"
     z_catalog: str | None = None
     z_column: str = "z"
     model_options: dict = field(default_factory=dict)
@@ -87,6 +95,10 @@ class SimulationConfig:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.z_catalog is None and self.z_range is None:
             raise ConfigError("give a redshift range or a redshift catalog")
+        if self.z_spacing not in ("uniform", "survey"):
+            raise ConfigError(f"z_spacing must be 'uniform' or 'survey', got {self.z_spacing!r}")
+        if self.noise_model == NOISELESS and self.observable != "photometry":
+            raise ConfigError("noise_model 'none' applies to photometry (spectra are always stored noiseless)")
         object.__setattr__(self, "out", Path(self.out))
 
     @property
@@ -109,7 +121,7 @@ class SimulationConfig:
         if self.z_catalog is not None:
             return redshift_from_catalog(self.z_catalog, self.z_column, z_max=z_max)
         low, high = (float(v) for v in self.z_range)
-        dist = UniformRedshift(low, high)
+        dist = UniformRedshift(low, high) if self.z_spacing == "uniform" else SurveyRedshift(low, high)
         if high > z_max:
             raise ConfigError(f"redshift range [{low}, {high}] exceeds the model's limit z <= {z_max}")
         return dist
@@ -124,6 +136,7 @@ class SimulationConfig:
             "partition_size": self.partition_size,
             "noise_model": self.noise_model,
             "z_range": list(self.z_range) if self.z_catalog is None else None,
+            **({"z_spacing": self.z_spacing} if self.z_spacing != "uniform" else {}),
             "z_catalog": self.z_catalog,
             "z_column": self.z_column,
             "model_options": {k: str(v) for k, v in sorted(self.model_options.items())},
@@ -181,6 +194,8 @@ def load_noise_model(path: str | None = None):
 
     if path is None:
         return load_default_noise_model()
+    if path == NOISELESS:
+        return None
     return PhotometricNoiseModel.from_json(os.fspath(path))
 
 

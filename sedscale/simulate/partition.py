@@ -33,7 +33,7 @@ from ..observe.layout import (
     REDSHIFT_COLUMN,
     SPECTRUM_TRUE_COLUMN,
 )
-from .config import load_model, load_noise_model, load_spectrum_operator
+from .config import NOISELESS, load_model, load_noise_model, load_spectrum_operator
 from .manifest import partition_filename
 from .redshift import CatalogRedshift, UniformRedshift
 
@@ -53,8 +53,8 @@ class TaskSpec:
     model_key : tuple
         ``(name, sorted options)`` for :func:`sedscale.simulate.config.load_model`.
     noise_model : str or None
-        Noise-model JSON path (None: the shipped NSA model).
-    redshift : UniformRedshift or CatalogRedshift
+        Noise-model JSON path (None: the shipped NSA model; ``"none"``: noiseless).
+    redshift : UniformRedshift, SurveyRedshift or CatalogRedshift
     seed, n, partition_size : int
     out : str
         Output directory.
@@ -148,8 +148,8 @@ def draw_valid(model, noise, redshift, rows: int, streams) -> Draws:
                 "the redshift range or prior hardly overlaps the noise model's flux range"
             )
         batch = next_batch_size(rows - n_kept, n_kept, n_drawn)
-        theta = model.prior.sample(batch, theta_rng)
         z = redshift.sample(batch, z_rng)
+        theta = model.prior.sample(batch, theta_rng, z)
         flux_true = model.photometry(theta, z)
         noisy = noise.apply(flux_true, noise_rng)
         n_drawn += batch
@@ -188,13 +188,30 @@ def draw_spectra(model, redshift, rows: int, streams) -> tuple[np.ndarray, np.nd
         Rest-frame L_lambda in Lsun/A on the DIGS grid.
     """
     theta_rng, z_rng, _ = streams
-    theta = model.prior.sample(rows, theta_rng)
     z = redshift.sample(rows, z_rng)
+    theta = model.prior.sample(rows, theta_rng, z)
     spec = load_spectrum_operator().model_spectra(model, theta, z)
     if not np.isfinite(spec).all():
         bad = int((~np.isfinite(spec).all(axis=1)).sum())
         raise SedscaleError(f"{bad} of {rows} model spectra are not finite; the model or its prior is broken")
     return theta, z, spec
+
+
+def draw_photometry(model, redshift, rows: int, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rows`` prior draws and their noiseless ugriz fluxes (nanomaggies).
+
+    Nothing is rejected: uncertainties, noise and band masks are drawn when
+    the training set is read (:class:`~sedscale.observe.survey_noise.SurveyNoise`).
+    The third stream (noise) is not used.
+    """
+    theta_rng, z_rng, _ = streams
+    z = redshift.sample(rows, z_rng)
+    theta = model.prior.sample(rows, theta_rng, z)
+    flux = model.photometry(theta, z)
+    if not np.isfinite(flux).all():
+        bad = int((~np.isfinite(flux).all(axis=1)).sum())
+        raise SedscaleError(f"{bad} of {rows} model fluxes are not finite; the model or its prior is broken")
+    return theta, z, flux
 
 
 def spectrum_column(spec: np.ndarray) -> pa.FixedSizeListArray:
@@ -228,6 +245,19 @@ def build_spectrum_table(param_names, theta, z, spec, derived: dict, first_id: i
     columns.update({name: theta[:, j] for j, name in enumerate(param_names)})
     columns[REDSHIFT_COLUMN] = z
     return _columns_table(columns, derived, metadata, {SPECTRUM_TRUE_COLUMN: spectrum_column(spec)})
+
+
+def build_noiseless_table(param_names, theta, z, flux_true, derived: dict, first_id: int, metadata: dict) -> pa.Table:
+    """The Parquet table of one noiseless photometric partition.
+
+    Column order: ``sim_id``, parameters, ``z``, true fluxes (nanomaggies),
+    derived properties.
+    """
+    columns: dict[str, np.ndarray] = {ID_COLUMN: np.arange(first_id, first_id + z.size, dtype=np.int64)}
+    columns.update({name: theta[:, j] for j, name in enumerate(param_names)})
+    columns[REDSHIFT_COLUMN] = z
+    columns.update({name: flux_true[:, k] for k, name in enumerate(FLUX_TRUE_COLUMNS)})
+    return _columns_table(columns, derived, metadata)
 
 
 def build_table(param_names, draws: Draws, derived: dict, first_id: int, metadata: dict) -> pa.Table:
@@ -279,6 +309,11 @@ def simulate_partition(index: int, spec: TaskSpec) -> dict:
         theta, z, spectra = draw_spectra(model, spec.redshift, spec.rows(index), streams)
         derived = model.derived(theta, z)
         table = build_spectrum_table(model.param_names, theta, z, spectra, derived, first_id, spec.metadata)
+        n_drawn, dropped = theta.shape[0], {}
+    elif spec.noise_model == NOISELESS:
+        theta, z, flux_true = draw_photometry(model, spec.redshift, spec.rows(index), streams)
+        derived = model.derived(theta, z)
+        table = build_noiseless_table(model.param_names, theta, z, flux_true, derived, first_id, spec.metadata)
         n_drawn, dropped = theta.shape[0], {}
     else:
         noise = load_noise_model(spec.noise_model)

@@ -26,6 +26,8 @@ from ..observe.layout import (
     FLUX_TRUE_COLUMNS,
     MAG_COLUMNS,
     MAG_SIGMA_COLUMNS,
+    MASKED_PHOTOMETRY_X_COLUMNS,
+    MASKED_X_UNITS,
     PHOTOMETRY_X_COLUMNS,
     REDSHIFT_COLUMN,
     SPECTRUM_TRUE_COLUMN,
@@ -34,6 +36,7 @@ from ..observe.layout import (
 )
 from ..observe.spectra import DIGS_WAVELENGTH
 from .config import (
+    NOISELESS,
     SimulationConfig,
     config_hash,
     identity,
@@ -78,15 +81,19 @@ def plan_run(config: SimulationConfig) -> RunPlan:
     spectral = config.observable == "spectrum"
     if spectral and config.noise_model is not None:
         raise ConfigError("spectra are stored noiseless (noise is drawn at training); a noise model does not apply")
-    noise_dict = {} if spectral else load_noise_model(config.noise_model).to_dict()
+    noiseless = config.noise_model == NOISELESS
+    noise_dict = {} if spectral or noiseless else load_noise_model(config.noise_model).to_dict()
     filters = () if spectral else SDSS_FILTERS
     ident = identity(config, model.prior.to_dict(), model.cosmology, filters, noise_dict, redshift.to_dict())
     digest = config_hash(ident)
-    metadata = parquet_metadata(model, noise_dict, redshift.to_dict(), config.seed, digest, config.observable)
+    metadata = parquet_metadata(model, noise_dict, redshift.to_dict(), config.seed, digest, config.observable,
+                                noiseless=noiseless, model_options=config.model_options)
     spec = TaskSpec(
         model_key=config.model_key,
         # Absolute, for workers started in another directory (SLURM jobs).
-        noise_model=str(Path(config.noise_model).resolve()) if config.noise_model else None,
+        noise_model=(
+            config.noise_model if noiseless or not config.noise_model else str(Path(config.noise_model).resolve())
+        ),
         redshift=redshift,
         seed=config.seed,
         n=config.n,
@@ -99,13 +106,16 @@ def plan_run(config: SimulationConfig) -> RunPlan:
 
 
 def parquet_metadata(
-    model, noise_dict: dict, redshift: dict, seed: int, digest: str, observable: str = "photometry"
+    model, noise_dict: dict, redshift: dict, seed: int, digest: str, observable: str = "photometry",
+    noiseless: bool = False, model_options: dict | None = None,
 ) -> dict[str, str]:
     """Key-value metadata of every Parquet file of a run (values are JSON or plain strings).
 
-    ``x_columns`` are the flow inputs: Parquet columns for photometry;
+    ``x_columns`` are the flow inputs: Parquet columns for noisy photometry;
     for spectra the inputs :func:`~sedscale.observe.layout.spectrum_x`
-    makes from ``spec_true`` once noise is drawn (recorded in ``x_source``).
+    makes from ``spec_true`` once noise is drawn, for noiseless photometry
+    those :func:`~sedscale.observe.layout.masked_photometry_x` makes from
+    the true fluxes (the source recorded in ``x_source``).
     """
     units = {ID_COLUMN: "", REDSHIFT_COLUMN: ""}
     units.update({p.name: p.unit for p in model.prior.parameters})
@@ -113,6 +123,10 @@ def parquet_metadata(
         units[SPECTRUM_TRUE_COLUMN] = "Lsun/Angstrom"
         units.update(SPECTRUM_X_UNITS)
         x_columns = SPECTRUM_X_COLUMNS
+    elif noiseless:
+        units.update({c: "nanomaggy" for c in FLUX_TRUE_COLUMNS})
+        units.update(MASKED_X_UNITS)
+        x_columns = MASKED_PHOTOMETRY_X_COLUMNS
     else:
         units.update({c: "nanomaggy" for c in FLUX_TRUE_COLUMNS + FLUX_COLUMNS + FLUX_SIGMA_COLUMNS})
         units.update({c: "mag(AB)" for c in MAG_COLUMNS})
@@ -133,10 +147,14 @@ def parquet_metadata(
         "version": __version__,
         "config_hash": digest,
     }
+    if model_options:
+        entries["model_options"] = json.dumps({k: str(v) for k, v in sorted(model_options.items())})
     if observable == "spectrum":
         entries["observable"] = observable
         entries["x_source"] = SPECTRUM_TRUE_COLUMN
         entries["wavelength"] = json.dumps(DIGS_WAVELENGTH.tolist())
+    elif noiseless:
+        entries["x_source"] = "flux_true"
     return {META_PREFIX + k: v for k, v in entries.items()}
 
 

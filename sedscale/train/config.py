@@ -168,7 +168,12 @@ class TrainConfig:
         Spectral training sets: noise and coverage drawn when rows are read
         (a :data:`~sedscale.observe.spectral_noise.SPECTRAL_NOISE_PRESETS`
         name or :class:`~sedscale.observe.spectral_noise.SpectralNoiseModel`
-        options); ignored for photometry, whose noise is in the data.
+        options); ignored for photometry.
+    photometric_noise : str or dict
+        Noiseless photometric training sets: uncertainties, noise and band
+        masks drawn when rows are read (``"survey"`` or
+        :class:`~sedscale.observe.survey_noise.SurveyNoise` options);
+        ignored where the noise is in the data.
     augment : int
         Spectral sets: passes over the training rows per epoch, each with
         fresh noise (DIGS: 10^4 spectra x 200 = 2x10^6 rows).
@@ -190,6 +195,7 @@ class TrainConfig:
     seed: int = 0
     shuffle_buffer: int = 1_000_000
     spectral_noise: str | dict = "survey"
+    photometric_noise: str | dict = "survey"
     augment: int = 1
     preset: str = "custom"
 
@@ -215,6 +221,9 @@ class TrainConfig:
         from ..observe.spectral_noise import spectral_noise_model
 
         spectral_noise_model(self.spectral_noise)
+        from ..observe.survey_noise import photometric_noise_model
+
+        photometric_noise_model(self.photometric_noise)
 
     def to_dict(self) -> dict:
         d = asdict(self)

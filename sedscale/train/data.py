@@ -15,7 +15,10 @@ parameters outside the prior box are skipped and counted.
 Spectral training sets store noiseless spectra (``spec_true``); x is made
 when the rows are read (:class:`SpectralSource`): noise and coverage are
 drawn by the training's :class:`~sedscale.observe.spectral_noise.SpectralNoiseModel`
-and :func:`~sedscale.observe.layout.spectrum_x` normalizes.  Training rows
+and :func:`~sedscale.observe.layout.spectrum_x` normalizes.  Noiseless
+photometric sets (``bin/run_simulate --noise none``) work the same way
+(:class:`PhotometricSource`): uncertainties, noise and band masks are drawn
+by a :class:`~sedscale.observe.survey_noise.SurveyNoise`.  Training rows
 get fresh noise on every read (the DIGS augmentation, without storing the
 copies); validation and normalization rows get the same noise every time
 (seeded by the file), so validation losses compare across epochs.
@@ -35,8 +38,9 @@ import torch
 
 from ..errors import ConfigError, SedscaleError
 from ..models.priors import Parameter, Prior
-from ..observe.layout import spectrum_x
+from ..observe.layout import FLUX_TRUE_COLUMNS, REDSHIFT_COLUMN, spectrum_x
 from ..observe.spectral_noise import SpectralNoiseModel, spectral_noise_model
+from ..observe.survey_noise import SurveyNoise, photometric_noise_model
 from .flows import Normalization, pretransform_theta
 
 #: Rows per Parquet read.
@@ -49,13 +53,20 @@ class TrainingSetError(SedscaleError, ValueError):
 
 
 def prior_from_dict(d: dict) -> Prior:
-    """Inverse of :meth:`sedscale.models.priors.Prior.to_dict`.
+    """Inverse of :meth:`sedscale.models.priors.Prior.to_dict` (and of ``PhysicalPrior.to_dict``).
 
     Raises
     ------
     ConfigError
-        Not a BoxUniform description.
+        Not a BoxUniform or PhysicalPrior description.
     """
+    if isinstance(d, dict) and d.get("type") == "PhysicalPrior":
+        from ..models import get_model
+
+        prior = get_model("dirichlet", prior=json.dumps(d.get("density"), sort_keys=True)).prior
+        if prior.to_dict() != d:
+            raise ConfigError(f"prior description does not round-trip: {str(d)[:200]}")
+        return prior
     if not isinstance(d, dict) or d.get("type") != "BoxUniform" or not d.get("parameters"):
         raise ConfigError(f"not a BoxUniform prior description: {str(d)[:200]}")
     try:
@@ -102,10 +113,44 @@ class SpectralSource:
     wave: np.ndarray
     noise: SpectralNoiseModel
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The Parquet columns x is made from."""
+        return (self.column,)
+
     def x(self, spec: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(x, valid)`` of noiseless spectra (n, m) with noise from ``rng``."""
         noisy = self.noise.apply(spec, rng, self.wave)
         return spectrum_x(noisy.flux, noisy.sigma, noisy.good, self.wave)
+
+    def x_from_batch(self, batch, keep: np.ndarray, rng: np.random.Generator):
+        """``(x, valid)`` of the ``keep`` rows of a Parquet record batch."""
+        spec = batch.column(self.column).flatten().to_numpy().reshape(batch.num_rows, -1)[keep]
+        return self.x(spec, rng)
+
+    def with_noise(self, spectral, photometric) -> "SpectralSource":
+        return replace(self, noise=spectral_noise_model(spectral))
+
+
+@dataclass(frozen=True)
+class PhotometricSource:
+    """Makes the band-masked x of a noiseless photometric training set.
+
+    Attributes
+    ----------
+    noise : SurveyNoise
+    """
+
+    noise: SurveyNoise
+    columns: tuple[str, ...] = FLUX_TRUE_COLUMNS + (REDSHIFT_COLUMN,)
+
+    def x_from_batch(self, batch, keep: np.ndarray, rng: np.random.Generator):
+        """``(x, valid)`` of the ``keep`` rows of a Parquet record batch, noise from ``rng``."""
+        values = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in self.columns])[keep]
+        return self.noise.apply(values[:, :-1], values[:, -1], rng)
+
+    def with_noise(self, spectral, photometric) -> "PhotometricSource":
+        return replace(self, noise=photometric_noise_model(photometric))
 
 
 @dataclass(frozen=True)
@@ -123,8 +168,9 @@ class TrainingSet:
     param_names, x_columns : tuple of str
     prior : Prior
     manifest_sha256 : str
-    source : SpectralSource or None
-        For spectral sets: how x is made (None: x are Parquet columns).
+    source : SpectralSource, PhotometricSource or None
+        For spectral and noiseless photometric sets: how x is made (None:
+        x are Parquet columns).
     """
 
     path: Path
@@ -135,17 +181,20 @@ class TrainingSet:
     x_columns: tuple[str, ...]
     prior: Prior
     manifest_sha256: str
-    source: SpectralSource | None = None
+    source: SpectralSource | PhotometricSource | None = None
 
     @property
     def observable(self) -> str:
         return str(self.metadata.get("observable", "photometry"))
 
-    def with_spectral_noise(self, noise) -> "TrainingSet":
-        """This set with x made using ``noise`` (a preset name, dict or model); photometric sets unchanged."""
+    def with_noise(self, spectral, photometric) -> "TrainingSet":
+        """This set with x made using the spectral or photometric noise (preset names, dicts or models).
+
+        Sets whose noise is in the data are returned unchanged.
+        """
         if self.source is None:
             return self
-        return replace(self, source=replace(self.source, noise=spectral_noise_model(noise)))
+        return replace(self, source=self.source.with_noise(spectral, photometric))
 
     @property
     def n_rows(self) -> int:
@@ -179,7 +228,8 @@ class TrainingSet:
             ),
             "sedscale_version": self.metadata.get("version"),
             "observable": self.observable,
-            "spectral_noise": None if self.source is None else self.source.noise.to_dict(),
+            "spectral_noise": self.source.noise.to_dict() if isinstance(self.source, SpectralSource) else None,
+            "photometric_noise": self.source.noise.to_dict() if isinstance(self.source, PhotometricSource) else None,
         }
 
 
@@ -234,7 +284,10 @@ def open_training_set(path: str | os.PathLike, x_columns=None) -> TrainingSet:
             wave=np.asarray(metadata.get("wavelength") or [], dtype=float),
             noise=spectral_noise_model("survey"),
         )
-        read_columns = (source_column,)
+        read_columns = source.columns
+    elif metadata.get("x_source") == "flux_true":
+        source = PhotometricSource(noise=photometric_noise_model("survey"))
+        read_columns = source.columns
     missing = [c for c in param_names + read_columns if c not in schema_names]
     if missing:
         raise TrainingSetError(f"{path}: columns {missing} are missing from the Parquet files")
@@ -270,14 +323,13 @@ def read_chunks(ts: TrainingSet, split: Split, file_order=None, rows: int = CHUN
 
     ``n_invalid`` counts the rows of the chunk (in the split) that were
     dropped for non-finite values or parameters outside the prior box.
-    For spectral sets x is made from the noiseless spectra with noise from
-    ``rng`` (fresh draws), or, when ``rng`` is None, from a generator seeded
-    by the split and the file (the same x on every read).
+    For spectral and noiseless photometric sets x is made from the noiseless
+    rows with noise from ``rng`` (fresh draws), or, when ``rng`` is None, from
+    a generator seeded by the split and the file (the same x on every read).
     """
     offsets = np.concatenate([[0], np.cumsum(ts.row_counts)])
     d = len(ts.param_names)
-    spectral = ts.source is not None
-    columns = list(ts.param_names) + ([ts.source.column] if spectral else list(ts.x_columns))
+    columns = list(ts.param_names) + list(ts.x_columns if ts.source is None else ts.source.columns)
     order = range(len(ts.files)) if file_order is None else file_order
     for i in order:
         start = int(offsets[i])
@@ -291,9 +343,8 @@ def read_chunks(ts: TrainingSet, split: Split, file_order=None, rows: int = CHUN
                 continue
             theta = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in ts.param_names])
             theta = theta[keep].astype(np.float32, copy=False)
-            if spectral:
-                spec = batch.column(ts.source.column).flatten().to_numpy().reshape(n, -1)[keep]
-                x, valid = ts.source.x(spec, noise_rng)
+            if ts.source is not None:
+                x, valid = ts.source.x_from_batch(batch, keep, noise_rng)
             else:
                 x = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in columns[d:]])
                 x, valid = x[keep].astype(np.float32, copy=False), True

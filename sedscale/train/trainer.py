@@ -180,18 +180,14 @@ def checkpoint_metadata(
         **summary,
     )
     return {
-        "model": {"name": ts.model_name, "options": {}},
+        "model": {"name": ts.model_name, "options": ts.metadata.get("model_options") or {}},
         "prior": ts.prior.to_dict(),
         "param_names": list(ts.param_names),
         "theta_transform": config.flow.theta_transform,
         "x_columns": list(ts.x_columns),
         "x_units": ts.x_units,
         "observable": ts.observable,
-        **(
-            {}
-            if ts.source is None
-            else {"spectral_noise": ts.source.noise.to_dict(), "wavelength": ts.source.wave.tolist()}
-        ),
+        **_source_metadata(ts),
         "normalization": norm.to_dict(),
         "flow": config.flow.to_dict(),
         "training": training,
@@ -278,6 +274,15 @@ def _resume_run(out: Path, ts: TrainingSet, config: TrainConfig | None) -> _Run:
     return run
 
 
+def _source_metadata(ts: TrainingSet) -> dict:
+    """Sidecar entries of the noise drawn at training time (none when the noise is in the data)."""
+    if ts.source is None:
+        return {}
+    if ts.observable == "spectrum":
+        return {"spectral_noise": ts.source.noise.to_dict(), "wavelength": ts.source.wave.tolist()}
+    return {"photometric_noise": ts.source.noise.to_dict()}
+
+
 def _augment(ts: TrainingSet, config: TrainConfig) -> int:
     """Passes per epoch: ``config.augment`` for spectra (fresh noise each), 1 for photometry."""
     return config.augment if ts.source is not None else 1
@@ -285,7 +290,7 @@ def _augment(ts: TrainingSet, config: TrainConfig) -> int:
 
 def default_preset(ts: TrainingSet) -> str:
     """The preset used when none is given: ``spectra`` for spectral sets, else ``default``."""
-    return "spectra" if ts.source is not None else "default"
+    return "spectra" if ts.observable == "spectrum" else "default"
 
 
 def _run_epoch(run: _Run, ts: TrainingSet, epoch: int, deadline: float | None, progress: bool):
@@ -404,9 +409,9 @@ def train(
     else:
         config = config or PRESETS[default_preset(ts)]
         # The normalization statistics are computed from x made with the run's spectral noise.
-        run = _new_run(ts.with_spectral_noise(config.spectral_noise), config)
+        run = _new_run(ts.with_noise(config.spectral_noise, config.photometric_noise), config)
     config = run.config
-    ts = ts.with_spectral_noise(config.spectral_noise)
+    ts = ts.with_noise(config.spectral_noise, config.photometric_noise)
     prior_lp = float(-np.sum(np.log(ts.prior.high - ts.prior.low)))
     log(
         f"training set {ts.path}: {ts.n_rows} rows, model {ts.model_name}; {run.counts.n_train} train, "
@@ -414,7 +419,7 @@ def train(
         + (
             ""
             if ts.source is None
-            else f"; spectra with {ts.source.noise.kind} noise, {_augment(ts, config)} noise draws per epoch"
+            else f"; {ts.observable} with {ts.source.noise.kind} noise, {_augment(ts, config)} noise draws per epoch"
         )
     )
     log(

@@ -555,10 +555,11 @@ def stratified_summary(
     Parameters
     ----------
     cal : Calibration
-    strata : dict of str to array_like, shape (n_sims,)
-        Variables to stratify on (e.g. ``{"z": z, "mag_r": mag_r, "snr_r": snr}``).
+    strata : dict of str to array_like, shape (n_sims,), or to (values, edges)
+        Variables to stratify on (e.g. ``{"z": z, "mag_r": mag_r, "snr_r": snr}``);
+        a ``(values, edges)`` tuple gives fixed bin edges.
     n_bins : int
-        Quantile bins per variable.
+        Quantile bins per variable (without given edges).
     thresholds : CalibrationThresholds
         The rank-histogram bins are reduced to fit small strata (at least 5
         expected counts per bin).
@@ -572,10 +573,11 @@ def stratified_summary(
     thresholds = thresholds or CalibrationThresholds()
     frames = []
     for var, values in strata.items():
+        values, edges = values if isinstance(values, tuple) else (values, None)
         values = np.asarray(values, dtype=float)
         if values.shape != (cal.n_sims,):
             raise ParameterError(f"stratum {var!r} must have shape ({cal.n_sims},), got {values.shape}")
-        edges = quantile_edges(values, n_bins)
+        edges = quantile_edges(values, n_bins) if edges is None else np.asarray(edges, dtype=float)
         labels = stratify(values, edges)
         for b in range(edges.size - 1):
             sub = cal.subset(labels == b)

@@ -44,6 +44,7 @@ from ..observe.layout import (
     FLUX_SIGMA_COLUMNS,
     MAG_COLUMNS,
     MAG_SIGMA_COLUMNS,
+    MASKED_PHOTOMETRY_X_COLUMNS,
     PHOTOMETRY_X_COLUMNS,
     REDSHIFT_COLUMN,
 )
@@ -62,6 +63,8 @@ TEST_STREAM_KEY = 2**31 - 1
 PPC_DRAWS = 20
 #: Band of the magnitude and S/N strata.
 STRATA_BAND = "r"
+#: Redshift strata of band-masked (survey) flows.
+Z_STRATA = np.array([0.002, 0.05, 0.15, 0.3, 0.6])
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ def redshift_from_metadata(redshift: dict | None, z_max: float, z_range=None, lo
     A catalog distribution whose file is no longer readable falls back to a
     uniform one over the catalog's redshift range, with a message.
     """
-    from ..simulate.redshift import UniformRedshift, redshift_from_catalog
+    from ..simulate.redshift import SurveyRedshift, UniformRedshift, redshift_from_catalog
 
     if z_range is not None:
         return UniformRedshift(float(z_range[0]), float(z_range[1]))
@@ -153,6 +156,8 @@ def redshift_from_metadata(redshift: dict | None, z_max: float, z_range=None, lo
         raise ConfigError("the checkpoint does not record its training redshifts; give --z-range")
     if redshift.get("kind") == "uniform":
         return UniformRedshift(float(redshift["low"]), float(redshift["high"]))
+    if redshift.get("kind") == "survey":
+        return SurveyRedshift(float(redshift["low"]), float(redshift["high"]))
     if redshift.get("kind") == "catalog":
         try:
             dist = redshift_from_catalog(redshift["path"], redshift["column"], z_max=z_max)
@@ -199,6 +204,74 @@ def simulate_test_set(model, noise, redshift, n: int, streams) -> pd.DataFrame:
     ):
         cols.update({c: arr[:, k] for k, c in enumerate(names)})
     return pd.DataFrame(cols)
+
+
+def simulate_masked_test_set(model, noise, redshift, n: int, streams) -> tuple[pd.DataFrame, np.ndarray]:
+    """``n`` test simulations of a band-masked flow, with the checkpoint's training noise.
+
+    Draws as ``bin/run_simulate --noise-model none`` does, then uncertainties,
+    noise and band masks as training does (rows outside the noise model's
+    magnitude range or with fewer than three usable bands are replaced).
+
+    Returns
+    -------
+    test : pandas.DataFrame
+        ``sim_id``, the parameters, ``z``, ``flux_*`` and ``flux_sigma_*``
+        (nanomaggies; NaN sigma for masked bands), ``mag_*`` (NaN where
+        masked) and ``n_bands``.
+    x : ndarray, shape (n, 16), float32
+    """
+    from ..observe.layout import masked_photometry_x
+    from ..simulate.partition import draw_photometry
+
+    parts, xs, have = [], [], 0
+    while have < n:
+        theta, z, flux_true = draw_photometry(model, redshift, 2 * (n - have) + 16, streams[:3])
+        flux, sigma = noise.draw(flux_true, streams[2])
+        x, used, valid = masked_photometry_x(flux, sigma, z, noise.error_floor)
+        keep = np.flatnonzero(valid & noise.usable(flux_true))[: n - have]
+        cols = {p: theta[keep, j] for j, p in enumerate(model.param_names)}
+        cols[REDSHIFT_COLUMN] = z[keep]
+        cols.update({c: flux[keep, k] for k, c in enumerate(FLUX_COLUMNS)})
+        cols.update({c: np.where(used[keep, k], sigma[keep, k], np.nan) for k, c in enumerate(FLUX_SIGMA_COLUMNS)})
+        cols.update({c: np.where(used[keep, k], x[keep, k], np.nan) for k, c in enumerate(MAG_COLUMNS)})
+        cols["n_bands"] = used[keep].sum(axis=1)
+        parts.append(pd.DataFrame(cols))
+        xs.append(x[keep])
+        have += keep.size
+    test = pd.concat(parts, ignore_index=True)
+    test.insert(0, "sim_id", np.arange(n, dtype=np.int64))
+    return test, np.concatenate(xs)
+
+
+#: Derived properties calibrated beside the parameters: name, function of ``model.derived``, rank range.
+DERIVED_CHECKS = (
+    ("log_mstar_total", lambda d: d["log_mstar_total"], (4.0, 13.0)),
+    ("log_sfr_100myr", lambda d: np.log10(np.maximum(d["sfr_100myr"], 1e-8)), (-8.0, 4.0)),
+)
+
+
+def derived_for_calibration(model, samples, theta_true, z) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Derived log M* (living + remnants) and log SFR(100 Myr) of the samples and of the truths.
+
+    Returns
+    -------
+    names : list of str
+    samples_d : ndarray, shape (n, L, 2)
+    truth_d : ndarray, shape (n, 2)
+    low, high : ndarray, shape (2,)
+        Ranges used for the TARP distance scale.
+    """
+    n, L, d = samples.shape
+    theta = np.clip(samples.reshape(n * L, d), model.prior.low, model.prior.high)
+    drawn = model.derived(theta, np.repeat(z, L))
+    truth = model.derived(np.asarray(theta_true, dtype=float), z)
+    names = [c[0] for c in DERIVED_CHECKS]
+    samples_d = np.stack([f(drawn).reshape(n, L) for _, f, _ in DERIVED_CHECKS], axis=-1)
+    truth_d = np.stack([f(truth) for _, f, _ in DERIVED_CHECKS], axis=-1)
+    low = np.array([r[0] for _, _, r in DERIVED_CHECKS])
+    high = np.array([r[1] for _, _, r in DERIVED_CHECKS])
+    return names, samples_d, truth_d, low, high
 
 
 # ------------------------------------------------------------------ sampling
@@ -305,8 +378,11 @@ def ppc_pvalues(model, samples, z, flux, flux_sigma, n_draws: int, rng: np.rando
     theta = np.clip(samples.reshape(n * k, d), model.prior.low, model.prior.high)
     model_flux = model.photometry(theta, np.repeat(z, k)).reshape(n, k, -1)
     sigma = np.asarray(flux_sigma, dtype=float)[:, None, :]
-    observed = np.sum(((model_flux - np.asarray(flux, dtype=float)[:, None, :]) / sigma) ** 2, axis=-1)
-    replicated = np.sum(rng.standard_normal(model_flux.shape) ** 2, axis=-1)
+    # Masked bands (sigma NaN) count neither in the observed nor in the replicated chi2.
+    used = np.isfinite(sigma) & (sigma > 0)
+    residual = np.where(used, (model_flux - np.asarray(flux, dtype=float)[:, None, :]) / np.where(used, sigma, 1.0), 0.0)
+    observed = np.sum(residual**2, axis=-1)
+    replicated = np.sum(np.where(used, rng.standard_normal(model_flux.shape), 0.0) ** 2, axis=-1)
     return (np.sum(replicated >= observed, axis=1) + rng.random(n)) / (k + 1)
 
 
@@ -450,7 +526,7 @@ def render_summary(info: dict, calib: pd.DataFrame, strata: pd.DataFrame, ppc: d
         "`contraction`: 1 - posterior/prior variance (0: the posterior is the prior, which is calibrated too)."),
         "Plots: `rank_histograms.png`, `pp_plot.png`, `coverage.png`, `true_vs_recovered.png`.",
         "",
-        "## Calibration by redshift, r magnitude and r-band S/N",
+        "## Calibration by redshift, r magnitude, r-band S/N (and number of bands)",
         "",
         markdown_table(_strata_digest(strata), ["stratum", "bin", "n", "passed", "failed", "worst"]),
         "",
@@ -527,8 +603,13 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
 
     post = Posterior.load(config.flow)
     meta = post.metadata
-    if tuple(post.x_columns) != tuple(PHOTOMETRY_X_COLUMNS):
-        raise ConfigError(f"{config.flow}: run_validate handles photometric checkpoints (x = {list(PHOTOMETRY_X_COLUMNS)})")
+    masked = tuple(post.x_columns) == tuple(MASKED_PHOTOMETRY_X_COLUMNS)
+    if not masked and tuple(post.x_columns) != tuple(PHOTOMETRY_X_COLUMNS):
+        raise ConfigError(f"{config.flow}: run_validate handles photometric checkpoints (x = {list(PHOTOMETRY_X_COLUMNS)} "
+                          "or the band-masked layout)")
+    if masked and (config.mcmc or config.noise_model):
+        raise ConfigError(f"{config.flow}: band-masked checkpoints draw their test noise from the checkpoint; "
+                          "--noise-model and the MCMC comparison are not available for them")
     model = get_model(post.model_name, **(meta["model"].get("options") or {}))
     names = list(post.param_names)
     if names != list(model.param_names):
@@ -539,12 +620,17 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     seed = config.seed if config.seed is not None else int(train_seed or 0) + 1
     streams = validation_streams(seed)
     redshift = redshift_from_metadata((meta.get("training_set") or {}).get("redshift"), model.z_max, config.z_range, log)
-    noise = noise_for_checkpoint(meta, config.noise_model, log)
-
     t0 = time.perf_counter()
-    test = simulate_test_set(model, noise, redshift, config.n_test, streams)
+    if masked:
+        from ..observe.survey_noise import photometric_noise_model
+
+        noise = photometric_noise_model(meta["photometric_noise"])
+        test, x = simulate_masked_test_set(model, noise, redshift, config.n_test, streams)
+    else:
+        noise = noise_for_checkpoint(meta, config.noise_model, log)
+        test = simulate_test_set(model, noise, redshift, config.n_test, streams)
+        x = test[list(PHOTOMETRY_X_COLUMNS)].to_numpy(dtype=np.float32)
     log(f"simulated {config.n_test} test galaxies ({model.name}, seed {seed}) in {time.perf_counter() - t0:.1f} s")
-    x = test[list(PHOTOMETRY_X_COLUMNS)].to_numpy(dtype=np.float32)
     theta = test[names].to_numpy(dtype=float)
     drawn = sample_test_set(client, config.flow, x, theta, config.n_samples, seed, config.max_time,
                             config.chunk_size, log)
@@ -554,19 +640,26 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     if used.size < 5 * config.thresholds.n_bins:
         raise SedscaleError(f"only {used.size} of {config.n_test} test galaxies were sampled completely")
     samples = drawn["samples"][used].astype(float)
-    cal = compute_calibration(samples, theta[used], names, model.prior.low, model.prior.high, streams[3],
-                              drawn["logp_samples"][used], drawn["logp_true"][used])
+    sub = test.iloc[used].reset_index(drop=True)
+    z_used = sub[REDSHIFT_COLUMN].to_numpy(dtype=float)
+    # Parameters, then derived log M* and log SFR (ranks need only samples and truths).
+    d_names, d_samples, d_truth, d_low, d_high = derived_for_calibration(model, samples, theta[used], z_used)
+    cal = compute_calibration(np.concatenate([samples, d_samples], axis=-1),
+                              np.concatenate([theta[used], d_truth], axis=-1), names + d_names,
+                              np.concatenate([model.prior.low, d_low]), np.concatenate([model.prior.high, d_high]),
+                              streams[3], drawn["logp_samples"][used], drawn["logp_true"][used])
     calib = summarize_calibration(cal, config.thresholds)
     # Calibration alone does not tell an informative posterior from the prior (both pass).
     contraction = posterior_contraction(samples, model.prior.low, model.prior.high)
     calib.insert(2, "contraction", calib["parameter"].map(dict(zip(names, contraction))))
-    sub = test.iloc[used].reset_index(drop=True)
     k = "ugriz".index(STRATA_BAND)
     strata_vars = {
-        "z": sub[REDSHIFT_COLUMN].to_numpy(),
+        "z": (sub[REDSHIFT_COLUMN].to_numpy(), Z_STRATA) if masked else sub[REDSHIFT_COLUMN].to_numpy(),
         f"mag_{STRATA_BAND}": sub[MAG_COLUMNS[k]].to_numpy(),
         f"snr_{STRATA_BAND}": (sub[FLUX_COLUMNS[k]] / sub[FLUX_SIGMA_COLUMNS[k]]).to_numpy(),
     }
+    if masked:
+        strata_vars["n_bands"] = (sub["n_bands"].to_numpy(), np.array([2.5, 3.5, 4.5, 5.5]))
     strata = stratified_summary(cal, strata_vars, config.strata_bins, config.thresholds)
 
     med, q16, q84 = posterior_percentiles(samples)
@@ -575,7 +668,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     z = sub[REDSHIFT_COLUMN].to_numpy(dtype=float)
     chi2_med = ppc_chi2(model, med, z, flux, sigma)
     chi2_true = ppc_chi2(model, theta[used], z, flux, sigma)
-    dof = flux.shape[1]
+    dof = int(np.round(np.mean(np.sum(np.isfinite(sigma), axis=1))))
     p99 = stats.chi2.ppf(0.99, dof)
     p_ppc = ppc_pvalues(model, samples, z, flux, sigma, PPC_DRAWS, np.random.default_rng([seed, 2]))
     ppc = dict(dof=dof, median_chi2_median_sed=float(np.median(chi2_med)), median_chi2_true_sed=float(np.median(chi2_true)),
@@ -585,7 +678,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     per_sim = sub[["sim_id", REDSHIFT_COLUMN]].copy()
     for var, values in strata_vars.items():
         if var != "z":
-            per_sim[var] = values
+            per_sim[var] = values[0] if isinstance(values, tuple) else values
     for j, p in enumerate(names):
         per_sim[f"true_{p}"] = theta[used, j]
         per_sim[f"median_{p}"] = med[:, j]
@@ -607,7 +700,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
 
     info = dict(
         flow=str(config.flow), model=model.name, flow_kind=meta.get("flow", {}).get("kind", "?"), n_params=len(names),
-        x_columns=list(PHOTOMETRY_X_COLUMNS), n_test=config.n_test, n_used=int(used.size), n_samples=config.n_samples,
+        x_columns=list(post.x_columns), n_test=config.n_test, n_used=int(used.size), n_samples=config.n_samples,
         seed=seed, redshift=redshift.to_dict() if hasattr(redshift, "to_dict") else str(redshift),
         thresholds=asdict(config.thresholds),
         anpe_wall_s=drawn["wall_s"], anpe_sample_cpu_s=drawn["sample_cpu_s"], anpe_logp_cpu_s=drawn["logp_cpu_s"],

@@ -1,0 +1,161 @@
+"""Training-time photometric noise that spans real surveys: any per-band depth, missing bands.
+
+The SEDflow noise model (:class:`~sedscale.observe.noise.PhotometricNoiseModel`)
+draws uncertainties from one survey's p(sigma | f) and is stored in the
+training set; a flow trained on it refuses catalogs of other depths.  Since
+the uncertainty is a flow *input*, the training distribution only has to
+span the uncertainties real catalogs hold.  :class:`SurveyNoise` draws, for
+noiseless fluxes stored by ``bin/run_simulate --noise none``, every time the
+rows are read (fresh noise each epoch):
+
+* per band an uncertainty ``sigma_mag`` log-uniform in
+  ``[sigma_min, sigma_max]`` (default 0.002-1 mag: SDSS model magnitudes of
+  bright galaxies to deep-survey detections), independent of the flux;
+* Gaussian flux noise ``sigma_f = sigma_mag f_true / 1.0857``, plus, with an
+  ``error_floor``, calibration noise of that many magnitudes;
+* random band masks: all bands with probability ``p_all_bands``, else 1 to
+  ``max_masked`` bands chosen at random are removed.
+
+A band whose noisy flux is <= 0 is masked too (at inference a measured
+flux <= 0 is masked the same way), rows keep at least
+:data:`~sedscale.observe.layout.MIN_BANDS` bands, and rows whose mean true
+magnitude lies outside ``mag_range`` (no survey measures them) are not
+used.  x is made by :func:`~sedscale.observe.layout.masked_photometry_x`,
+as for catalogs.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..units import POGSON, nanomaggies_to_mag
+from .layout import MIN_BANDS, masked_photometry_x
+
+__all__ = ["PHOTOMETRIC_NOISE_PRESETS", "SurveyNoise", "photometric_noise_model"]
+
+
+@dataclass(frozen=True)
+class SurveyNoise:
+    """Broad per-band uncertainties and random band masks (see the module docstring).
+
+    Attributes
+    ----------
+    sigma_min, sigma_max : float
+        Range of the log-uniform magnitude uncertainties (mag).
+    p_all_bands : float
+        Probability that a row keeps all its bands.
+    max_masked : int
+        Most bands removed from a masked row (the rest must keep >= 3).
+    mag_range : (float, float)
+        Usable rows: mean true AB magnitude within this range.
+    error_floor : float
+        Calibration uncertainty (mag), drawn as noise and added in quadrature
+        to the reported uncertainty, as ``bin/run_catalog --error-floor`` does.
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 1.0
+    p_all_bands: float = 0.5
+    max_masked: int = 2
+    mag_range: tuple[float, float] = (5.0, 27.0)
+    error_floor: float = 0.0
+    kind: str = "survey"
+
+    def __post_init__(self):
+        object.__setattr__(self, "mag_range", tuple(float(v) for v in self.mag_range))
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ConfigError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        if not 0 <= self.p_all_bands <= 1:
+            raise ConfigError(f"p_all_bands must be in [0, 1], got {self.p_all_bands}")
+        if isinstance(self.max_masked, bool) or not isinstance(self.max_masked, int) or self.max_masked < 0:
+            raise ConfigError(f"max_masked must be a non-negative integer, got {self.max_masked!r}")
+        if self.error_floor < 0:
+            raise ConfigError(f"error_floor must be >= 0 mag, got {self.error_floor}")
+        if self.kind != "survey":
+            raise ConfigError(f"photometric noise kind must be 'survey', got {self.kind!r}")
+
+    def draw(self, flux_true, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Noisy fluxes and their uncertainties, masked bands NaN.
+
+        Parameters
+        ----------
+        flux_true : ndarray, shape (n, n_band)
+            Noiseless fluxes, nanomaggies.
+        rng : numpy.random.Generator
+
+        Returns
+        -------
+        flux, flux_sigma : ndarray, shape (n, n_band)
+            Nanomaggies; ``flux_sigma`` is NaN for the bands masked at random
+            (the error floor is not in it: :func:`masked_photometry_x` adds it).
+        """
+        flux_true = np.asarray(flux_true, dtype=np.float64)
+        n, n_band = flux_true.shape
+        if self.max_masked > n_band - MIN_BANDS:
+            raise ConfigError(f"max_masked {self.max_masked} leaves fewer than {MIN_BANDS} of {n_band} bands")
+        lo, hi = np.log10(self.sigma_min), np.log10(self.sigma_max)
+        sigma_mag = 10.0 ** (lo + (hi - lo) * rng.random((n, n_band)))
+        sigma_f = sigma_mag * flux_true / POGSON
+        noise = sigma_f * rng.standard_normal((n, n_band))
+        noise += self.error_floor * flux_true / POGSON * rng.standard_normal((n, n_band))
+        n_masked = np.where(rng.random(n) < self.p_all_bands, 0, rng.integers(1, self.max_masked + 1, n))
+        rank = np.argsort(np.argsort(rng.random((n, n_band)), axis=1), axis=1)
+        return flux_true + noise, np.where(rank < n_masked[:, None], np.nan, sigma_f)
+
+    def usable(self, flux_true) -> np.ndarray:
+        """Rows whose mean true magnitude lies in ``mag_range``, (n,) bool."""
+        with np.errstate(invalid="ignore"):
+            mean_mag = np.mean(nanomaggies_to_mag(flux_true), axis=1)
+        return (mean_mag >= self.mag_range[0]) & (mean_mag <= self.mag_range[1])
+
+    def apply(self, flux_true, z, rng: np.random.Generator):
+        """Noisy, masked flow inputs of noiseless fluxes.
+
+        Parameters
+        ----------
+        flux_true : ndarray, shape (n, n_band)
+            Noiseless fluxes, nanomaggies.
+        z : ndarray, shape (n,)
+        rng : numpy.random.Generator
+
+        Returns
+        -------
+        x : ndarray, shape (n, 3 n_band + 1), float32
+        valid : ndarray of bool, shape (n,)
+        """
+        flux, flux_sigma = self.draw(flux_true, rng)
+        x, _, valid = masked_photometry_x(flux, flux_sigma, z, self.error_floor)
+        return x, valid & self.usable(flux_true)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mag_range"] = list(self.mag_range)
+        return d
+
+
+#: Named training noise models of noiseless photometric sets.
+PHOTOMETRIC_NOISE_PRESETS = {"survey": SurveyNoise()}
+
+
+def photometric_noise_model(spec) -> SurveyNoise:
+    """A :class:`SurveyNoise` from a preset name, a dict of options or a model.
+
+    Raises
+    ------
+    ConfigError
+        Unknown preset or option.
+    """
+    if isinstance(spec, SurveyNoise):
+        return spec
+    if isinstance(spec, str):
+        if spec not in PHOTOMETRIC_NOISE_PRESETS:
+            raise ConfigError(f"unknown photometric noise {spec!r}; choose one of {sorted(PHOTOMETRIC_NOISE_PRESETS)}")
+        return PHOTOMETRIC_NOISE_PRESETS[spec]
+    if isinstance(spec, dict):
+        unknown = set(spec) - set(SurveyNoise.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown photometric noise options {sorted(unknown)}")
+        return SurveyNoise(**spec)
+    raise ConfigError(f"photometric noise must be a preset name or a dict of options, got {spec!r}")

@@ -1,0 +1,333 @@
+"""Survey flows: physical priors, remnant masses, band-masked x, survey noise and redshifts, the reference comparison.
+
+A tiny band-masked flow is trained once per module on a few thousand
+noiseless simulations under the ``physical`` prior (real simulator and
+trainer); the catalog tests run real NSA / SDSS rows from ``../shared/data``
+through it where that folder exists.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import integrate, stats
+
+from sedscale.errors import ConfigError, ParameterError
+from sedscale.infer.catalog import CatalogOptions, plan_catalog, run_catalog
+from sedscale.infer.quality import check_photometry
+from sedscale.io.catalog import CatalogFormatError, ColumnMapping, read_catalog
+from sedscale.models import get_model, simplex_to_unit_cube
+from sedscale.models.physical_prior import GALLAZZI05, load_prior_config, mass_metallicity_relation
+from sedscale.observe.layout import MASKED_PHOTOMETRY_X_COLUMNS, MISSING_LOG_SIGMA_MAG, masked_photometry_x
+from sedscale.observe.survey_noise import SurveyNoise, photometric_noise_model
+from sedscale.simulate.redshift import SurveyRedshift
+from sedscale.sps.remnants import chabrier_imf, remnant_mass, remnant_mass_fraction
+from sedscale.validate.reference import compare_masses, nmad
+
+Z_RANGE = (0.002, 0.6)
+
+
+# ----------------------------------------------------------------------------- priors
+@pytest.fixture(scope="module")
+def physical():
+    return get_model("dirichlet", prior="physical")
+
+
+def test_flat_preset_is_the_old_box_uniform_prior():
+    flat = get_model("dirichlet").prior
+    assert flat.to_dict()["type"] == "BoxUniform"
+    assert flat.is_uniform and not flat.needs_z
+    theta = flat.sample(5, np.random.default_rng(0))
+    np.testing.assert_allclose(flat.log_prob(theta), -np.sum(np.log(flat.high - flat.low)))
+    assert get_model("dirichlet", prior="continuity").prior.to_dict()["type"] == "PhysicalPrior"
+
+
+def test_prior_samples_stay_in_the_box_and_need_z(physical):
+    prior = physical.prior
+    z = np.random.default_rng(1).uniform(*Z_RANGE, 4000)
+    theta = prior.sample(4000, np.random.default_rng(2), z)
+    assert prior.in_support(theta).all()
+    assert np.isfinite(prior.log_prob(theta, z)).all()
+    with pytest.raises(ParameterError, match="depends on z"):
+        prior.sample(3, np.random.default_rng(0))
+    assert prior.log_prob(prior.high + 1, z[:1])[0] == -np.inf
+
+
+def test_continuity_ratios_follow_the_student_t(physical):
+    """Draws -> unit cube -> back to log SFR ratios: Student-t(2, 0.6) truncated at 5."""
+    prior = physical.prior
+    z = np.full(20000, 0.1)
+    theta = prior.sample(20000, np.random.default_rng(3), z)
+    ratios = prior.log_sfr_ratios(theta[:, 1:7], z)
+    t = stats.t(2.0, scale=0.6)
+    for k in range(6):
+        r = ratios[:, k]
+        assert np.abs(r).max() <= 5.0 + 1e-6
+        lo, hi = t.cdf(-5), t.cdf(5)
+        assert stats.kstest(r, lambda v: (t.cdf(v) - lo) / (hi - lo)).pvalue > 1e-3
+
+
+def test_continuity_density_on_the_unit_cube_has_the_right_jacobian(physical):
+    """log p(u) = log p(r) + log|dr/du|, the Jacobian checked by finite differences."""
+    prior = physical.prior
+    z = np.full(3, 0.05)
+    theta = prior.sample(3, np.random.default_rng(4), z)
+    lp = prior.log_prob(theta, z)
+    t = stats.t(2.0, scale=0.6)
+    norm = t.cdf(5) - t.cdf(-5)
+    for i in range(3):
+        u = theta[i, 1:7]
+        r0 = prior.log_sfr_ratios(u[None], z[:1])[0]
+        jac = np.empty((6, 6))
+        for j in range(6):
+            du = np.zeros(6)
+            du[j] = 1e-6
+            jac[:, j] = (prior.log_sfr_ratios((u + du)[None], z[:1])[0] - prior.log_sfr_ratios((u - du)[None], z[:1])[0]) / 2e-6
+        lp_sfh = np.sum(t.logpdf(r0)) - 6 * np.log(norm) + np.log(abs(np.linalg.det(jac)))
+        rest = lp[i] - lp_sfh
+        others = get_model("dirichlet", prior="physical").prior
+        expected_rest = others._scalar_log_prob("log_mass", theta[i:i + 1, 0], theta[i:i + 1, 0])[0]
+        for k in ("log_zsol", "tau_bc", "tau_ism", "n_dust"):
+            expected_rest += others._scalar_log_prob(k, theta[i:i + 1, others.names.index(k)], theta[i:i + 1, 0])[0]
+        assert rest == pytest.approx(expected_rest, abs=1e-4)
+
+
+def test_mass_metallicity_prior_has_the_gallazzi_median_and_scatter(physical):
+    prior = physical.prior
+    config = prior.config["log_zsol"]
+    n = 40000
+    theta = prior.sample(n, np.random.default_rng(5), np.full(n, 0.05))
+    sel = np.abs(theta[:, 0] - 10.7) < 0.05
+    median, width = mass_metallicity_relation(10.7 - config["mass_offset"])
+    zs = theta[sel, 7]
+    # Truncated at +0.2 from above: compare with the truncated normal's own median and spread.
+    tn = stats.truncnorm((-2.0 - median) / width, (0.2 - median) / width, loc=median, scale=width)
+    assert np.median(zs) == pytest.approx(tn.median(), abs=0.03)
+    assert np.std(zs) == pytest.approx(tn.std(), rel=0.1)
+    assert GALLAZZI05[:, 0].min() < 9 and mass_metallicity_relation(12.5)[0] == pytest.approx(0.15)
+
+
+def test_prior_configuration_from_yaml_and_its_errors(tmp_path):
+    path = tmp_path / "mine.yaml"
+    config = load_prior_config("prospector_alpha")
+    config.pop("name")
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    assert load_prior_config(str(path))["name"] == "mine"
+    model = get_model("dirichlet", prior=json.dumps(load_prior_config(str(path))))
+    assert model.prior.config["sfh"]["scale"] == 0.3
+    with pytest.raises(ConfigError, match="unknown prior"):
+        load_prior_config("no_such_prior")
+    bad = dict(config, tau_ism={"kind": "truncnormal", "mean": 0.3, "sigma": -1, "low": 0, "high": 3})
+    with pytest.raises(ConfigError, match="sigma"):
+        load_prior_config(bad)
+
+
+# ----------------------------------------------------------------------------- remnants
+def test_remnant_fraction_matches_direct_integration():
+    """Slow reference: quad over the Chabrier IMF for a given turn-off mass."""
+    norm = integrate.quad(lambda m: m * chabrier_imf(m), 0.1, 100, limit=200, points=[1.0])[0]
+    for m_to in (0.9, 2.0, 8.0, 30.0):
+        living = integrate.quad(lambda m: m * chabrier_imf(m), 0.1, m_to, limit=200, points=[1.0])[0] / norm
+        remnants = integrate.quad(lambda m: remnant_mass(m) * chabrier_imf(m), m_to, 100, limit=200,
+                                  points=[8.5, 40.0])[0] / norm
+        assert remnant_mass_fraction(living) == pytest.approx(remnants, rel=2e-3)
+    assert remnant_mass_fraction(1.0) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_total_stellar_mass_of_an_old_population_is_the_known_fraction(physical):
+    """A 10 Gyr solar population keeps ~0.58-0.60 of its formed mass in stars + remnants (FSPS, BC03)."""
+    lib = physical.library()
+    node = np.argmin(np.abs(lib.node_ages - 1e10))
+    iz = np.argmin(np.abs(lib.metallicities - 0.02))
+    living = lib.node_surviving[iz, node]
+    total = living + remnant_mass_fraction(living)
+    assert 0.55 < total < 0.63 and 0.4 < living < 0.5
+    z = np.full(50, 0.05)
+    theta = physical.prior.sample(50, np.random.default_rng(6), z)
+    d = physical.derived(theta, z)
+    assert np.all(d["log_mstar_total"] > d["log_mstar"]) and np.all(d["log_mstar_total"] < d["log_mformed"])
+
+
+# ----------------------------------------------------------------------------- band-masked x
+def test_a_masked_band_carries_no_value_of_its_own():
+    flux = np.array([[50.0, 100.0, 150.0, 180.0, 200.0]] * 4)
+    sigma = flux * 0.02
+    z = np.full(4, 0.1)
+    flux[1, 0] = np.nan  # missing
+    sigma[2, 0] = np.nan  # no uncertainty
+    flux[3, 0] = -5.0  # measured below zero
+    x, used, valid = masked_photometry_x(flux, sigma, z)
+    assert valid.all() and used[0].all() and not used[1:, 0].any()
+    np.testing.assert_array_equal(x[1], x[2])
+    np.testing.assert_array_equal(x[1], x[3])
+    assert x[1, 10] == 0 and x[1, 5] == MISSING_LOG_SIGMA_MAG
+    assert x[1, 0] == pytest.approx(np.mean(x[1, 1:5]))
+    assert x.shape == (4, len(MASKED_PHOTOMETRY_X_COLUMNS))
+
+
+def test_error_floor_adds_in_quadrature():
+    flux = np.full((1, 5), 100.0)
+    sigma = flux * 0.01 / 1.0857362047581294
+    x0, _, _ = masked_photometry_x(flux, sigma, np.array([0.1]))
+    x1, _, _ = masked_photometry_x(flux, sigma, np.array([0.1]), error_floor=0.03)
+    np.testing.assert_allclose(10 ** x0[0, 5:10], 0.01, rtol=1e-5)
+    np.testing.assert_allclose(10 ** x1[0, 5:10], math.hypot(0.01, 0.03), rtol=1e-5)
+
+
+def test_quality_checks_of_band_masked_flows():
+    flux = np.full((7, 5), 100.0)
+    ivar = np.full((7, 5), 4.0)
+    z = np.array([0.1, 0.1, 0.1, np.nan, -0.1, 0.0019, 0.6])
+    flux[1, :3] = np.nan  # three bands missing: too few left
+    ivar[2, 1] = -1.0  # sigma <= 0 masks one band
+    flux[0, :] = np.nan  # all missing
+    checked = check_photometry(flux, ivar, z, Z_RANGE, masked=True)
+    assert checked.bad.tolist() == [True, True, False, True, True, True, False]
+    assert "fewer_than_3_bands" in checked.reason[0] and "nan_flux:u,g,r,i,z" in checked.reason[0]
+    assert checked.bands_used[2] == "uriz"
+    assert "invalid_ivar:g" in checked.reason[2]
+    assert "missing_z" in checked.reason[3] and "nonpositive_z" in checked.reason[4]
+    assert "z_outside_training_range" in checked.reason[5]
+    assert checked.bands_used[6] == "ugriz"
+
+
+def test_survey_noise_spans_its_range_and_masks_at_most_two_bands():
+    noise = photometric_noise_model("survey")
+    rng = np.random.default_rng(7)
+    flux = np.full((20000, 5), 1000.0)
+    x, valid = noise.apply(flux, np.full(20000, 0.1), rng)
+    sig = 10 ** x[valid, 5:10][x[valid, 10:15] == 1]
+    assert sig.min() >= 0.0019  # reported from the noisy flux: large where the noise nearly cancels the flux
+    _, sigma_f = noise.draw(flux, rng)
+    drawn = 1.0857362047581294 * sigma_f[np.isfinite(sigma_f)] / 1000.0
+    assert drawn.min() >= 0.002 and drawn.max() <= 1.0
+    assert np.quantile(np.log10(drawn), 0.5) == pytest.approx(np.log10(np.sqrt(0.002)), abs=0.05)
+    n_obs = x[valid, 10:15].sum(axis=1)
+    assert n_obs.min() >= 3
+    assert np.mean(n_obs == 5) == pytest.approx(0.5, abs=0.05)
+    faint = noise.apply(np.full((10, 5), 1e-4), np.full(10, 0.1), rng)[1]
+    assert not faint.any()  # mean magnitude 32.5: outside mag_range
+    with pytest.raises(ConfigError):
+        SurveyNoise(sigma_min=0.1, sigma_max=0.01)
+
+
+def test_survey_redshifts_cover_both_ends():
+    z = SurveyRedshift(0.002, 0.6).sample(100000, np.random.default_rng(8))
+    assert z.min() >= 0.002 and z.max() <= 0.6
+    assert np.mean(z < 0.01) > 0.1 and np.mean(z > 0.5) > 0.05
+
+
+# ----------------------------------------------------------------------------- catalogs
+def test_text_tables_and_vector_columns(shared_data, tmp_path):
+    mgs = shared_data / "sdss_mgs" / "SDSS_MGS.train"
+    names = "zs,u,g,r,i,z,u-g,g-r,r-i,i-z,eu,eg,er,ei,ez,eu-g,eg-r,er-i,ei-z"
+    df = read_catalog(mgs, ColumnMapping.from_pairs(["format=text", f"names={names}", "z=zs", "mag={band}",
+                                                      "mag_err=e{band}"]))
+    assert len(df) == 5000 and df["z"].between(0.002, 0.31).all()
+    with pytest.raises(CatalogFormatError, match="names 18 columns but the rows hold 19"):
+        read_catalog(mgs, ColumnMapping.from_pairs(["format=text", "z=zs", "mag={band}", "mag_err=e{band}"]))
+    virgo = shared_data / "nsa_virgo_isedfit" / "nsa_mstar.virgo.fits"
+    v = read_catalog(virgo, ColumnMapping.from_pairs(["z=Z", "flux=MAGGIES[2:7]", "flux_ivar=IVARMAGGIES[2:7]",
+                                                      "flux_unit=maggy", "id=ISEDFIT_ID"]))
+    import fitsio
+
+    raw = fitsio.read(str(virgo), columns=["MAGGIES"])["MAGGIES"]
+    np.testing.assert_allclose(v["flux_r"].to_numpy(), raw[:, 4] * 1e9)
+    with pytest.raises(ConfigError, match="selects 4 elements"):
+        ColumnMapping.from_pairs(["z=Z", "flux=MAGGIES[2:6]", "flux_ivar=IVARMAGGIES[2:6]"])
+
+
+def test_compare_masses_statistics():
+    rng = np.random.default_rng(9)
+    n = 4000
+    gr = rng.uniform(0.2, 1.0, n)
+    ref = rng.uniform(8, 11.5, n)
+    ours = ref + 0.1 + 0.2 * (gr > 0.8) + rng.normal(0, 0.1, n)
+    cat = pd.DataFrame({"status": np.where(np.arange(n) < 3900, "ok", "bad_input"), "z": rng.uniform(0.01, 0.2, n),
+                        "mag_g": 17 + gr, "mag_r": np.full(n, 17.0), "log_mstar_total_p50": ours})
+    ref_with_failures = ref.copy()
+    ref_with_failures[:10] = -1.0
+    res = compare_masses(cat, ref_with_failures)
+    assert res.n_ok == 3890
+    bins = {r["low"]: r for r in res.by["g-r"]}
+    assert bins[0.8]["median"] == pytest.approx(0.3, abs=0.02)
+    assert bins[0.4]["median"] == pytest.approx(0.1, abs=0.02) and bins[0.4]["nmad"] == pytest.approx(0.1, abs=0.015)
+    assert nmad([1.0]) == 0.0 and np.isnan(nmad([]))
+    with pytest.raises(ConfigError):
+        compare_masses(cat, ref[:5])
+
+
+@pytest.fixture(scope="module")
+def survey_flow(tmp_path_factory) -> Path:
+    """A small band-masked flow: 4000 noiseless simulations (physical prior, survey redshifts), 8 epochs."""
+    import torch
+
+    from sedscale.simulate import SimulationConfig, run_simulation
+    from sedscale.train import resolve_config, train
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("survey_flow")
+    run_simulation(SimulationConfig(model="dirichlet", n=4000, out=root / "sims", seed=12, partition_size=2000,
+                                    z_range=Z_RANGE, z_spacing="survey", noise_model="none",
+                                    model_options={"prior": "physical"}))
+    config = resolve_config("default", max_epochs=8, max_time=90.0, seed=1)
+    train(root / "sims", root / "ckpt", config, progress=False, log=lambda line: None)
+    return root / "ckpt"
+
+
+def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):
+    meta = json.loads((survey_flow / "posterior.json").read_text())
+    assert meta["x_columns"] == list(MASKED_PHOTOMETRY_X_COLUMNS)
+    assert meta["model"]["options"] == {"prior": "physical"}
+    assert meta["prior"]["type"] == "PhysicalPrior" and meta["prior"]["density"]["sfh"]["scale"] == 0.6
+    assert meta["photometric_noise"]["sigma_min"] == 0.002
+    assert meta["training_set"]["redshift"] == {"kind": "survey", "low": 0.002, "high": 0.6}
+
+
+def test_masked_band_gives_the_posterior_of_a_catalog_without_it(survey_flow, shared_data, tmp_path):
+    """Real NSA rows with u removed three ways (NaN flux, zero ivar, flux <= 0) give identical posteriors."""
+    from sedscale.io.nsa import read_nsa
+
+    df = read_nsa(sorted((shared_data / "nsa_lcs").glob("*_NSAmastertable.fits"))[:1]).iloc[:40]
+    variants = []
+    for how in ("nan", "ivar", "negative"):
+        d = df.copy()
+        if how == "nan":
+            d["flux_u"] = np.nan
+        elif how == "ivar":
+            d["flux_ivar_u"] = 0.0
+        else:
+            d["flux_u"] = -1.0
+        path = tmp_path / f"{how}.parquet"
+        d.to_parquet(path)
+        plan = plan_catalog(path, survey_flow, [tmp_path / f"{how}_post.parquet"],
+                            CatalogOptions(n_samples=50, seed=4, error_floor=0.03), work_dir=tmp_path / f"{how}.parts")
+        run_catalog(plan)
+        variants.append(pd.read_parquet(tmp_path / f"{how}_post.parquet"))
+    a, b, c = variants
+    ok = a["status"] != "bad_input"
+    assert ok.mean() > 0.9 and set(a.loc[ok, "bands_used"]) == {"griz"}
+    for other in (b, c):
+        np.testing.assert_array_equal(a["log_mstar_total_p50"].to_numpy(), other["log_mstar_total_p50"].to_numpy())
+    assert np.isnan(a["mag_u"]).all() and a["sigma_g"].min() >= 0.03
+    meta = __import__("pyarrow.parquet", fromlist=["x"]).read_schema(tmp_path / "nan_post.parquet").metadata
+    assert json.loads(meta[b"sedscale.options"])["error_floor"] == 0.03
+
+
+def test_default_error_floor_is_the_training_minimum_and_spectral_flows_are_refused(survey_flow, repo_root, tmp_path,
+                                                                                     shared_data):
+    from sedscale.io.nsa import read_nsa
+
+    df = read_nsa(sorted((shared_data / "nsa_lcs").glob("*_NSAmastertable.fits"))[:1]).iloc[:5]
+    path = tmp_path / "few.parquet"
+    df.to_parquet(path)
+    plan = plan_catalog(path, survey_flow, [tmp_path / "p.parquet"], CatalogOptions(n_samples=20))
+    assert plan.spec.options.error_floor == 0.002
+    with pytest.raises(ConfigError, match="not a photometric checkpoint"):
+        plan_catalog(path, repo_root / "checkpoints" / "delayed_tau_spectra", [tmp_path / "q.parquet"])
