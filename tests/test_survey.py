@@ -288,6 +288,9 @@ def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):
     assert meta["prior"]["type"] == "PhysicalPrior" and meta["prior"]["density"]["sfh"]["scale"] == 0.6
     assert meta["photometric_noise"]["sigma_min"] == 0.002
     assert meta["training_set"]["redshift"] == {"kind": "survey", "low": 0.002, "high": 0.6}
+    # The reference log-prob is the prior's mean log density, above the box's -log(volume).
+    box = -sum(math.log(p["high"] - p["low"]) for p in meta["prior"]["parameters"])
+    assert meta["training"]["prior_log_prob"] > box + 5
 
 
 def test_masked_band_gives_the_posterior_of_a_catalog_without_it(survey_flow, shared_data, tmp_path):

@@ -1,6 +1,6 @@
 """Benchmark of posterior catalogs: galaxies/s with 1000 samples each on a LocalCluster.
 
-    python -m sedscale.bench catalog [--flow checkpoints/dirichlet_nsa]
+    python -m sedscale.bench catalog [--flow checkpoints/dirichlet_survey]
         [--catalog catalogs/mock_nsa_dirichlet.fits] [--nsa ../shared/data/nsa_lcs]
         [--n-samples 1000] [--workers 2] [--derived-samples N] [--sedflow-maf]
 
@@ -164,7 +164,7 @@ def nsa_mass_comparison(table_path: Path) -> dict:
 
 def _main(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m sedscale.bench catalog", description=__doc__.split("\n")[0])
-    p.add_argument("--flow", default=str(REPO / "checkpoints" / "dirichlet_nsa"), help="checkpoint (default: shipped)")
+    p.add_argument("--flow", default=str(REPO / "checkpoints" / "dirichlet_survey"), help="checkpoint (default: shipped)")
     p.add_argument("--catalog", default=str(REPO / "catalogs" / "mock_nsa_dirichlet.fits"), help="catalog to time")
     p.add_argument("--nsa", help="folder of real NSA FITS files: also run them and compare stellar masses")
     p.add_argument("--n-samples", type=int, default=1000, help="samples per galaxy (default 1000)")

@@ -2,9 +2,11 @@
 
 Examples
 --------
-    bin/run_catalog catalogs/mock_nsa_dirichlet.fits --flow checkpoints/dirichlet_nsa --out posteriors.parquet
+    bin/run_catalog catalogs/mock_nsa_dirichlet.fits --out posteriors.parquet      # the default survey flow
+    bin/run_catalog catalogs/mock_nsa_dirichlet.fits --flow checkpoints/dirichlet_nsa --out nsa_flow.parquet
     bin/run_catalog ../shared/data/nsa_lcs/*.fits --out nsa.parquet --out nsa.fits --save-samples
     bin/run_catalog sdss.parquet --columns z=zspec flux=flux_{band} flux_err=fluxerr_{band} flux_unit=uJy
+    bin/run_catalog cat.fits --columns z=Z flux=NMGY[2:7] flux_ivar=NMGY_IVAR[2:7] --error-floor 0.02
     bin/run_catalog ... --resume            # continue after a killed worker or job
     bin/run_catalog ... --cluster slurm     # cluster_configs/slurm.yaml (or a YAML path)
     bin/run_catalog ../shared/data/sdss_spectra --flow checkpoints/delayed_tau_spectra --out spectra.parquet
@@ -25,7 +27,7 @@ from . import announced_client, interrupted_resumable, run_guarded
 PROG = "run_catalog"
 MOCK_PROG = "make_mock_catalog"
 #: The checkpoint shipped with sedscale, used when --flow is not given.
-DEFAULT_FLOW = Path(__file__).resolve().parents[2] / "checkpoints" / "dirichlet_nsa"
+DEFAULT_FLOW = Path(__file__).resolve().parents[2] / "checkpoints" / "dirichlet_survey"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,7 +218,7 @@ def build_mock_parser() -> argparse.ArgumentParser:
         prog=MOCK_PROG,
         description="Simulate a MOCK NSA-format FITS catalog with known truths (TRUE_* columns) for bin/run_catalog.",
         epilog="Example: bin/make_mock_catalog --out catalogs/mock_nsa_dirichlet.fits --n 1000 --seed 42 "
-        "--flow checkpoints/dirichlet_nsa",
+        "--flow checkpoints/dirichlet_survey --z-range 0.01 0.06",
     )
     p.add_argument("--out", required=True, help="output FITS file (put 'mock' in its name)")
     p.add_argument("--n", type=int, default=1000, help="galaxies (default 1000)")

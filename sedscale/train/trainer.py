@@ -274,6 +274,23 @@ def _resume_run(out: Path, ts: TrainingSet, config: TrainConfig | None) -> _Run:
     return run
 
 
+def prior_reference_log_prob(ts: TrainingSet, rows: int = 20_000) -> float:
+    """Mean log prior density of the training parameters: the log-prob a flow that learnt nothing reaches.
+
+    Box-uniform priors: minus the log volume of the box.  Other priors
+    (:class:`~sedscale.models.physical_prior.PhysicalPrior`): the mean over
+    the first ``rows`` rows of the first file (z-dependent densities read ``z``).
+    """
+    if getattr(ts.prior, "is_uniform", True):
+        return float(-np.sum(np.log(ts.prior.high - ts.prior.low)))
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(ts.files[0], columns=[*ts.param_names, "z"]).slice(0, rows)
+    theta = np.column_stack([table.column(c).to_numpy() for c in ts.param_names]).astype(np.float64)
+    lp = ts.prior.log_prob(theta, table.column("z").to_numpy().astype(np.float64))
+    return float(np.mean(lp[np.isfinite(lp)]))
+
+
 def _source_metadata(ts: TrainingSet) -> dict:
     """Sidecar entries of the noise drawn at training time (none when the noise is in the data)."""
     if ts.source is None:
@@ -412,7 +429,7 @@ def train(
         run = _new_run(ts.with_noise(config.spectral_noise, config.photometric_noise), config)
     config = run.config
     ts = ts.with_noise(config.spectral_noise, config.photometric_noise)
-    prior_lp = float(-np.sum(np.log(ts.prior.high - ts.prior.low)))
+    prior_lp = prior_reference_log_prob(ts)
     log(
         f"training set {ts.path}: {ts.n_rows} rows, model {ts.model_name}; {run.counts.n_train} train, "
         f"{run.counts.n_val} validation, {run.counts.n_invalid} invalid rows skipped"
