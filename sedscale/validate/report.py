@@ -339,7 +339,7 @@ def posterior_percentiles(samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return q50, q16, q84
 
 
-def posterior_contraction(samples, low, high) -> np.ndarray:
+def posterior_contraction(samples, low, high, prior_var=None) -> np.ndarray:
     """``1 - mean posterior variance / prior variance`` per parameter (0: prior, 1: exact).
 
     Parameters
@@ -347,9 +347,13 @@ def posterior_contraction(samples, low, high) -> np.ndarray:
     samples : array_like, shape (n, L, d)
     low, high : array_like, shape (d,)
         Box-uniform prior bounds (variance ``(high - low)^2 / 12``).
+    prior_var : array_like, shape (d,), optional
+        The prior variance, for priors that are not box-uniform.
     """
     var = np.var(np.asarray(samples, dtype=float), axis=1).mean(axis=0)
-    return 1.0 - var / ((np.asarray(high) - np.asarray(low)) ** 2 / 12.0)
+    if prior_var is None:
+        prior_var = (np.asarray(high) - np.asarray(low)) ** 2 / 12.0
+    return 1.0 - var / np.asarray(prior_var)
 
 
 def ppc_pvalues(model, samples, z, flux, flux_sigma, n_draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -650,7 +654,12 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
                               streams[3], drawn["logp_samples"][used], drawn["logp_true"][used])
     calib = summarize_calibration(cal, config.thresholds)
     # Calibration alone does not tell an informative posterior from the prior (both pass).
-    contraction = posterior_contraction(samples, model.prior.low, model.prior.high)
+    prior_var = None
+    if not getattr(model.prior, "is_uniform", True):
+        # The variance of the prior itself, at the test set's redshifts.
+        z_prior = np.random.default_rng([seed, 3]).choice(z_used, 20000)
+        prior_var = model.prior.sample(20000, np.random.default_rng([seed, 4]), z_prior).var(axis=0)
+    contraction = posterior_contraction(samples, model.prior.low, model.prior.high, prior_var)
     calib.insert(2, "contraction", calib["parameter"].map(dict(zip(names, contraction))))
     k = "ugriz".index(STRATA_BAND)
     strata_vars = {
