@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-linear", action="store_true", help="the reference mass is in Msun, not log10 Msun")
     p.add_argument("--ref-offset", type=float, default=0.0,
                    help="dex added to the reference (e.g. 0.31 for Msun h^-2 masses at h = 0.7)")
+    p.add_argument("--ref-z", metavar="COL", help="reference redshift column: drop matches whose z differs by > --max-dz")
+    p.add_argument("--max-dz", type=float, default=0.003, help="largest |z_ref - z| of a true match (default 0.003)")
     p.add_argument("--label", help="name of the reference in the report (default: the column name)")
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX.md, PREFIX.json and PREFIX.png")
     return p
@@ -49,18 +51,30 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Sequence[str] | None) -> int:
     from ..errors import ConfigError
     from ..io.catalog import read_table_columns
-    from ..validate.reference import compare_masses, plot_comparison, read_posterior_catalog, write_report
+    from ..validate.reference import VALID_RANGE, compare_masses, plot_comparison, read_posterior_catalog, write_report
 
     args = build_parser().parse_args(argv)
     cat = read_posterior_catalog(args.catalog, ["id", "z", "status", "mag_g", "mag_r", args.column])
+    wanted = [args.ref_mass] + ([args.ref_z] if args.ref_z else [])
     if args.match == "rows":
-        ref = read_table_columns(args.reference, [args.ref_mass])[args.ref_mass].astype(float)
-        if ref.size != len(cat):
-            raise ConfigError(f"--match rows: the reference has {ref.size} rows, the catalog {len(cat)}")
+        raw = read_table_columns(args.reference, wanted)
+        if raw[args.ref_mass].size != len(cat):
+            raise ConfigError(f"--match rows: the reference has {raw[args.ref_mass].size} rows, the catalog {len(cat)}")
+        ref = {c: raw[c].astype(float) for c in wanted}
     else:
-        raw = read_table_columns(args.reference, [args.match, args.ref_mass])
-        lookup = dict(zip(raw[args.match].tolist(), raw[args.ref_mass].astype(float).tolist()))
-        ref = np.array([lookup.get(i, np.nan) for i in cat["id"].tolist()], dtype=float)
+        raw = read_table_columns(args.reference, [args.match] + wanted)
+        index = {key: k for k, key in enumerate(raw[args.match].tolist())}
+        rows = np.array([index.get(i, -1) for i in cat["id"].tolist()])
+        ref = {c: np.where(rows >= 0, raw[c].astype(float)[np.maximum(rows, 0)], np.nan) for c in wanted}
+    mismatched = np.zeros(len(cat), dtype=bool)
+    if args.ref_z:
+        with np.errstate(invalid="ignore"):
+            mismatched = np.abs(ref[args.ref_z] - cat["z"].to_numpy(dtype=float)) > args.max_dz
+        matched = np.isfinite(ref[args.ref_mass]) & (ref[args.ref_mass] > VALID_RANGE[0]) & (ref[args.ref_mass] < VALID_RANGE[1])
+        mismatched &= matched
+        print(f"{PROG}: {int(mismatched.sum())} of {int(matched.sum())} matches dropped: |z_ref - z| > {args.max_dz:g} "
+              "(different objects)")
+    ref = np.where(mismatched, np.nan, ref[args.ref_mass])
     if args.ref_linear:
         with np.errstate(divide="ignore", invalid="ignore"):
             ref = np.where(ref > 0, np.log10(ref), np.nan)
