@@ -352,3 +352,42 @@ def test_grid_masses_recover_the_truth_of_prior_draws(physical):
     d = est - physical.derived(theta, z)["log_mstar_total"]
     assert np.isfinite(est).all()
     assert abs(np.median(d)) < 0.08 and nmad(d) < 0.2
+
+
+def test_shipped_survey_flow_on_real_virgo_galaxies(repo_root, shared_data, tmp_path):
+    """The default checkpoint on 1,000 real NSA Virgo galaxies: served, and masses agree with iSEDfit."""
+    import fitsio
+
+    virgo = shared_data / "nsa_virgo_isedfit" / "nsa_mstar.virgo.fits"
+    ref = fitsio.read(str(virgo), columns=["MSTAR_50"])["MSTAR_50"][:1000].astype(float)
+    df = read_catalog(virgo, ColumnMapping.from_pairs(["z=Z", "flux=MAGGIES[2:7]", "flux_ivar=IVARMAGGIES[2:7]",
+                                                       "flux_unit=maggy", "id=ISEDFIT_ID"])).iloc[:1000]
+    path = tmp_path / "virgo.parquet"
+    df.to_parquet(path)
+    plan = plan_catalog(path, repo_root / "checkpoints" / "dirichlet_survey", [tmp_path / "post.parquet"],
+                        CatalogOptions(n_samples=200))
+    summary = run_catalog(plan)
+    assert summary.status_counts.get("ok", 0) >= 970
+    out = pd.read_parquet(tmp_path / "post.parquet")
+    res = compare_masses(out, ref)
+    assert abs(res.overall["median"]) <= 0.10 and res.overall["nmad"] <= 0.15
+    assert all(abs(r["median"]) <= 0.15 for r in res.by["g-r"] if r["n"] >= 20)
+
+
+def test_nebular_emission_is_part_of_the_run_identity(tmp_path):
+    """A run with nebular lines is another dataset; its option survives the round trip through strings."""
+    from sedscale.simulate import SimulationConfig, plan_run
+
+    base = dict(model="dirichlet", n=10, out=tmp_path / "a", z_range=Z_RANGE, noise_model="none",
+                model_options={"prior": "physical"})
+    plain = plan_run(SimulationConfig(**base))
+    lines = plan_run(SimulationConfig(**dict(base, model_options={"prior": "physical", "nebular_log_u": -2.5})))
+    assert plain.config_hash != lines.config_hash
+    model = get_model("dirichlet", prior="physical", nebular_log_u="-2.5")
+    assert model.nebular_log_u == -2.5
+    z = np.full(4, 0.08)
+    theta = model.prior.sample(4, np.random.default_rng(11), z)
+    theta[:, 1] = 0.05  # a real young population (frac_u1: 0-30 Myr)
+    neb = model.photometry(theta, z)
+    bare = get_model("dirichlet", prior="physical").photometry(theta, z)
+    assert np.all(neb >= bare * (1 - 1e-6)) and np.any(neb > bare * 1.01)

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML, disables adaptive)")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
     p.add_argument("--nmf-dir", help="provabgs: folder of the PROVABGS NMF tables (else $SEDSCALE_PROVABGS_DIR)")
+    p.add_argument("--nebular-log-u", type=float, metavar="LOGU",
+                   help="add Cloudy nebular lines and continuum of young stars at this ionization parameter (e.g. -2.5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -101,6 +103,8 @@ def model_options(args: argparse.Namespace) -> dict:
     options = {}
     if args.nmf_dir:
         options["nmf_dir"] = str(Path(args.nmf_dir).resolve())
+    if args.nebular_log_u is not None:
+        options["nebular_log_u"] = args.nebular_log_u
     if args.prior:
         from ..models.physical_prior import load_prior_config, prior_presets
 

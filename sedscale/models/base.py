@@ -122,7 +122,8 @@ class ForwardModel(abc.ABC):
     def __init__(self, ssp: SSPGrid | None = None, cosmology: str = DEFAULT_COSMOLOGY, nebular_log_u=None):
         self._ssp = ssp
         self.cosmology = cosmology
-        self.nebular_log_u = nebular_log_u
+        # Options recorded in data and checkpoints come back as strings.
+        self.nebular_log_u = None if nebular_log_u in (None, "None", "") else float(nebular_log_u)
         self._libraries: dict[bytes, NodeLibrary] = {}
         self._bases: dict[tuple, np.ndarray] = {}
 

@@ -149,8 +149,10 @@ def identity(
 ) -> dict[str, Any]:
     """The dataset-defining content that :func:`config_hash` digests.
 
-    Spectral runs add ``observable``; photometric identities keep the keys
-    (and hashes) they had before spectra existed.
+    Spectral runs add ``observable`` and nebular emission its
+    ``nebular_log_u``; other photometric identities keep the keys (and
+    hashes) they had before these existed.  (Noiseless photometry differs
+    from noisy through the noise model's hash.)
     """
     ident = {
         "schema_version": SCHEMA_VERSION,
@@ -166,6 +168,9 @@ def identity(
     }
     if config.observable != "photometry":
         ident["observable"] = config.observable
+    if config.model_options.get("nebular_log_u") is not None:
+        # Nebular emission changes every spectrum; other options are paths (their content is in the prior).
+        ident["nebular_log_u"] = float(config.model_options["nebular_log_u"])
     return ident
 
 
