@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..cosmology import cosmology_table
 from ..units import POGSON, ivar_to_sigma
 
 __all__ = ["grid_masses"]
@@ -70,7 +71,7 @@ def grid_masses(model, flux, ivar, z, n_draws: int = 100_000, n_bins: int = 10, 
     if rows_ok.size == 0:
         return out
     rng = np.random.default_rng(seed)
-    cosmo = model._cosmo
+    cosmo = cosmology_table(model.cosmology)
     edges = np.unique(np.quantile(z[rows_ok], np.linspace(0, 1, n_bins + 1)))
     which = np.clip(np.searchsorted(edges, z[rows_ok], side="right") - 1, 0, max(edges.size - 2, 0))
     for b in np.unique(which):
@@ -106,6 +107,7 @@ def _main(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m sedscale.validate.prior_masses", description=__doc__.split("\n")[0])
     p.add_argument("catalog", nargs="+", help="catalog files (NSA FITS, or any table with --columns)")
     p.add_argument("--columns", nargs="+", metavar="KEY=VALUE", help="column mapping (as bin/run_catalog)")
+    p.add_argument("--nebular-log-u", type=float, help="add nebular emission at this log U (model option)")
     p.add_argument("--prior", nargs="+", default=["physical"], help="dirichlet prior presets or YAML files")
     p.add_argument("--n-draws", type=int, default=100_000, help="prior draws per redshift bin (default 10^5)")
     p.add_argument("--error-floor", type=float, default=0.02, help="mag added in quadrature (default 0.02)")
@@ -118,7 +120,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.reference:
         ref = read_table_columns(args.reference, [args.ref_mass])[args.ref_mass].astype(float)
     for prior in args.prior:
-        masses = grid_masses(get_model("dirichlet", prior=prior), flux, ivar, df["z"].to_numpy(),
+        model = get_model("dirichlet", prior=prior, nebular_log_u=args.nebular_log_u)
+        masses = grid_masses(model, flux, ivar, df["z"].to_numpy(),
                              n_draws=args.n_draws, error_floor=args.error_floor)
         line = f"prior {prior}: {np.isfinite(masses).sum()} galaxies, median log M* {np.nanmedian(masses):.3f}"
         if ref is not None:

@@ -112,12 +112,14 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("catalog", nargs="+", help="catalog files (NSA FITS, or any table with --columns)")
     p.add_argument("--columns", nargs="+", metavar="KEY=VALUE", help="column mapping (as bin/run_catalog)")
     p.add_argument("--model", default="dirichlet")
+    p.add_argument("--nebular-log-u", type=float, help="add nebular emission at this log U (model option)")
     p.add_argument("--prior", default="physical", help="prior preset or YAML file (dirichlet model)")
     p.add_argument("--n-draws", type=int, default=20000, help="prior draws per redshift bin (default 20000)")
     p.add_argument("--n-sigma", type=float, default=3.0, help="coverage radius in sigma (default 3)")
     args = p.parse_args(argv)
     df = read_catalog(args.catalog, mapping=load_column_mapping(args.columns) if args.columns else None)
-    model = get_model(args.model, prior=args.prior) if args.model == "dirichlet" else get_model(args.model)
+    options = {"nebular_log_u": args.nebular_log_u} if args.nebular_log_u is not None else {}
+    model = get_model(args.model, prior=args.prior, **options) if args.model == "dirichlet" else get_model(args.model)
     res = prior_predictive_coverage(model, df[list(FLUX_COLUMNS)].to_numpy(), df[list(FLUX_IVAR_COLUMNS)].to_numpy(),
                                     df["z"].to_numpy(), n_draws=args.n_draws, n_sigma=args.n_sigma)
     print(f"{res.covered.size} galaxies (z {res.z.min():.4f}-{res.z.max():.4f}); prior {args.prior}: "
