@@ -16,7 +16,7 @@ Spectral training sets store noiseless spectra (``spec_true``); x is made
 when the rows are read (:class:`SpectralSource`): noise and coverage are
 drawn by the training's :class:`~sedscale.observe.spectral_noise.SpectralNoiseModel`
 and :func:`~sedscale.observe.layout.spectrum_x` normalizes.  Noiseless
-photometric sets (``bin/run_simulate --noise none``) work the same way
+photometric sets (``bin/run_simulate --noise-model none``) work the same way
 (:class:`PhotometricSource`): uncertainties, noise and band masks are drawn
 by a :class:`~sedscale.observe.survey_noise.SurveyNoise`.  Training rows
 get fresh noise on every read (the DIGS augmentation, without storing the
