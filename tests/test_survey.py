@@ -391,3 +391,17 @@ def test_nebular_emission_is_part_of_the_run_identity(tmp_path):
     neb = model.photometry(theta, z)
     bare = get_model("dirichlet", prior="physical").photometry(theta, z)
     assert np.all(neb >= bare * (1 - 1e-6)) and np.any(neb > bare * 1.01)
+
+
+def test_validation_report_of_a_band_masked_flow(survey_flow, tmp_path):
+    """run_validate draws its test set with the checkpoint's survey noise and ranks derived log M* and SFR too."""
+    from sedscale.validate.report import ValidationConfig, run_validation
+
+    info = run_validation(ValidationConfig(flow=str(survey_flow), out=str(tmp_path / "val"), n_test=120,
+                                           n_samples=100, strata_bins=2), log=lambda line: None)
+    assert set(info["passed"]) >= {"log_mstar_total", "log_sfr_100myr", "log_mass"}
+    strata = pd.read_parquet(tmp_path / "val" / "strata.parquet")
+    assert {"z", "n_bands", "snr_r"} <= set(strata["stratum"])
+    assert strata.loc[strata["stratum"] == "z", "low"].min() == pytest.approx(0.002)
+    with pytest.raises(ConfigError, match="MCMC"):
+        run_validation(ValidationConfig(flow=str(survey_flow), out=str(tmp_path / "v2"), mcmc=1))

@@ -38,7 +38,6 @@ from ..infer.catalog import (
     plan_catalog,
     run_catalog,
 )
-from ..observe.layout import MASKED_PHOTOMETRY_X_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 #: h of the NSA MASS conversion (MASS is in Msun h^-2 with h = 1).
@@ -93,7 +92,7 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
     model = model_for(post)
     df = plan.catalog
     checked = check_photometry(df[list(FLUX_COLUMNS)], df[list(FLUX_IVAR_COLUMNS)], df["z"], plan.spec.z_range,
-                               masked=post.x_columns == MASKED_PHOTOMETRY_X_COLUMNS,
+                               masked=post.band_masked,
                                error_floor=opts.error_floor or 0.0)
     good = np.flatnonzero(~checked.bad)[:n_galaxies]
     x, z = checked.x[good], df["z"].to_numpy()[good]

@@ -355,7 +355,7 @@ def resolve_error_floor(post, error_floor: float | None) -> float:
     ConfigError
         A floor for a SEDflow-layout checkpoint, whose x has no place for it.
     """
-    if post.x_columns != MASKED_PHOTOMETRY_X_COLUMNS:
+    if not post.band_masked:
         if error_floor:
             raise ConfigError(f"{post.path}: this checkpoint (SEDflow x layout) takes no error floor")
         return 0.0
@@ -505,7 +505,7 @@ def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, optio
     started = time.perf_counter()
     checked = check_photometry(
         part[list(FLUX_COLUMNS)].to_numpy(), part[list(FLUX_IVAR_COLUMNS)].to_numpy(), part["z"].to_numpy(), z_range,
-        masked=post.x_columns == MASKED_PHOTOMETRY_X_COLUMNS, error_floor=options.error_floor or 0.0,
+        masked=post.band_masked, error_floor=options.error_floor or 0.0,
     )
     rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
                              options, partition, started)

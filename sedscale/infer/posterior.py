@@ -265,6 +265,13 @@ class Posterior:
         check_compatible(self.metadata, self.path, model=model, x_columns=x_columns, param_names=param_names)
 
     @property
+    def band_masked(self) -> bool:
+        """Whether x is the band-masked photometric layout (survey flows) rather than SEDflow's."""
+        from ..observe.layout import MASKED_PHOTOMETRY_X_COLUMNS
+
+        return tuple(self.x_columns) == MASKED_PHOTOMETRY_X_COLUMNS
+
+    @property
     def model(self):
         """The forward model the checkpoint was trained for (built on first use)."""
         if self._model is None:

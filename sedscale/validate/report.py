@@ -44,7 +44,6 @@ from ..observe.layout import (
     FLUX_SIGMA_COLUMNS,
     MAG_COLUMNS,
     MAG_SIGMA_COLUMNS,
-    MASKED_PHOTOMETRY_X_COLUMNS,
     PHOTOMETRY_X_COLUMNS,
     REDSHIFT_COLUMN,
 )
@@ -607,7 +606,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
 
     post = Posterior.load(config.flow)
     meta = post.metadata
-    masked = tuple(post.x_columns) == tuple(MASKED_PHOTOMETRY_X_COLUMNS)
+    masked = post.band_masked
     if not masked and tuple(post.x_columns) != tuple(PHOTOMETRY_X_COLUMNS):
         raise ConfigError(f"{config.flow}: run_validate handles photometric checkpoints (x = {list(PHOTOMETRY_X_COLUMNS)} "
                           "or the band-masked layout)")
