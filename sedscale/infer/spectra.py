@@ -392,16 +392,10 @@ def spectral_support(post: Posterior) -> XSupport | None:
     sims = (post.metadata.get("training_set") or {}).get("path")
     if not sims or not Path(sims).exists():
         return None
-    from ..train.data import Split, open_training_set, read_chunks
+    from ..train.data import open_training_set, reference_x
 
     ts = open_training_set(sims).with_noise(post.metadata["spectral_noise"], None)
-    xs, total = [], 0
-    for _, x, _ in read_chunks(ts, Split("val", 0.5, 1)):
-        xs.append(x)
-        total += x.shape[0]
-        if total >= SUPPORT_REFERENCE + SUPPORT_CALIBRATION:
-            break
-    features = support_features(np.concatenate(xs))
+    features = support_features(reference_x(ts, SUPPORT_REFERENCE + SUPPORT_CALIBRATION))
     varies = features.std(axis=0) > 0
     support = fit_support(features[:, varies], [c for c, v in zip(SUPPORT_COLUMNS, varies) if v],
                           n_reference=SUPPORT_REFERENCE, n_calibration=SUPPORT_CALIBRATION, provenance={"training_set": str(sims), "features": "sedscale.infer.spectra.support_features"})

@@ -280,7 +280,7 @@ def fit_support_from_simulation(sims: str | os.PathLike, columns, photometric_no
         No finished simulation at ``sims``.
     """
     from ..simulate import read_manifest, read_simulation
-    from ..train.data import Split, manifest_digest, open_training_set, read_chunks
+    from ..train.data import manifest_digest, open_training_set, reference_x
 
     sims = Path(sims)
     provenance = {"training_set": str(sims), "manifest_sha256": manifest_digest(read_manifest(sims))}
@@ -289,12 +289,6 @@ def fit_support_from_simulation(sims: str | os.PathLike, columns, photometric_no
         table = read_simulation(sims, columns=list(columns))
         x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in columns])
         return fit_support(x, columns, provenance=provenance, **kwargs)
-    ts = ts.with_noise(None, photometric_noise)
     wanted = kwargs.get("n_reference", DEFAULT_REFERENCE) + kwargs.get("n_calibration", DEFAULT_CALIBRATION)
-    xs, total = [], 0
-    for _, x, _ in read_chunks(ts, Split("val", 0.5, 1)):
-        xs.append(x)
-        total += x.shape[0]
-        if total >= wanted:
-            break
-    return fit_support(np.concatenate(xs), columns, provenance=provenance, **kwargs)
+    x = reference_x(ts.with_noise(None, photometric_noise), wanted)
+    return fit_support(x, columns, provenance=provenance, **kwargs)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ParameterError
+from ..units import flux_sigma_to_mag_sigma, nanomaggies_to_mag
 from .filters import SDSS_BANDS
 from .spectra import DIGS_N_PIXELS, DIGS_WAVELENGTH
 
@@ -84,9 +85,8 @@ def masked_photometry_x(flux, flux_sigma, z, error_floor: float = 0.0):
                              f"{flux_sigma.shape}, {z.shape}")
     with np.errstate(invalid="ignore", divide="ignore"):
         used = np.isfinite(flux) & np.isfinite(flux_sigma) & (flux_sigma > 0) & (flux > 0)
-        mag = np.where(used, 22.5 - 2.5 * np.log10(np.where(used, flux, 1.0)), np.nan)
-        sigma = np.where(used, 2.5 / np.log(10.0) * flux_sigma / np.where(used, flux, 1.0), np.nan)
-        sigma = np.sqrt(sigma**2 + float(error_floor) ** 2)
+        mag = np.where(used, nanomaggies_to_mag(flux), np.nan)
+        sigma = np.sqrt(flux_sigma_to_mag_sigma(flux, flux_sigma) ** 2 + float(error_floor) ** 2)
         n_used = used.sum(axis=1)
         valid = (n_used >= MIN_BANDS) & np.isfinite(z)
         fill = np.nansum(np.where(used, mag, 0.0), axis=1) / np.maximum(n_used, 1)

@@ -187,14 +187,7 @@ def draw_spectra(model, redshift, rows: int, streams) -> tuple[np.ndarray, np.nd
     spec_true : ndarray (rows, 138), float32
         Rest-frame L_lambda in Lsun/A on the DIGS grid.
     """
-    theta_rng, z_rng, _ = streams
-    z = redshift.sample(rows, z_rng)
-    theta = model.prior.sample(rows, theta_rng, z)
-    spec = load_spectrum_operator().model_spectra(model, theta, z)
-    if not np.isfinite(spec).all():
-        bad = int((~np.isfinite(spec).all(axis=1)).sum())
-        raise SedscaleError(f"{bad} of {rows} model spectra are not finite; the model or its prior is broken")
-    return theta, z, spec
+    return _noiseless_draws(model, redshift, rows, streams, load_spectrum_operator().model_spectra, "spectra")
 
 
 def draw_photometry(model, redshift, rows: int, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -204,14 +197,19 @@ def draw_photometry(model, redshift, rows: int, streams) -> tuple[np.ndarray, np
     the training set is read (:class:`~sedscale.observe.survey_noise.SurveyNoise`).
     The third stream (noise) is not used.
     """
+    return _noiseless_draws(model, redshift, rows, streams, lambda m, theta, z: m.photometry(theta, z), "fluxes")
+
+
+def _noiseless_draws(model, redshift, rows: int, streams, forward, what: str):
+    """``rows`` prior draws (z first: priors may depend on it) and ``forward(model, theta, z)``, checked finite."""
     theta_rng, z_rng, _ = streams
     z = redshift.sample(rows, z_rng)
     theta = model.prior.sample(rows, theta_rng, z)
-    flux = model.photometry(theta, z)
-    if not np.isfinite(flux).all():
-        bad = int((~np.isfinite(flux).all(axis=1)).sum())
-        raise SedscaleError(f"{bad} of {rows} model fluxes are not finite; the model or its prior is broken")
-    return theta, z, flux
+    out = forward(model, theta, z)
+    if not np.isfinite(out).all():
+        bad = int((~np.isfinite(out).all(axis=1)).sum())
+        raise SedscaleError(f"{bad} of {rows} model {what} are not finite; the model or its prior is broken")
+    return theta, z, out
 
 
 def spectrum_column(spec: np.ndarray) -> pa.FixedSizeListArray:

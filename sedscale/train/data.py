@@ -352,6 +352,21 @@ def read_chunks(ts: TrainingSet, split: Split, file_order=None, rows: int = CHUN
             yield theta[good], x[good], int((~good).sum())
 
 
+def reference_x(ts: TrainingSet, rows: int) -> np.ndarray:
+    """At least ``rows`` (when there are) observations x of a training set, for x-support references.
+
+    Read from the rows of a fixed half split (seed 1), files in order; sets
+    whose x is made at read time get the same noise on every call.
+    """
+    xs, total = [], 0
+    for _, x, _ in read_chunks(ts, Split("val", 0.5, 1)):
+        xs.append(x)
+        total += x.shape[0]
+        if total >= rows:
+            break
+    return np.concatenate(xs)
+
+
 @dataclass(frozen=True)
 class SplitCounts:
     """Rows per split after dropping invalid rows."""

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..cosmology import cosmology_table
 from ..units import POGSON, ivar_to_sigma
+from .prior_predictive import prior_draws_by_redshift
 
 __all__ = ["grid_masses"]
 
@@ -68,17 +69,9 @@ def grid_masses(model, flux, ivar, z, n_draws: int = 100_000, n_bins: int = 10, 
     flux = np.where(usable, flux, 0.0)
     out = np.full(z.size, np.nan)
     rows_ok = np.flatnonzero((usable.sum(axis=1) >= 3) & np.isfinite(z) & (z > 0) & (z <= model.z_max))
-    if rows_ok.size == 0:
-        return out
-    rng = np.random.default_rng(seed)
     cosmo = cosmology_table(model.cosmology)
-    edges = np.unique(np.quantile(z[rows_ok], np.linspace(0, 1, n_bins + 1)))
-    which = np.clip(np.searchsorted(edges, z[rows_ok], side="right") - 1, 0, max(edges.size - 2, 0))
-    for b in np.unique(which):
-        rows = rows_ok[which == b]
-        z_draw = rng.choice(z[rows], n_draws)
-        theta = model.prior.sample(n_draws, rng, z_draw)
-        model_flux = model.photometry(theta, z_draw)
+    draws = prior_draws_by_redshift(model, z, rows_ok, n_draws, n_bins, np.random.default_rng(seed))
+    for rows, theta, z_draw, model_flux in draws:
         log_m = model.derived(theta, z_draw)[mass] - 2 * np.log10(cosmo.luminosity_distance_cm(z_draw))
         for s in range(0, rows.size, 64):
             r = rows[s : s + 64]

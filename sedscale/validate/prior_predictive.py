@@ -26,7 +26,7 @@ import numpy as np
 from ..io.catalog import FLUX_COLUMNS, FLUX_IVAR_COLUMNS
 from ..units import flux_sigma_to_mag_sigma, ivar_to_sigma, nanomaggies_to_mag
 
-__all__ = ["PriorCoverage", "prior_predictive_coverage"]
+__all__ = ["PriorCoverage", "prior_draws_by_redshift", "prior_predictive_coverage"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,41 @@ class PriorCoverage:
     @property
     def fraction_outside(self) -> float:
         return float(1.0 - self.covered.mean()) if self.covered.size else float("nan")
+
+
+def prior_draws_by_redshift(model, z, rows, n_draws: int, n_bins: int, rng: np.random.Generator):
+    """Prior draws at a catalog's redshifts, one batch per redshift quantile bin.
+
+    Parameters
+    ----------
+    model : ForwardModel
+    z : ndarray, shape (n,)
+        Catalog redshifts.
+    rows : ndarray of int
+        The rows to serve (usable redshifts).
+    n_draws : int
+        Draws per bin, at redshifts resampled from the bin's rows.
+    n_bins : int
+    rng : numpy.random.Generator
+
+    Yields
+    ------
+    rows_in_bin : ndarray of int
+    theta : ndarray, shape (n_draws, d)
+    z_draw : ndarray, shape (n_draws,)
+    flux : ndarray, shape (n_draws, n_band)
+        Noiseless fluxes of the draws, nanomaggies.
+    """
+    rows = np.asarray(rows)
+    if rows.size == 0:
+        return
+    edges = np.unique(np.quantile(z[rows], np.linspace(0, 1, n_bins + 1)))
+    which = np.clip(np.searchsorted(edges, z[rows], side="right") - 1, 0, max(edges.size - 2, 0))
+    for b in np.unique(which):
+        in_bin = rows[which == b]
+        z_draw = rng.choice(z[in_bin], n_draws)
+        theta = model.prior.sample(n_draws, rng, z_draw)
+        yield in_bin, theta, z_draw, model.photometry(theta, z_draw)
 
 
 def prior_predictive_coverage(model, flux, ivar, z, n_draws: int = 20000, n_bins: int = 20, n_sigma: float = 3.0,
@@ -83,17 +118,10 @@ def prior_predictive_coverage(model, flux, ivar, z, n_draws: int = 20000, n_bins
     colour_sig = np.sqrt(sig[:, :-1] ** 2 + sig[:, 1:] ** 2 + floor**2)
     usable = np.isfinite(colour) & np.isfinite(colour_sig)
     keep = np.flatnonzero(usable.any(axis=1) & np.isfinite(z) & (z > 0) & (z <= model.z_max))
-    rng = np.random.default_rng(seed)
-    edges = np.unique(np.quantile(z[keep], np.linspace(0, 1, n_bins + 1)))
-    which = np.clip(np.searchsorted(edges, z[keep], side="right") - 1, 0, edges.size - 2)
     distance = np.full(keep.size, np.inf)
-    for b in range(edges.size - 1):
-        rows = keep[which == b]
-        if rows.size == 0:
-            continue
-        z_draw = rng.choice(z[rows], n_draws)
-        theta = model.prior.sample(n_draws, rng, z_draw)
-        model_mag = nanomaggies_to_mag(model.photometry(theta, z_draw))
+    for rows, _, _, model_flux in prior_draws_by_redshift(model, z, keep, n_draws, n_bins,
+                                                          np.random.default_rng(seed)):
+        model_mag = nanomaggies_to_mag(model_flux)
         model_colour = (model_mag[:, :-1] - model_mag[:, 1:]).astype(np.float32)
         for s in range(0, rows.size, 256):
             r = rows[s : s + 256]
