@@ -99,16 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _mapping(args):
+    """The --columns pairs or the --column-map path (parsed for the flow's bands by plan_catalog)."""
     from ..errors import ConfigError
-    from ..io.catalog import ColumnMapping
 
     if args.columns and args.column_map:
         raise ConfigError("give --columns or --column-map, not both")
-    if args.columns:
-        return ColumnMapping.from_pairs(args.columns)
-    if args.column_map:
-        return ColumnMapping.from_yaml(args.column_map)
-    return None
+    return args.columns or args.column_map
 
 
 def _spectral_main(args, options) -> int:

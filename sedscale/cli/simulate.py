@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nmf-dir", help="provabgs: folder of the PROVABGS NMF tables (else $SEDSCALE_PROVABGS_DIR)")
     p.add_argument("--nebular-log-u", type=float, metavar="LOGU",
                    help="add Cloudy nebular lines and continuum of young stars at this ionization parameter (e.g. -2.5)")
+    p.add_argument("--bands", metavar="SET",
+                   help="band set of the fluxes (sedscale/data/bands.yaml, e.g. galex_sdss; default sdss ugriz); "
+                        "other sets than sdss need --noise-model none")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -105,6 +108,10 @@ def model_options(args: argparse.Namespace) -> dict:
         options["nmf_dir"] = str(Path(args.nmf_dir).resolve())
     if args.nebular_log_u is not None:
         options["nebular_log_u"] = args.nebular_log_u
+    if args.bands:
+        from ..observe.bands import get_band_set
+
+        options["bands"] = get_band_set(args.bands).name
     if args.prior:
         from ..models.physical_prior import load_prior_config, prior_presets
 

@@ -26,6 +26,7 @@ PROG = "run_train"
 
 def build_parser() -> argparse.ArgumentParser:
     from ..observe.spectral_noise import SPECTRAL_NOISE_PRESETS
+    from ..observe.survey_noise import PHOTOMETRIC_NOISE_PRESETS
     from ..train.config import EMBEDDINGS, FLOW_BUILDERS, PRESETS, THETA_TRANSFORMS
 
     p = argparse.ArgumentParser(
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="noise drawn when spectra are read: digs (5%%) or survey (S/N 5-500, masks; default)",
     )
     sp.add_argument("--augment", type=int, help="noisy copies of every spectrum per epoch (default 1)")
+    p.add_argument(
+        "--photometric-noise",
+        choices=sorted(PHOTOMETRIC_NOISE_PRESETS),
+        help="noiseless photometric sets: uncertainties and band masks drawn each epoch (default survey; "
+             "galex_sdss for FUV NUV ugriz: UV bands often missing)",
+    )
     t = p.add_argument_group("optimisation (replace the preset's values)")
     t.add_argument("--batch-size", type=int, help="rows per gradient step")
     t.add_argument("--lr", type=float, help="Adam learning rate")
@@ -103,6 +110,7 @@ def config_from_args(args: argparse.Namespace, base=None):
         seed=args.seed,
         shuffle_buffer=args.shuffle_buffer,
         spectral_noise=args.spectral_noise,
+        photometric_noise=args.photometric_noise,
         augment=args.augment,
     )
     if args.embedding == "none":

@@ -76,10 +76,10 @@ from .._version import __version__
 from ..errors import ConfigError, SedscaleError
 from ..io.atomic import atomic_write_bytes
 from ..io.catalog import (
-    FLUX_COLUMNS,
-    FLUX_IVAR_COLUMNS,
     META_PREFIX,
     ColumnMapping,
+    canonical_columns,
+    load_column_mapping,
     output_format,
     read_catalog,
     with_units,
@@ -87,7 +87,8 @@ from ..io.catalog import (
     write_parquet_stream,
 )
 from ..models.base import DERIVED_UNITS
-from ..observe.layout import MAG_COLUMNS, MAG_SIGMA_COLUMNS, MASKED_PHOTOMETRY_X_COLUMNS, PHOTOMETRY_X_COLUMNS
+from ..observe.filters import SDSS_BANDS
+from ..observe.layout import PHOTOMETRY_X_COLUMNS
 from ..simulate.manifest import (
     describe_differences,
     file_sha256,
@@ -116,9 +117,6 @@ DEFAULT_PARTITION_SIZE = 250
 DEFAULT_N_SAMPLES = 1000
 #: Seconds a partition may spend redrawing samples that left the prior box.
 DEFAULT_MAX_TIME = 60.0
-#: The x layouts of photometric checkpoints: SEDflow's and the band-masked one.
-PHOTOMETRIC_LAYOUTS = (PHOTOMETRY_X_COLUMNS, MASKED_PHOTOMETRY_X_COLUMNS)
-
 
 # --------------------------------------------------------------------------- options and plan
 @dataclass(frozen=True)
@@ -261,7 +259,7 @@ def plan_catalog(
     outputs: str | os.PathLike | Sequence[str | os.PathLike],
     options: CatalogOptions | None = None,
     *,
-    mapping: ColumnMapping | None = None,
+    mapping: ColumnMapping | str | os.PathLike | Sequence[str] | None = None,
     keep: Sequence[str] = (),
     support: str | os.PathLike | None = None,
     support_sims: str | os.PathLike | None = None,
@@ -278,8 +276,9 @@ def plan_catalog(
     outputs : path or sequence of paths
         ``.parquet`` and/or ``.fits`` files to write.
     options : CatalogOptions, optional
-    mapping : ColumnMapping, optional
-        Column mapping of non-NSA catalogs.
+    mapping : ColumnMapping, YAML path or ``key=value`` strings, optional
+        Column mapping of non-NSA catalogs; strings are parsed for the
+        checkpoint's band set (``{band}`` expands to its bands).
     keep : sequence of str
         Extra input columns to carry into the output.
     support : path, optional
@@ -303,19 +302,21 @@ def plan_catalog(
         raise ConfigError("give at least one output file (.parquet or .fits)")
     for out in outputs:
         output_format(out)
-    keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
-    df = read_catalog(catalog, mapping=mapping, keep=keep)
-    if len(df) == 0:
-        raise ConfigError(f"catalog {catalog} holds no rows")
-    reserved = set(output_columns_fixed()) & {k.lower() for k in keep}
-    if reserved:
-        raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
     post = Posterior.load(flow)
-    if post.x_columns not in PHOTOMETRIC_LAYOUTS:
+    if tuple(post.x_columns) != PHOTOMETRY_X_COLUMNS and not post.band_masked:
         raise ConfigError(
             f"{flow} is not a photometric checkpoint (x: {', '.join(post.x_columns[:3])}, ...); "
             "spectral checkpoints take SDSS spectra, not photometric catalogs"
         )
+    bands = post.bands.bands
+    mapping = load_column_mapping(mapping, bands=bands)
+    keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
+    df = read_catalog(catalog, mapping=mapping, keep=keep, bands=bands)
+    if len(df) == 0:
+        raise ConfigError(f"catalog {catalog} holds no rows")
+    reserved = set(output_columns_fixed(bands)) & {k.lower() for k in keep}
+    if reserved:
+        raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
     options = replace(options, error_floor=resolve_error_floor(post, options.error_floor))
     work = Path(work_dir) if work_dir else default_work_dir(outputs[0])
     xsupport, support_file = (None, None)
@@ -333,7 +334,7 @@ def plan_catalog(
     )
     identity = {
         "schema_version": SCHEMA_VERSION,
-        "catalog_sha256": catalog_digest(df),
+        "catalog_sha256": catalog_digest(df, bands),
         "n_rows": len(df),
         "checkpoint_sha256": spec.flow_sha256,
         "support_sha256": spec.support_sha256,
@@ -373,9 +374,9 @@ def training_z_range(metadata: dict) -> tuple[float, float]:
         raise ConfigError("the checkpoint does not record its training redshift range (training_set.redshift)") from None
 
 
-def catalog_digest(df: pd.DataFrame) -> str:
-    """sha256 of the canonical input columns (identifies the catalog content)."""
-    cols = ["id", "z", *FLUX_COLUMNS, *FLUX_IVAR_COLUMNS]
+def catalog_digest(df: pd.DataFrame, bands: Sequence[str] = SDSS_BANDS) -> str:
+    """sha256 of the canonical input columns of ``bands`` (identifies the catalog content)."""
+    cols = list(canonical_columns(bands))
     hashed = pd.util.hash_pandas_object(df[cols], index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()
 
@@ -503,18 +504,20 @@ def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, optio
         kept columns, summaries, optional samples).
     """
     started = time.perf_counter()
+    bands = post.bands
     checked = check_photometry(
-        part[list(FLUX_COLUMNS)].to_numpy(), part[list(FLUX_IVAR_COLUMNS)].to_numpy(), part["z"].to_numpy(), z_range,
-        masked=post.band_masked, error_floor=options.error_floor or 0.0,
+        part[list(bands.columns("flux_"))].to_numpy(), part[list(bands.columns("flux_ivar_"))].to_numpy(),
+        part["z"].to_numpy(), z_range, masked=post.band_masked, error_floor=options.error_floor or 0.0,
+        bands=bands.bands,
     )
     rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
                              options, partition, started)
     cols: dict[str, pa.Array] = {"id": pa.array(part["id"].to_numpy()), "z": pa.array(part["z"].to_numpy(np.float64))}
     for name in keep:
         cols[name] = pa.array(part[name].to_numpy())
-    for k, name in enumerate(MAG_COLUMNS):
+    for k, name in enumerate(bands.columns("mag_")):
         cols[name] = pa.array(checked.mag[:, k].astype(np.float32))
-    for k, name in enumerate(MAG_SIGMA_COLUMNS):
+    for k, name in enumerate(bands.columns("sigma_")):
         cols[name] = pa.array(checked.mag_sigma[:, k].astype(np.float32))
     cols["bands_used"] = pa.array(checked.bands_used.tolist(), pa.string())
     for name in rows.column_names:
@@ -522,9 +525,10 @@ def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, optio
     return pa.table(cols)
 
 
-def output_columns_fixed() -> tuple[str, ...]:
-    """Columns every posterior catalog starts with (before kept columns and summaries)."""
-    return ("id", "z", *MAG_COLUMNS, *MAG_SIGMA_COLUMNS, "bands_used", "status", "reason", "support_score", "n_samples",
+def output_columns_fixed(bands: Sequence[str] = SDSS_BANDS) -> tuple[str, ...]:
+    """Columns every posterior catalog of a flow over ``bands`` starts with (before kept columns and summaries)."""
+    return ("id", "z", *(f"mag_{b}" for b in bands), *(f"sigma_{b}" for b in bands), "bands_used", "status",
+            "reason", "support_score", "n_samples",
             "acceptance")
 
 
@@ -900,7 +904,8 @@ def write_outputs(plan: CatalogPlan, manifest: dict) -> None:
 
 def column_units(plan: CatalogPlan, columns: Sequence[str]) -> dict[str, str]:
     """Unit of every output column (``""`` where dimensionless or unknown)."""
-    base = {**{c: "mag(AB)" for c in MAG_COLUMNS}, **{c: "mag" for c in MAG_SIGMA_COLUMNS}}
+    bands = plan.posterior.bands
+    base = {**{c: "mag(AB)" for c in bands.columns("mag_")}, **{c: "mag" for c in bands.columns("sigma_")}}
     return output_units(plan.posterior, columns, base)
 
 

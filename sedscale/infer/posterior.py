@@ -267,9 +267,14 @@ class Posterior:
     @property
     def band_masked(self) -> bool:
         """Whether x is the band-masked photometric layout (survey flows) rather than SEDflow's."""
-        from ..observe.layout import MASKED_PHOTOMETRY_X_COLUMNS
+        return tuple(self.x_columns) == self.bands.masked_x_columns
 
-        return tuple(self.x_columns) == MASKED_PHOTOMETRY_X_COLUMNS
+    @property
+    def bands(self):
+        """The :class:`~sedscale.observe.bands.BandSet` of the checkpoint's model (SDSS ugriz unless recorded)."""
+        from ..observe.bands import get_band_set
+
+        return get_band_set(self._model_options.get("bands"))
 
     @property
     def model(self):

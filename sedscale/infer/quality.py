@@ -55,11 +55,13 @@ class CheckedPhotometry:
     reason : ndarray of str (object), shape (n,)
         ``""`` for good rows, else the failed checks (module docstring);
         for band-masked flows, usable rows may list the masked bands.
-    used : ndarray of bool, shape (n, 5)
+    used : ndarray of bool, shape (n, n_band)
         Bands that entered x.
-    mag, mag_sigma : ndarray, shape (n, 5)
+    mag, mag_sigma : ndarray, shape (n, n_band)
         Magnitudes and their errors (error floor included) of the used
         bands, NaN elsewhere.
+    bands : tuple of str
+        Band labels, in column order.
     """
 
     x: np.ndarray
@@ -68,12 +70,18 @@ class CheckedPhotometry:
     used: np.ndarray
     mag: np.ndarray
     mag_sigma: np.ndarray
+    bands: tuple = SDSS_BANDS
 
     @property
     def bands_used(self) -> np.ndarray:
-        """Per galaxy the used bands as a string (``"ugriz"``, ``"gri"``, ``""``), object array."""
-        names = np.array(SDSS_BANDS)
-        return np.array(["".join(names[u]) for u in self.used], dtype=object)
+        """Per galaxy the used bands as a string, object array.
+
+        ``"ugriz"``, ``"gri"``, ``""`` for one-letter labels; comma-separated
+        otherwise (``"fuv,nuv,u,g,r,i,z"``).
+        """
+        names = np.array(self.bands)
+        sep = "" if all(len(b) == 1 for b in self.bands) else ","
+        return np.array([sep.join(names[u]) for u in self.used], dtype=object)
 
 
 def photometry_x(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -88,13 +96,14 @@ def photometry_x(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.ndarra
 
 
 def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, masked: bool = False,
-                     error_floor: float = 0.0) -> CheckedPhotometry:
+                     error_floor: float = 0.0, bands: tuple[str, ...] = SDSS_BANDS) -> CheckedPhotometry:
     """Flag unusable rows and build the observation vectors of the others.
 
     Parameters
     ----------
-    flux, ivar : array_like, shape (n, 5)
-        ugriz fluxes (nanomaggies) and inverse variances (nanomaggies^-2).
+    flux, ivar : array_like, shape (n, n_band)
+        Fluxes (nanomaggies) and inverse variances (nanomaggies^-2) in
+        ``bands`` order (SEDflow's x: the five ugriz).
     z : array_like, shape (n,)
     z_range : (float, float), optional
         Redshift range of the training set; rows outside are bad input
@@ -104,6 +113,8 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
         the SEDflow x (every band needed).
     error_floor : float
         Magnitudes added in quadrature to every uncertainty (band-masked x).
+    bands : tuple of str
+        Band labels (reasons and ``bands_used``).
 
     Returns
     -------
@@ -140,7 +151,7 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
     for i in np.flatnonzero(bad | band_bad.any(axis=1)):
         labels = [name for name, mask in per_row.items() if mask[i]]
         labels += [
-            f"{name}:{','.join(b for b, m in zip(SDSS_BANDS, mask[i]) if m)}"
+            f"{name}:{','.join(b for b, m in zip(bands, mask[i]) if m)}"
             for name, mask in per_band.items()
             if mask[i].any()
         ]
@@ -151,7 +162,8 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
     with np.errstate(invalid="ignore"):
         mag = np.where(used, nanomaggies_to_mag(flux), np.nan)
         sigma = np.sqrt(flux_sigma_to_mag_sigma(flux, ivar_to_sigma(ivar)) ** 2 + (error_floor if masked else 0.0) ** 2)
-    return CheckedPhotometry(x=x, bad=bad, reason=reason, used=used, mag=mag, mag_sigma=np.where(used, sigma, np.nan))
+    return CheckedPhotometry(x=x, bad=bad, reason=reason, used=used, mag=mag, mag_sigma=np.where(used, sigma, np.nan),
+                             bands=tuple(bands))
 
 
 def reason_labels(reason: str) -> list[str]:

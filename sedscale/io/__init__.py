@@ -14,6 +14,7 @@ from .nsa import (
     CatalogFormatError,
     read_nsa,
     read_nsa_file,
+    nsa_band_indices,
     ugriz_indices,
 )
 from .sdss import (
@@ -43,5 +44,6 @@ __all__ = [
     "rest_luminosity",
     "spectra_table",
     "sppixmask",
+    "nsa_band_indices",
     "ugriz_indices",
 ]

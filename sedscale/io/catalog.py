@@ -88,7 +88,6 @@ log = logging.getLogger(__name__)
 #: Canonical photometry columns produced by :func:`read_catalog`.
 FLUX_COLUMNS = NSA_FLUX_COLUMNS
 FLUX_IVAR_COLUMNS = NSA_FLUX_IVAR_COLUMNS
-CANONICAL_COLUMNS = ("id", "z") + FLUX_COLUMNS + FLUX_IVAR_COLUMNS
 #: Flux units accepted by a column mapping: nanomaggies per unit.  One
 #: nanomaggy is 3.631e-6 Jy (AB magnitude 22.5).
 FLUX_UNITS = {
@@ -141,6 +140,10 @@ class ColumnMapping:
         None: from the file name.
     names : tuple of str
         Column names of a text table, in file order (replace its header).
+    bands : tuple of str
+        Band labels of the photometry (the flow's band set; default ugriz):
+        ``{band}`` expands to each, a vector slice must select one element
+        per band.
     """
 
     z: str = "z"
@@ -155,6 +158,7 @@ class ColumnMapping:
     keep: tuple = field(default_factory=tuple)
     format: str | None = None
     names: tuple = field(default_factory=tuple)
+    bands: tuple = SDSS_BANDS
 
     def __post_init__(self):
         has_flux = self.flux is not None
@@ -177,11 +181,11 @@ class ColumnMapping:
             raise ConfigError("'names' repeats a column name")
 
     @classmethod
-    def from_dict(cls, d: Mapping, source: str = "<mapping>") -> ColumnMapping:
+    def from_dict(cls, d: Mapping, source: str = "<mapping>", bands: Sequence[str] = SDSS_BANDS) -> ColumnMapping:
         """Build from a mapping such as a parsed YAML file (see module docstring).
 
-        Band entries may be a string with ``{band}``, a list of five column
-        names in ugriz order, or a dict band -> column.
+        Band entries may be a string with ``{band}``, a list of column names
+        in ``bands`` order, or a dict band -> column.
 
         Raises
         ------
@@ -193,7 +197,9 @@ class ColumnMapping:
         unknown = sorted(set(d) - set(_BAND_KEYS) - set(_SCALAR_KEYS))
         if unknown:
             raise ConfigError(f"{source}: unknown column-mapping key(s) {unknown}; allowed: {sorted(_BAND_KEYS + _SCALAR_KEYS)}")
-        kwargs = {k: _band_columns(d[k], k, source) for k in _BAND_KEYS if d.get(k) is not None}
+        bands = tuple(bands)
+        kwargs = {k: _band_columns(d[k], k, source, bands) for k in _BAND_KEYS if d.get(k) is not None}
+        kwargs["bands"] = bands
         for key in ("id", "z", "flux_unit", "format"):
             if d.get(key) is not None:
                 kwargs[key] = str(d[key])
@@ -208,7 +214,7 @@ class ColumnMapping:
             raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_pairs(cls, pairs: Iterable[str]) -> ColumnMapping:
+    def from_pairs(cls, pairs: Iterable[str], bands: Sequence[str] = SDSS_BANDS) -> ColumnMapping:
         """Build from ``key=value`` strings, e.g. ``["z=ZSPEC", "flux=F_{band}", "flux_err=E_{band}"]``."""
         d = {}
         for pair in pairs:
@@ -216,10 +222,10 @@ class ColumnMapping:
             if not sep or not key.strip() or not value.strip():
                 raise ConfigError(f"column mapping entries are key=value, got {pair!r}")
             d[key.strip()] = value.strip()
-        return cls.from_dict(d, source="--columns")
+        return cls.from_dict(d, source="--columns", bands=bands)
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> ColumnMapping:
+    def from_yaml(cls, path: str | os.PathLike, bands: Sequence[str] = SDSS_BANDS) -> ColumnMapping:
         """Read a YAML column-mapping file."""
         import yaml
 
@@ -232,7 +238,7 @@ class ColumnMapping:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(data, source=str(path), bands=bands)
 
     def source_columns(self) -> list[str]:
         """Every catalog column the mapping reads, in a stable order."""
@@ -240,47 +246,49 @@ class ColumnMapping:
         for key in _BAND_KEYS:
             bands = getattr(self, key)
             if bands is not None:
-                cols += [bands[b] for b in SDSS_BANDS]
+                cols += [bands[b] for b in self.bands]
         return list(dict.fromkeys(cols + list(self.keep)))
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in _SCALAR_KEYS + _BAND_KEYS if getattr(self, k) not in (None, ())}
 
 
-def _band_columns(value, key: str, source: str) -> dict[str, str]:
+def _band_columns(value, key: str, source: str, bands: tuple[str, ...]) -> dict[str, str]:
+    need = f"need {len(bands)} ({','.join(bands)})"
     if isinstance(value, str) and (sliced := _VECTOR_SLICE.match(value)):
         name, start, stop = sliced.group(1), int(sliced.group(2)), int(sliced.group(3))
-        if stop - start != len(SDSS_BANDS):
-            raise ConfigError(f"{source}: '{key}: {value}' selects {stop - start} elements; need {len(SDSS_BANDS)} (ugriz)")
-        return {b: f"{name}[{start + k}]" for k, b in enumerate(SDSS_BANDS)}
+        if stop - start != len(bands):
+            raise ConfigError(f"{source}: '{key}: {value}' selects {stop - start} elements; {need}")
+        return {b: f"{name}[{start + k}]" for k, b in enumerate(bands)}
     if isinstance(value, str):
         if "{band}" not in value:
             raise ConfigError(f"{source}: '{key}: {value}' names one column; use '{{band}}' in it, a list or a mapping")
-        return {b: value.format(band=b) for b in SDSS_BANDS}
+        return {b: value.format(band=b) for b in bands}
     if isinstance(value, (list, tuple)):
-        if len(value) != len(SDSS_BANDS):
-            raise ConfigError(f"{source}: '{key}' lists {len(value)} columns; need {len(SDSS_BANDS)} (ugriz)")
-        return {b: str(c) for b, c in zip(SDSS_BANDS, value)}
+        if len(value) != len(bands):
+            raise ConfigError(f"{source}: '{key}' lists {len(value)} columns; {need}")
+        return {b: str(c) for b, c in zip(bands, value)}
     if isinstance(value, Mapping):
-        missing = [b for b in SDSS_BANDS if b not in value]
+        missing = [b for b in bands if b not in value]
         if missing:
             raise ConfigError(f"{source}: '{key}' lacks band(s) {missing}")
-        return {b: str(value[b]) for b in SDSS_BANDS}
+        return {b: str(value[b]) for b in bands}
     raise ConfigError(f"{source}: '{key}' must be a '{{band}}' template, a list or a mapping")
 
 
-def load_column_mapping(spec: str | os.PathLike | Sequence[str] | Mapping | None) -> ColumnMapping | None:
-    """A :class:`ColumnMapping` from a YAML path, ``key=value`` strings or a dict (None passes through)."""
+def load_column_mapping(spec: str | os.PathLike | Sequence[str] | Mapping | None,
+                        bands: Sequence[str] = SDSS_BANDS) -> ColumnMapping | None:
+    """A :class:`ColumnMapping` for ``bands`` from a YAML path, ``key=value`` strings or a dict (None passes through)."""
     if spec is None or isinstance(spec, ColumnMapping):
         return spec
     if isinstance(spec, Mapping):
-        return ColumnMapping.from_dict(spec)
+        return ColumnMapping.from_dict(spec, bands=bands)
     if isinstance(spec, (str, os.PathLike)):
-        return ColumnMapping.from_yaml(spec)
+        return ColumnMapping.from_yaml(spec, bands=bands)
     items = list(spec)
     if len(items) == 1 and "=" not in items[0]:
-        return ColumnMapping.from_yaml(items[0])
-    return ColumnMapping.from_pairs(items)
+        return ColumnMapping.from_yaml(items[0], bands=bands)
+    return ColumnMapping.from_pairs(items, bands=bands)
 
 
 # --------------------------------------------------------------------------- table readers
@@ -445,6 +453,7 @@ def read_catalog(
     paths: str | os.PathLike | Iterable[str | os.PathLike],
     mapping: ColumnMapping | None = None,
     keep: Sequence[str] = (),
+    bands: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Read catalog files into the canonical photometry frame (see module docstring).
 
@@ -458,11 +467,14 @@ def read_catalog(
     keep : sequence of str
         Extra columns to carry along (lower-cased in the output); added to
         ``mapping.keep``.
+    bands : sequence of str, optional
+        Band labels to read (the flow's band set); default ``mapping.bands``,
+        else ugriz.
 
     Returns
     -------
     pandas.DataFrame
-        ``id``, ``z``, ``flux_*`` (nanomaggies), ``flux_ivar_*``
+        ``id``, ``z``, ``flux_<band>`` (nanomaggies), ``flux_ivar_<band>``
         (nanomaggies^-2), the kept columns; ``attrs``: ``sources``,
         ``format`` (``"nsa"``, ``"mapped"`` or ``"canonical"``),
         ``n_rows_read`` and ``n_duplicates``.
@@ -475,22 +487,26 @@ def read_catalog(
     if not files:
         raise ConfigError("no catalog file given")
     keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
+    bands = tuple(bands if bands is not None else (mapping.bands if mapping else SDSS_BANDS))
+    if mapping is not None and tuple(mapping.bands) != bands:
+        raise ConfigError(f"the column mapping is for bands {mapping.bands}, the flow takes {bands}")
     if mapping is None and all(is_nsa_file(_existing(f)) for f in files):
-        df = read_nsa(files, columns=keep)
+        df = read_nsa(files, columns=keep, bands=bands)
         df.attrs["format"] = "nsa"
         return df
+    canonical = canonical_columns(bands)
     frames = []
     for f in files:
         if mapping is not None:
             frames.append(_mapped_frame(f, mapping, keep))
             continue
         lower = {c.lower() for c in table_columns(f)}
-        if not all(c in lower for c in CANONICAL_COLUMNS):
+        if not all(c in lower for c in canonical):
             raise CatalogFormatError(
                 f"{f}: neither an NSA catalog (NSAID, Z, NMGY, NMGY_IVAR) nor in sedscale's layout "
-                f"({', '.join(CANONICAL_COLUMNS)}); give a column mapping (--columns / --column-map)"
+                f"({', '.join(canonical)}); give a column mapping (--columns / --column-map)"
             )
-        frames.append(_mapped_frame(f, _CANONICAL_MAPPING, keep))
+        frames.append(_mapped_frame(f, _canonical_mapping(bands), keep))
     df = pd.concat(frames, ignore_index=True)
     n_read = len(df)
     if mapping is not None and mapping.id is None:
@@ -508,12 +524,14 @@ def read_catalog(
     return df
 
 
-_CANONICAL_MAPPING = ColumnMapping(
-    id="id",
-    z="z",
-    flux={b: f"flux_{b}" for b in SDSS_BANDS},
-    flux_ivar={b: f"flux_ivar_{b}" for b in SDSS_BANDS},
-)
+def canonical_columns(bands: Sequence[str] = SDSS_BANDS) -> tuple[str, ...]:
+    """``id``, ``z``, ``flux_<band>``, ``flux_ivar_<band>``: the canonical frame of ``bands``."""
+    return ("id", "z") + tuple(f"flux_{b}" for b in bands) + tuple(f"flux_ivar_{b}" for b in bands)
+
+
+def _canonical_mapping(bands: Sequence[str]) -> ColumnMapping:
+    return ColumnMapping(id="id", z="z", flux={b: f"flux_{b}" for b in bands},
+                         flux_ivar={b: f"flux_ivar_{b}" for b in bands}, bands=tuple(bands))
 
 
 def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> pd.DataFrame:
@@ -523,7 +541,7 @@ def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> pd
 
     def bands(key) -> np.ndarray:
         cols = getattr(mapping, key)
-        return np.column_stack([_as_float(raw[cols[b]], path, cols[b]) for b in SDSS_BANDS])
+        return np.column_stack([_as_float(raw[cols[b]], path, cols[b]) for b in mapping.bands])
 
     n = len(raw[mapping.z])
     if mapping.flux is not None:
@@ -547,8 +565,8 @@ def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> pd
         "id": raw[mapping.id] if mapping.id else np.zeros(n, dtype=np.int64),
         "z": _as_float(raw[mapping.z], path, mapping.z),
     }
-    cols.update({c: flux[:, k] for k, c in enumerate(FLUX_COLUMNS)})
-    cols.update({c: ivar[:, k] for k, c in enumerate(FLUX_IVAR_COLUMNS)})
+    cols.update({f"flux_{b}": flux[:, k] for k, b in enumerate(mapping.bands)})
+    cols.update({f"flux_ivar_{b}": ivar[:, k] for k, b in enumerate(mapping.bands)})
     for name in keep:
         cols.setdefault(name.lower(), raw[name])
     return pd.DataFrame(cols)

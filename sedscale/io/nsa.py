@@ -51,7 +51,7 @@ class CatalogFormatError(SedscaleError, ValueError):
 
 def ugriz_indices() -> np.ndarray:
     """Indices of SDSS u, g, r, i, z in the NSA 7-band vectors."""
-    return np.arange(NSA_UGRIZ.start, NSA_UGRIZ.stop)
+    return nsa_band_indices(SDSS_BANDS)
 
 
 def _as_paths(paths) -> list[Path]:
@@ -123,13 +123,28 @@ def read_nsa_file(path: str | os.PathLike, columns: Sequence[str] = ()) -> np.nd
     return data
 
 
-def _to_frame(data: np.ndarray, extra: Sequence[str]) -> pd.DataFrame:
-    idx = ugriz_indices()
+def nsa_band_indices(bands: Sequence[str]) -> np.ndarray:
+    """Indices of band labels (``fuv``, ``nuv``, ``u`` ... ``z``) in the NSA 7-band vectors.
+
+    Raises
+    ------
+    CatalogFormatError
+        A band the NSA does not measure.
+    """
+    labels = [b.lower() for b in NSA_BANDS]
+    missing = [b for b in bands if b not in labels]
+    if missing:
+        raise CatalogFormatError(f"the NSA has no band(s) {missing}; its bands are {','.join(NSA_BANDS)}")
+    return np.array([labels.index(b) for b in bands])
+
+
+def _to_frame(data: np.ndarray, extra: Sequence[str], bands: Sequence[str]) -> pd.DataFrame:
+    idx = nsa_band_indices(bands)
     flux = np.asarray(data["NMGY"][:, idx], dtype=np.float64)
     ivar = np.asarray(data["NMGY_IVAR"][:, idx], dtype=np.float64)
     cols = {"id": np.asarray(data["NSAID"], dtype=np.int64), "z": np.asarray(data["Z"], dtype=np.float64)}
-    cols.update({c: flux[:, k] for k, c in enumerate(NSA_FLUX_COLUMNS)})
-    cols.update({c: ivar[:, k] for k, c in enumerate(NSA_FLUX_IVAR_COLUMNS)})
+    cols.update({f"flux_{b}": flux[:, k] for k, b in enumerate(bands)})
+    cols.update({f"flux_ivar_{b}": ivar[:, k] for k, b in enumerate(bands)})
     if "MASS" in data.dtype.names:
         cols["mass_nsa"] = np.asarray(data["MASS"], dtype=np.float64)
     for name in extra:
@@ -144,7 +159,8 @@ def _to_frame(data: np.ndarray, extra: Sequence[str]) -> pd.DataFrame:
 
 
 def read_nsa(
-    paths: str | os.PathLike | Iterable[str | os.PathLike], columns: Sequence[str] | None = None
+    paths: str | os.PathLike | Iterable[str | os.PathLike], columns: Sequence[str] | None = None,
+    bands: Sequence[str] = SDSS_BANDS,
 ) -> pd.DataFrame:
     """Read one or several NSA FITS files into a de-duplicated DataFrame.
 
@@ -155,6 +171,8 @@ def read_nsa(
     columns : sequence of str, optional
         Extra scalar NSA columns to carry along, named in lower case in the
         output (e.g. ``["RA", "DEC"]`` -> ``ra``, ``dec``).
+    bands : sequence of str
+        Band labels to read (default ugriz; ``fuv`` and ``nuv`` are GALEX).
 
     Returns
     -------
@@ -173,7 +191,7 @@ def read_nsa(
     """
     files = _as_paths(paths)
     extra = tuple(columns or ())
-    frames = [_to_frame(read_nsa_file(p, extra), extra) for p in files]
+    frames = [_to_frame(read_nsa_file(p, extra), extra, tuple(bands)) for p in files]
     if any("mass_nsa" not in f for f in frames):
         frames = [f.drop(columns="mass_nsa", errors="ignore") for f in frames]
     df = pd.concat(frames, ignore_index=True)

@@ -32,12 +32,14 @@ from ..sps.nodes import BIRTH_CLOUD_AGE_YR, NodeLibrary, build_node_library, hat
 from ..sps.grid import SSPGrid
 from ..sps.rebin import log_wavelength_edges
 from ..sps.remnants import remnant_mass_fraction
+from ..observe.bands import DEFAULT_BAND_SET, BandSet, get_band_set
 from .priors import Prior
 
 #: Solar metallicity used to convert log(Z/Zsun) parameters (FSPS/PROVABGS convention).
 ZSUN = 0.019
 #: Rest-frame wavelength bins of the photometric library: 1500-12000 A,
-#: 1200 log bins (R ~ 580).  Covers SDSS ugriz for z <= 0.98.
+#: 1200 log bins (R ~ 580).  Covers SDSS ugriz for z <= 0.98; other band sets
+#: extend it with bins of the same width (:func:`photometry_wave_edges_for`).
 PHOTOMETRY_WAVE_EDGES = log_wavelength_edges(1500.0, 12000.0, 1200)
 _CHUNK = 4096
 #: Rows per block of :meth:`ForwardModel.derived` (bounds the temporaries; the
@@ -99,6 +101,32 @@ class BinnedSFH:
     mass_formed: np.ndarray
 
 
+def photometry_wave_edges_for(filters, z_max: float, base: np.ndarray = PHOTOMETRY_WAVE_EDGES) -> np.ndarray:
+    """Rest-frame bins covering ``filters`` up to ``z_max``: ``base`` extended with bins of its own log width.
+
+    The bins of ``base`` are kept unchanged, so SDSS fluxes do not depend on
+    which other bands a set holds.
+
+    Parameters
+    ----------
+    filters : sequence of str
+        astro-sedpy filter names.
+    z_max : float
+    base : ndarray
+        Log-spaced edges (Angstrom).
+    """
+    from ..observe.filters import load_filters
+
+    curves = [f.wavelength[f.transmission > 0] for f in load_filters(tuple(filters))]
+    blue = min(c.min() for c in curves) / (1 + z_max)
+    red = max(c.max() for c in curves)
+    step = np.log(base[1] / base[0])
+    n_blue = max(int(np.ceil(np.log(base[0] / blue) / step)), 0)
+    n_red = max(int(np.ceil(np.log(red / base[-1]) / step)), 0)
+    return np.concatenate([base[0] * np.exp(-step * np.arange(n_blue, 0, -1)), base,
+                           base[-1] * np.exp(step * np.arange(1, n_red + 1))])
+
+
 class ForwardModel(abc.ABC):
     """Base class of the batched SPS forward models.
 
@@ -110,6 +138,9 @@ class ForwardModel(abc.ABC):
         Astropy cosmology realization for ages and distances.
     nebular_log_u : float or None
         Add Cloudy nebular continuum and lines at this log U (None: off).
+    bands : str or BandSet, optional
+        The band set :meth:`photometry` projects onto (``sedscale/data/bands.yaml``);
+        default SDSS ugriz.
     """
 
     #: Registry name of the model.
@@ -119,11 +150,16 @@ class ForwardModel(abc.ABC):
     #: Rest-frame wavelength bins used for photometry.
     photometry_wave_edges: np.ndarray = PHOTOMETRY_WAVE_EDGES
 
-    def __init__(self, ssp: SSPGrid | None = None, cosmology: str = DEFAULT_COSMOLOGY, nebular_log_u=None):
+    def __init__(self, ssp: SSPGrid | None = None, cosmology: str = DEFAULT_COSMOLOGY, nebular_log_u=None,
+                 bands: str | BandSet | None = None):
         self._ssp = ssp
         self.cosmology = cosmology
         # Options recorded in data and checkpoints come back as strings.
         self.nebular_log_u = None if nebular_log_u in (None, "None", "") else float(nebular_log_u)
+        self.bands = get_band_set(bands)
+        if self.bands.name != DEFAULT_BAND_SET:
+            self.photometry_wave_edges = photometry_wave_edges_for(
+                self.bands.filters, self.z_max, type(self).photometry_wave_edges)
         self._libraries: dict[bytes, NodeLibrary] = {}
         self._bases: dict[tuple, np.ndarray] = {}
 
@@ -310,10 +346,11 @@ class ForwardModel(abc.ABC):
     # --------------------------------------------------------------- observables
     @cached_property
     def sdss(self):
-        """The SDSS ugriz photometry operator for this model's library."""
+        """The photometry operator of this model's band set (:attr:`bands`; SDSS ugriz by default)."""
         from ..observe.photometry import PhotometryOperator
 
-        return PhotometryOperator(self.photometry_wave_edges, cosmology=self.cosmology, z_max=self.z_max)
+        return PhotometryOperator(self.photometry_wave_edges, filters=self.bands.filters, cosmology=self.cosmology,
+                                  z_max=self.z_max)
 
     def photometry(self, theta, z, operator=None, dtype=np.float32) -> np.ndarray:
         """Observed-frame fluxes in nanomaggies, shape (n, n_band).
@@ -323,7 +360,7 @@ class ForwardModel(abc.ABC):
         theta : array_like, shape (n, d)
         z : array_like, shape (n,)
         operator : PhotometryOperator, optional
-            Defaults to SDSS ugriz (:attr:`sdss`).
+            Defaults to the model's band set (:attr:`sdss`).
         """
         op = operator or self.sdss
         theta, z = self.check_inputs(theta, z)

@@ -10,6 +10,9 @@ with ``l`` the rest wavelength.  For a binned spectrum the integral is a dot
 product with ``P_b(z)_k = int_{bin k} R_b(l (1+z)) l dl / (c int R_b/l dl)``.
 :class:`PhotometryOperator` tabulates P on a redshift grid (dz = 0.001) and
 interpolates linearly in z; the distance factor is applied exactly.
+Rest-frame light below the Lyman limit (912 A) is not transmitted: ionizing
+photons are absorbed by the galaxy's gas and the intergalactic medium
+(escape fraction 0; it matters only for far-UV bands at z >~ 0.45).
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from ..units import LSUN_ERG_S, NANOMAGGY_CGS
 from .filters import SDSS_FILTERS, load_filters
 
 _SUBSAMPLES = 8
+#: Lyman limit (Angstrom).
+LYMAN_LIMIT_AA = 911.75
 
 
 class PhotometryOperator:
@@ -48,11 +53,9 @@ class PhotometryOperator:
         self.z_max = float(z_max)
         self.dz = float(dz)
         self.z_grid = np.arange(0.0, self.z_max + 2 * self.dz, self.dz)
-        blue_limit = max(f.wavelength[f.transmission > 0].min() for f in self.filters) / (1 + self.z_max)
+        blue_limit = min(f.wavelength[f.transmission > 0].min() for f in self.filters) / (1 + self.z_max)
         red_limit = max(f.wavelength[f.transmission > 0].max() for f in self.filters)
-        if self.wave_edges[0] > min(f.wavelength[f.transmission > 0].min() for f in self.filters) / (
-            1 + self.z_max
-        ) or self.wave_edges[-1] < red_limit:
+        if self.wave_edges[0] > blue_limit or self.wave_edges[-1] < red_limit:
             raise ParameterError(
                 f"rest-frame wavelength range [{self.wave_edges[0]:.0f}, {self.wave_edges[-1]:.0f}] A "
                 f"does not cover the filters up to z={self.z_max} (needs < {blue_limit:.0f} and > {red_limit:.0f})"
@@ -74,7 +77,7 @@ class PhotometryOperator:
         out = np.empty((self.z_grid.size, lo.size, self.n_bands))
         for b, f in enumerate(self.filters):
             resp = f.response(sub[None, :, :] * (1 + self.z_grid)[:, None, None])
-            out[:, :, b] = np.sum(resp * sub[None] * dl[None], axis=-1) / f.norm
+            out[:, :, b] = np.sum(resp * (sub * (sub >= LYMAN_LIMIT_AA))[None] * dl[None], axis=-1) / f.norm
         return out
 
     def project(self, lum: np.ndarray, z: np.ndarray) -> np.ndarray:

@@ -191,7 +191,7 @@ def draw_spectra(model, redshift, rows: int, streams) -> tuple[np.ndarray, np.nd
 
 
 def draw_photometry(model, redshift, rows: int, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``rows`` prior draws and their noiseless ugriz fluxes (nanomaggies).
+    """``rows`` prior draws and their noiseless fluxes in the model's bands (nanomaggies).
 
     Nothing is rejected: uncertainties, noise and band masks are drawn when
     the training set is read (:class:`~sedscale.observe.survey_noise.SurveyNoise`).
@@ -245,16 +245,17 @@ def build_spectrum_table(param_names, theta, z, spec, derived: dict, first_id: i
     return _columns_table(columns, derived, metadata, {SPECTRUM_TRUE_COLUMN: spectrum_column(spec)})
 
 
-def build_noiseless_table(param_names, theta, z, flux_true, derived: dict, first_id: int, metadata: dict) -> pa.Table:
+def build_noiseless_table(param_names, theta, z, flux_true, derived: dict, first_id: int, metadata: dict,
+                          flux_columns=FLUX_TRUE_COLUMNS) -> pa.Table:
     """The Parquet table of one noiseless photometric partition.
 
-    Column order: ``sim_id``, parameters, ``z``, true fluxes (nanomaggies),
-    derived properties.
+    Column order: ``sim_id``, parameters, ``z``, true fluxes (nanomaggies;
+    ``flux_columns``, one per band of the model's band set), derived properties.
     """
     columns: dict[str, np.ndarray] = {ID_COLUMN: np.arange(first_id, first_id + z.size, dtype=np.int64)}
     columns.update({name: theta[:, j] for j, name in enumerate(param_names)})
     columns[REDSHIFT_COLUMN] = z
-    columns.update({name: flux_true[:, k] for k, name in enumerate(FLUX_TRUE_COLUMNS)})
+    columns.update({name: flux_true[:, k] for k, name in enumerate(flux_columns)})
     return _columns_table(columns, derived, metadata)
 
 
@@ -311,7 +312,8 @@ def simulate_partition(index: int, spec: TaskSpec) -> dict:
     elif spec.noise_model == NOISELESS:
         theta, z, flux_true = draw_photometry(model, spec.redshift, spec.rows(index), streams)
         derived = model.derived(theta, z)
-        table = build_noiseless_table(model.param_names, theta, z, flux_true, derived, first_id, spec.metadata)
+        table = build_noiseless_table(model.param_names, theta, z, flux_true, derived, first_id, spec.metadata,
+                                      model.bands.columns("flux_true_"))
         n_drawn, dropped = theta.shape[0], {}
     else:
         noise = load_noise_model(spec.noise_model)

@@ -26,8 +26,6 @@ from ..observe.layout import (
     FLUX_TRUE_COLUMNS,
     MAG_COLUMNS,
     MAG_SIGMA_COLUMNS,
-    MASKED_PHOTOMETRY_X_COLUMNS,
-    MASKED_X_UNITS,
     PHOTOMETRY_X_COLUMNS,
     REDSHIFT_COLUMN,
     SPECTRUM_TRUE_COLUMN,
@@ -83,7 +81,9 @@ def plan_run(config: SimulationConfig) -> RunPlan:
         raise ConfigError("spectra are stored noiseless (noise is drawn at training); a noise model does not apply")
     noiseless = config.noise_model == NOISELESS
     noise_dict = {} if spectral or noiseless else load_noise_model(config.noise_model).to_dict()
-    filters = () if spectral else SDSS_FILTERS
+    if not spectral and not noiseless and model.bands.filters != SDSS_FILTERS:
+        raise ConfigError(f"band set {model.bands.name!r} needs --noise-model none (the NSA noise model is ugriz only)")
+    filters = () if spectral else model.bands.filters
     ident = identity(config, model.prior.to_dict(), model.cosmology, filters, noise_dict, redshift.to_dict())
     digest = config_hash(ident)
     metadata = parquet_metadata(model, noise_dict, redshift.to_dict(), config.seed, digest, config.observable,
@@ -124,9 +124,9 @@ def parquet_metadata(
         units.update(SPECTRUM_X_UNITS)
         x_columns = SPECTRUM_X_COLUMNS
     elif noiseless:
-        units.update({c: "nanomaggy" for c in FLUX_TRUE_COLUMNS})
-        units.update(MASKED_X_UNITS)
-        x_columns = MASKED_PHOTOMETRY_X_COLUMNS
+        units.update({c: "nanomaggy" for c in model.bands.columns("flux_true_")})
+        units.update(model.bands.masked_x_units)
+        x_columns = model.bands.masked_x_columns
     else:
         units.update({c: "nanomaggy" for c in FLUX_TRUE_COLUMNS + FLUX_COLUMNS + FLUX_SIGMA_COLUMNS})
         units.update({c: "mag(AB)" for c in MAG_COLUMNS})
@@ -138,7 +138,7 @@ def parquet_metadata(
         "param_names": json.dumps(list(model.param_names)),
         "prior": json.dumps(model.prior.to_dict(), sort_keys=True),
         "noise_model": json.dumps(noise_dict, sort_keys=True),
-        "filters": json.dumps([] if observable == "spectrum" else list(SDSS_FILTERS)),
+        "filters": json.dumps([] if observable == "spectrum" else list(model.bands.filters)),
         "cosmology": model.cosmology,
         "redshift": json.dumps(redshift, sort_keys=True),
         "seed": str(seed),
@@ -155,6 +155,7 @@ def parquet_metadata(
         entries["wavelength"] = json.dumps(DIGS_WAVELENGTH.tolist())
     elif noiseless:
         entries["x_source"] = "flux_true"
+        entries["bands"] = json.dumps(list(model.bands.bands))
     return {META_PREFIX + k: v for k, v in entries.items()}
 
 

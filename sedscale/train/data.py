@@ -286,7 +286,10 @@ def open_training_set(path: str | os.PathLike, x_columns=None) -> TrainingSet:
         )
         read_columns = source.columns
     elif metadata.get("x_source") == "flux_true":
-        source = PhotometricSource(noise=photometric_noise_model("survey"))
+        bands = metadata.get("bands")
+        columns = tuple(f"flux_true_{b}" for b in bands) + (REDSHIFT_COLUMN,) if bands else FLUX_TRUE_COLUMNS + (
+            REDSHIFT_COLUMN,)
+        source = PhotometricSource(noise=photometric_noise_model("survey"), columns=columns)
         read_columns = source.columns
     missing = [c for c in param_names + read_columns if c not in schema_names]
     if missing:

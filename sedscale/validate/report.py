@@ -215,14 +215,16 @@ def simulate_masked_test_set(model, noise, redshift, n: int, streams) -> tuple[p
     Returns
     -------
     test : pandas.DataFrame
-        ``sim_id``, the parameters, ``z``, ``flux_*`` and ``flux_sigma_*``
-        (nanomaggies; NaN sigma for masked bands), ``mag_*`` (NaN where
-        masked) and ``n_bands``.
-    x : ndarray, shape (n, 16), float32
+        ``sim_id``, the parameters, ``z``, and per band of the model's set
+        ``flux_<b>`` and ``flux_sigma_<b>`` (nanomaggies; NaN sigma for
+        masked bands), ``mag_<b>`` (NaN where masked), ``observed_<b>``
+        (0/1); ``n_bands``.
+    x : ndarray, shape (n, 3 n_band + 1), float32
     """
     from ..observe.layout import masked_photometry_x
     from ..simulate.partition import draw_photometry
 
+    bands = model.bands
     parts, xs, have = [], [], 0
     while have < n:
         theta, z, flux_true = draw_photometry(model, redshift, 2 * (n - have) + 16, streams[:3])
@@ -231,9 +233,11 @@ def simulate_masked_test_set(model, noise, redshift, n: int, streams) -> tuple[p
         keep = np.flatnonzero(valid & noise.usable(flux_true))[: n - have]
         cols = {p: theta[keep, j] for j, p in enumerate(model.param_names)}
         cols[REDSHIFT_COLUMN] = z[keep]
-        cols.update({c: flux[keep, k] for k, c in enumerate(FLUX_COLUMNS)})
-        cols.update({c: np.where(used[keep, k], sigma[keep, k], np.nan) for k, c in enumerate(FLUX_SIGMA_COLUMNS)})
-        cols.update({c: np.where(used[keep, k], x[keep, k], np.nan) for k, c in enumerate(MAG_COLUMNS)})
+        cols.update({c: flux[keep, k] for k, c in enumerate(bands.columns("flux_"))})
+        cols.update({c: np.where(used[keep, k], sigma[keep, k], np.nan)
+                     for k, c in enumerate(bands.columns("flux_sigma_"))})
+        cols.update({c: np.where(used[keep, k], x[keep, k], np.nan) for k, c in enumerate(bands.columns("mag_"))})
+        cols.update({c: used[keep, k].astype(np.int8) for k, c in enumerate(bands.columns("observed_"))})
         cols["n_bands"] = used[keep].sum(axis=1)
         parts.append(pd.DataFrame(cols))
         xs.append(x[keep])
@@ -660,19 +664,23 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
         prior_var = model.prior.sample(20000, np.random.default_rng([seed, 4]), z_prior).var(axis=0)
     contraction = posterior_contraction(samples, model.prior.low, model.prior.high, prior_var)
     calib.insert(2, "contraction", calib["parameter"].map(dict(zip(names, contraction))))
-    k = "ugriz".index(STRATA_BAND)
+    bands = model.bands
     strata_vars = {
         "z": (sub[REDSHIFT_COLUMN].to_numpy(), Z_STRATA) if masked else sub[REDSHIFT_COLUMN].to_numpy(),
-        f"mag_{STRATA_BAND}": sub[MAG_COLUMNS[k]].to_numpy(),
-        f"snr_{STRATA_BAND}": (sub[FLUX_COLUMNS[k]] / sub[FLUX_SIGMA_COLUMNS[k]]).to_numpy(),
+        f"mag_{STRATA_BAND}": sub[f"mag_{STRATA_BAND}"].to_numpy(),
+        f"snr_{STRATA_BAND}": (sub[f"flux_{STRATA_BAND}"] / sub[f"flux_sigma_{STRATA_BAND}"]).to_numpy(),
     }
     if masked:
-        strata_vars["n_bands"] = (sub["n_bands"].to_numpy(), np.array([2.5, 3.5, 4.5, 5.5]))
+        strata_vars["n_bands"] = (sub["n_bands"].to_numpy(), np.arange(2.5, len(bands) + 1))
+        # Bands missing by design (GALEX in NSA rows): calibration with and without each.
+        for b, p_missing in zip(bands.bands, noise.p_missing or ()):
+            if p_missing > 0:
+                strata_vars[f"observed_{b}"] = (sub[f"observed_{b}"].to_numpy(), np.array([-0.5, 0.5, 1.5]))
     strata = stratified_summary(cal, strata_vars, config.strata_bins, config.thresholds)
 
     med, q16, q84 = posterior_percentiles(samples)
-    flux = sub[list(FLUX_COLUMNS)].to_numpy(dtype=float)
-    sigma = sub[list(FLUX_SIGMA_COLUMNS)].to_numpy(dtype=float)
+    flux = sub[list(bands.columns("flux_"))].to_numpy(dtype=float)
+    sigma = sub[list(bands.columns("flux_sigma_"))].to_numpy(dtype=float)
     z = sub[REDSHIFT_COLUMN].to_numpy(dtype=float)
     chi2_med = ppc_chi2(model, med, z, flux, sigma)
     chi2_true = ppc_chi2(model, theta[used], z, flux, sigma)

@@ -1,0 +1,172 @@
+"""Band sets as data: GALEX FUV/NUV + SDSS ugriz through simulation, training, catalogs and validation.
+
+A tiny FUV NUV ugriz flow is trained once per module (real simulator and
+trainer, ``galex_sdss`` training noise); the catalog tests run real NSA rows
+(all seven NSA bands) from ``../shared/data`` through it where that folder
+exists.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sedscale.errors import ConfigError
+from sedscale.io.catalog import ColumnMapping, read_catalog
+from sedscale.io.nsa import CatalogFormatError, read_nsa
+from sedscale.models import get_model
+from sedscale.observe.bands import band_set_names, get_band_set
+from sedscale.observe.layout import MASKED_PHOTOMETRY_X_COLUMNS
+from sedscale.observe.photometry import LYMAN_LIMIT_AA, PhotometryOperator
+from sedscale.observe.survey_noise import SurveyNoise, photometric_noise_model
+
+Z_RANGE = (0.002, 0.6)
+
+
+def test_band_sets_are_data_with_their_column_names():
+    assert {"sdss", "galex_sdss"} <= set(band_set_names())
+    sdss, uv = get_band_set("sdss"), get_band_set("galex_sdss")
+    assert sdss.masked_x_columns == MASKED_PHOTOMETRY_X_COLUMNS
+    assert uv.bands == ("fuv", "nuv", "u", "g", "r", "i", "z") and uv.filters[:2] == ("galex_FUV", "galex_NUV")
+    assert len(uv.masked_x_columns) == 22 and uv.masked_x_columns[-1] == "z"
+    assert get_band_set(None) is sdss and uv.index("r") == 4
+    with pytest.raises(ConfigError, match="unknown band set 'hst'.*sdss"):
+        get_band_set("hst")
+    with pytest.raises(ConfigError, match="not in band set"):
+        sdss.index("fuv")
+
+
+def test_a_uv_band_set_keeps_the_sdss_fluxes_and_absorbs_the_lyman_continuum():
+    """Extending the library blueward leaves ugriz unchanged to float precision; FUV sees no light below 912 A."""
+    uv = get_model("dirichlet", prior="physical", bands="galex_sdss")
+    sdss = get_model("dirichlet", prior="physical")
+    assert uv.photometry_wave_edges[0] < 1341.0 / (1 + uv.z_max)
+    np.testing.assert_array_equal(uv.photometry_wave_edges[-1201:], sdss.photometry_wave_edges)
+    z = np.array([0.01, 0.1, 0.3, 0.6])
+    theta = sdss.prior.sample(4, np.random.default_rng(3), z)
+    f_uv, f_sdss = uv.photometry(theta, z), sdss.photometry(theta, z)
+    assert f_uv.shape == (4, 7) and np.all(f_uv[:, :2] > 0)
+    np.testing.assert_allclose(f_uv[:, 2:], f_sdss, rtol=1e-6)
+    # A flat L_lambda: at z = 0.98 the FUV band lies almost wholly below the Lyman limit in the rest frame.
+    edges = uv.photometry_wave_edges
+    op = PhotometryOperator(edges, filters=("galex_FUV", "galex_NUV"), z_max=0.98)
+    flat = np.ones((2, edges.size - 1))
+    fuv, nuv = op.project(flat, np.array([0.05, 0.98])).T
+    assert fuv[1] / nuv[1] < 0.01 * fuv[0] / nuv[0]
+    assert 1341.0 / 1.98 < LYMAN_LIMIT_AA < 1341.0 / 1.05
+
+
+def test_per_band_missing_probabilities_and_the_detection_limit():
+    rng = np.random.default_rng(0)
+    noise = photometric_noise_model("galex_sdss")
+    assert noise.p_missing[:2] == (0.45, 0.35) and noise.mag_limit == 27.0
+    flux = np.full((20000, 7), 10.0)  # 20 mag in every band
+    _, sigma = noise.draw(flux, rng)
+    observed = np.isfinite(sigma)
+    assert observed.sum(axis=1).min() >= 3
+    # p_missing on top of the random masks (half the rows lose 1-2 of 7 bands at random).
+    assert 1 - observed[:, 0].mean() == pytest.approx(0.45 + 0.55 * 0.5 * 1.5 / 7, abs=0.02)
+    assert 1 - observed[:, 4].mean() == pytest.approx(0.5 * 1.5 / 7, abs=0.02)
+    faint = flux.copy()
+    faint[:, 0] = 10 ** (-0.4 * (30 - 22.5))  # FUV at 30 mag: never detected
+    _, sigma = SurveyNoise(mag_limit=27.0).draw(faint, rng)
+    assert not np.isfinite(sigma[:, 0]).any()
+    assert SurveyNoise(mag_limit=27.0).usable(faint).all()  # mean over the detected bands
+    # Options left unset do not enter the recorded dict (hashes of older training sets are unchanged).
+    assert set(SurveyNoise().to_dict()) == {"sigma_min", "sigma_max", "p_all_bands", "max_masked", "mag_range",
+                                            "error_floor", "kind"}
+    with pytest.raises(ConfigError, match="p_missing has 2 values for 7 bands"):
+        SurveyNoise(p_missing=(0.1, 0.1)).draw(flux, rng)
+
+
+def test_catalogs_are_read_in_any_band_set(shared_data, tmp_path):
+    nsa_file = sorted((shared_data / "nsa_lcs").glob("*_NSAmastertable.fits"))[0]
+    uv = read_nsa(nsa_file, bands=get_band_set("galex_sdss").bands)
+    ugriz = read_nsa(nsa_file)
+    assert {"flux_fuv", "flux_ivar_nuv", "flux_z"} <= set(uv.columns)
+    np.testing.assert_array_equal(uv["flux_g"], ugriz["flux_g"])
+    with pytest.raises(CatalogFormatError, match="no band"):
+        read_nsa(nsa_file, bands=("w1",))
+    virgo = shared_data / "nsa_virgo_isedfit" / "nsa_mstar.virgo.fits"
+    bands = get_band_set("galex_sdss").bands
+    mapping = ColumnMapping.from_pairs(["z=Z", "flux=MAGGIES[0:7]", "flux_ivar=IVARMAGGIES[0:7]", "flux_unit=maggy"],
+                                       bands=bands)
+    df = read_catalog(virgo, mapping=mapping, bands=bands)
+    assert df["flux_fuv"].notna().all() and (df["flux_ivar_fuv"] > 0).mean() > 0.8
+    with pytest.raises(ConfigError, match=r"selects 5 elements; need 7 \(fuv,nuv,u,g,r,i,z\)"):
+        ColumnMapping.from_pairs(["z=Z", "flux=MAGGIES[2:7]", "flux_ivar=IVARMAGGIES[2:7]"], bands=bands)
+    with pytest.raises(ConfigError, match="column mapping is for bands"):
+        read_catalog(virgo, mapping=ColumnMapping.from_pairs(["z=Z", "flux=MAGGIES[2:7]",
+                                                              "flux_ivar=IVARMAGGIES[2:7]"]), bands=bands)
+
+
+def test_noisy_simulations_stay_ugriz(tmp_path):
+    from sedscale.simulate import SimulationConfig, plan_run
+
+    with pytest.raises(ConfigError, match="needs --noise-model none"):
+        plan_run(SimulationConfig(model="dirichlet", n=10, out=tmp_path / "s", z_range=(0.01, 0.05),
+                                  model_options={"bands": "galex_sdss"}))
+
+
+@pytest.fixture(scope="module")
+def uv_flow(tmp_path_factory) -> Path:
+    """A small FUV NUV ugriz flow: 4000 noiseless simulations, galex_sdss training noise, 6 epochs."""
+    import torch
+
+    from sedscale.simulate import SimulationConfig, run_simulation
+    from sedscale.train import resolve_config, train
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("uv_flow")
+    run_simulation(SimulationConfig(model="dirichlet", n=4000, out=root / "sims", seed=5, partition_size=2000,
+                                    z_range=Z_RANGE, z_spacing="survey", noise_model="none",
+                                    model_options={"prior": "physical", "bands": "galex_sdss"}))
+    config = resolve_config("default", max_epochs=6, max_time=90.0, seed=1, photometric_noise="galex_sdss")
+    train(root / "sims", root / "ckpt", config, progress=False, log=lambda line: None)
+    return root / "ckpt"
+
+
+def test_uv_checkpoint_records_its_bands(uv_flow):
+    meta = json.loads((uv_flow / "posterior.json").read_text())
+    assert meta["x_columns"] == list(get_band_set("galex_sdss").masked_x_columns)
+    assert meta["model"]["options"]["bands"] == "galex_sdss"
+    assert meta["photometric_noise"]["p_missing"][:2] == [0.45, 0.35]
+
+
+def test_nsa_rows_with_and_without_galex_through_a_uv_flow(uv_flow, shared_data, tmp_path):
+    """All seven NSA bands are read; a row whose FUV is unmeasured (ivar 0) is served from the other six."""
+    from sedscale.infer.catalog import CatalogOptions, plan_catalog, run_catalog
+
+    nsa_file = sorted((shared_data / "nsa_lcs").glob("*_NSAmastertable.fits"))[0]
+    df = read_nsa(nsa_file, bands=get_band_set("galex_sdss").bands).iloc[:30].copy()
+    df.loc[df.index[:10], "flux_ivar_fuv"] = 0.0
+    path = tmp_path / "nsa_uv.parquet"
+    df.to_parquet(path)
+    plan = plan_catalog(path, uv_flow, [tmp_path / "post.parquet"], CatalogOptions(n_samples=50, seed=2),
+                        work_dir=tmp_path / "parts")
+    run_catalog(plan)
+    out = pd.read_parquet(tmp_path / "post.parquet")
+    assert {"mag_fuv", "sigma_nuv", "mag_z"} <= set(out.columns)
+    ok = out["status"] != "bad_input"
+    assert ok.mean() > 0.9
+    assert not out["bands_used"].iloc[:10].str.contains("fuv").any()
+    assert out["bands_used"].iloc[:10].str.endswith("u,g,r,i,z").all()
+    assert np.isnan(out["mag_fuv"].iloc[:10]).all() and np.isfinite(out["log_mstar_total_p50"][ok]).all()
+    # A column mapping written for the flow's bands; its '{band}' expands to the seven labels.
+    mapped = plan_catalog(path, uv_flow, [tmp_path / "m.parquet"], CatalogOptions(n_samples=20),
+                          mapping=["id=id", "z=z", "flux=flux_{band}", "flux_ivar=flux_ivar_{band}"],
+                          work_dir=tmp_path / "mparts")
+    assert mapped.identity["catalog_sha256"] == plan.identity["catalog_sha256"]
+
+
+def test_validation_of_a_uv_flow_is_stratified_by_galex_coverage(uv_flow, tmp_path):
+    from sedscale.validate.report import ValidationConfig, run_validation
+
+    run_validation(ValidationConfig(flow=str(uv_flow), out=str(tmp_path / "val"), n_test=100, n_samples=50,
+                                    strata_bins=2), log=lambda line: None)
+    strata = pd.read_parquet(tmp_path / "val" / "strata.parquet")
+    assert {"z", "n_bands", "observed_fuv", "observed_nuv", "snr_r"} <= set(strata["stratum"])
+    assert strata.loc[strata["stratum"] == "n_bands", "high"].max() == pytest.approx(7.5)
