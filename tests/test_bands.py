@@ -27,7 +27,8 @@ Z_RANGE = (0.002, 0.6)
 
 
 def test_band_sets_are_data_with_their_column_names():
-    assert {"sdss", "galex_sdss"} <= set(band_set_names())
+    assert {"sdss", "galex_sdss", "legacy_wise"} <= set(band_set_names())
+    assert get_band_set("legacy_wise").filters == ("decam_g", "decam_r", "decam_z", "wise_w1", "wise_w2")
     sdss, uv = get_band_set("sdss"), get_band_set("galex_sdss")
     assert sdss.masked_x_columns == MASKED_PHOTOMETRY_X_COLUMNS
     assert uv.bands == ("fuv", "nuv", "u", "g", "r", "i", "z") and uv.filters[:2] == ("galex_FUV", "galex_NUV")

@@ -4,7 +4,8 @@ A flow trained under a prior approximates the Bayesian posterior under that
 prior, and that posterior can be computed directly for a few thousand
 galaxies the way grid codes such as iSEDfit do: draw models from the prior
 at the catalog's redshifts (resampled within redshift quantile bins), and
-weight every draw by its likelihood against each galaxy's ugriz fluxes,
+weight every draw by its likelihood against each galaxy's fluxes (ugriz, or
+the band set of ``--bands``, e.g. GALEX FUV/NUV + ugriz),
 with the mass scale marginalised analytically (flat in log M):
 
     a* = sum(f m / s^2) / sum(m^2 / s^2),  chi2* = chi2(a*),
@@ -41,8 +42,8 @@ def grid_masses(model, flux, ivar, z, n_draws: int = 100_000, n_bins: int = 10, 
     Parameters
     ----------
     model : ForwardModel
-    flux, ivar : ndarray, shape (n, 5)
-        ugriz fluxes (nanomaggies) and inverse variances; unusable bands
+    flux, ivar : ndarray, shape (n, n_band)
+        Fluxes in ``model.bands`` (nanomaggies) and inverse variances; unusable bands
         (non-positive ivar, non-finite values) are left out of the chi2.
     z : ndarray, shape (n,)
     n_draws : int
@@ -93,34 +94,39 @@ def grid_masses(model, flux, ivar, z, n_draws: int = 100_000, n_bins: int = 10, 
 def _main(argv: Sequence[str] | None) -> int:
     import pandas as pd
 
-    from ..io.catalog import FLUX_COLUMNS, FLUX_IVAR_COLUMNS, load_column_mapping, read_catalog, read_table_columns
+    from ..io.catalog import load_column_mapping, read_catalog, read_table_columns
     from ..models import get_model
+    from ..observe.bands import get_band_set
     from .reference import compare_masses
 
     p = argparse.ArgumentParser(prog="python -m sedscale.validate.prior_masses", description=__doc__.split("\n")[0])
     p.add_argument("catalog", nargs="+", help="catalog files (NSA FITS, or any table with --columns)")
     p.add_argument("--columns", nargs="+", metavar="KEY=VALUE", help="column mapping (as bin/run_catalog)")
     p.add_argument("--nebular-log-u", type=float, help="add nebular emission at this log U (model option)")
+    p.add_argument("--bands", default="sdss", help="band set of the model and of the catalog columns (default sdss)")
     p.add_argument("--prior", nargs="+", default=["physical"], help="dirichlet prior presets or YAML files")
     p.add_argument("--n-draws", type=int, default=100_000, help="prior draws per redshift bin (default 10^5)")
     p.add_argument("--error-floor", type=float, default=0.02, help="mag added in quadrature (default 0.02)")
     p.add_argument("--reference", help="reference catalog, row-aligned with the input")
     p.add_argument("--ref-mass", help="reference log10 stellar-mass column")
     args = p.parse_args(argv)
-    df = read_catalog(args.catalog, mapping=load_column_mapping(args.columns) if args.columns else None)
-    flux, ivar = df[list(FLUX_COLUMNS)].to_numpy(), df[list(FLUX_IVAR_COLUMNS)].to_numpy()
+    bands = get_band_set(args.bands)
+    df = read_catalog(args.catalog, mapping=load_column_mapping(args.columns, bands=bands.bands) if args.columns else None,
+                      bands=bands.bands)
+    flux, ivar = df[list(bands.columns("flux_"))].to_numpy(), df[list(bands.columns("flux_ivar_"))].to_numpy()
     ref = None
     if args.reference:
         ref = read_table_columns(args.reference, [args.ref_mass])[args.ref_mass].astype(float)
     for prior in args.prior:
-        model = get_model("dirichlet", prior=prior, nebular_log_u=args.nebular_log_u)
+        model = get_model("dirichlet", prior=prior, nebular_log_u=args.nebular_log_u, bands=bands)
         masses = grid_masses(model, flux, ivar, df["z"].to_numpy(),
                              n_draws=args.n_draws, error_floor=args.error_floor)
         line = f"prior {prior}: {np.isfinite(masses).sum()} galaxies, median log M* {np.nanmedian(masses):.3f}"
         if ref is not None:
             mags = 22.5 - 2.5 * np.log10(np.clip(flux, 1e-30, None))
             cat = pd.DataFrame({"status": np.where(np.isfinite(masses), "ok", "bad_input"), "z": df["z"].to_numpy(),
-                                "mag_g": mags[:, 1], "mag_r": mags[:, 2], "log_mstar_total_p50": masses})
+                                "mag_g": mags[:, bands.index("g")], "mag_r": mags[:, bands.index("r")],
+                                "log_mstar_total_p50": masses})
             res = compare_masses(cat, ref, label=args.ref_mass)
             bins = " ".join(f"{r['median']:+.2f}" for r in res.by["g-r"])
             line += (f"; vs {args.ref_mass}: median {res.overall['median']:+.3f} dex, NMAD {res.overall['nmad']:.3f}, "

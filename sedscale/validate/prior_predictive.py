@@ -3,7 +3,7 @@
 A flow can only be right about galaxies whose photometry its training set
 contains.  For a real catalog, prior draws are simulated at the catalog's own
 redshifts (resampled within redshift bins) and every galaxy's colours
-(u-g, g-r, r-i, i-z, those of its usable bands) are compared with the
+(adjacent bands: u-g, g-r, r-i, i-z for ugriz; those of its usable bands) are compared with the
 nearest draw of its bin, in units of the galaxy's colour uncertainty (its
 two magnitude errors in quadrature plus ``floor`` for the model's own
 systematic error).  A galaxy is *covered* when a draw lies within
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.catalog import FLUX_COLUMNS, FLUX_IVAR_COLUMNS
 from ..units import flux_sigma_to_mag_sigma, ivar_to_sigma, nanomaggies_to_mag
 
 __all__ = ["PriorCoverage", "prior_draws_by_redshift", "prior_predictive_coverage"]
@@ -97,8 +96,8 @@ def prior_predictive_coverage(model, flux, ivar, z, n_draws: int = 20000, n_bins
     ----------
     model : ForwardModel
         With its prior (z-dependent priors are sampled at the draws' z).
-    flux, ivar : ndarray, shape (n, 5)
-        ugriz fluxes (nanomaggies) and inverse variances.
+    flux, ivar : ndarray, shape (n, n_band)
+        Fluxes in ``model.bands`` (nanomaggies) and inverse variances.
     z : ndarray, shape (n,)
     n_draws : int
         Prior draws per redshift bin.
@@ -134,6 +133,7 @@ def prior_predictive_coverage(model, flux, ivar, z, n_draws: int = 20000, n_bins
 def _main(argv: Sequence[str] | None) -> int:
     from ..io.catalog import load_column_mapping, read_catalog
     from ..models import get_model
+    from ..observe.bands import get_band_set
 
     p = argparse.ArgumentParser(prog="python -m sedscale.validate.prior_predictive",
                                 description=__doc__.split("\n")[0])
@@ -141,14 +141,20 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--columns", nargs="+", metavar="KEY=VALUE", help="column mapping (as bin/run_catalog)")
     p.add_argument("--model", default="dirichlet")
     p.add_argument("--nebular-log-u", type=float, help="add nebular emission at this log U (model option)")
+    p.add_argument("--bands", default="sdss", help="band set of the model and of the catalog columns (default sdss)")
     p.add_argument("--prior", default="physical", help="prior preset or YAML file (dirichlet model)")
     p.add_argument("--n-draws", type=int, default=20000, help="prior draws per redshift bin (default 20000)")
     p.add_argument("--n-sigma", type=float, default=3.0, help="coverage radius in sigma (default 3)")
     args = p.parse_args(argv)
-    df = read_catalog(args.catalog, mapping=load_column_mapping(args.columns) if args.columns else None)
+    bands = get_band_set(args.bands)
+    df = read_catalog(args.catalog, mapping=load_column_mapping(args.columns, bands=bands.bands) if args.columns else None,
+                      bands=bands.bands)
     options = {"nebular_log_u": args.nebular_log_u} if args.nebular_log_u is not None else {}
-    model = get_model(args.model, prior=args.prior, **options) if args.model == "dirichlet" else get_model(args.model)
-    res = prior_predictive_coverage(model, df[list(FLUX_COLUMNS)].to_numpy(), df[list(FLUX_IVAR_COLUMNS)].to_numpy(),
+    options["bands"] = bands
+    model = get_model(args.model, prior=args.prior, **options) if args.model == "dirichlet" else get_model(
+        args.model, bands=bands)
+    res = prior_predictive_coverage(model, df[list(bands.columns("flux_"))].to_numpy(),
+                                    df[list(bands.columns("flux_ivar_"))].to_numpy(),
                                     df["z"].to_numpy(), n_draws=args.n_draws, n_sigma=args.n_sigma)
     print(f"{res.covered.size} galaxies (z {res.z.min():.4f}-{res.z.max():.4f}); prior {args.prior}: "
           f"{100 * res.fraction_outside:.2f}% outside the prior predictive colours "
