@@ -85,15 +85,15 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
         physical_quantities,
         summarize,
     )
-    from ..io.catalog import FLUX_COLUMNS, FLUX_IVAR_COLUMNS
 
     torch.set_num_threads(1)
     post, opts = plan.posterior, plan.spec.options
     model = model_for(post)
     df = plan.catalog
-    checked = check_photometry(df[list(FLUX_COLUMNS)], df[list(FLUX_IVAR_COLUMNS)], df["z"], plan.spec.z_range,
-                               masked=post.band_masked,
-                               error_floor=opts.error_floor or 0.0)
+    bands = post.bands
+    checked = check_photometry(df[list(bands.columns("flux_"))], df[list(bands.columns("flux_ivar_"))], df["z"],
+                               plan.spec.z_range, masked=post.band_masked, error_floor=opts.error_floor or 0.0,
+                               bands=bands.bands)
     good = np.flatnonzero(~checked.bad)[:n_galaxies]
     x, z = checked.x[good], df["z"].to_numpy()[good]
     # Warm-up: the forward model's library and the flow's first full-size pass are one-off costs.
