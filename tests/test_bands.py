@@ -158,7 +158,7 @@ def test_nsa_rows_with_and_without_galex_through_a_uv_flow(uv_flow, shared_data,
     assert np.isnan(out["mag_fuv"].iloc[:10]).all() and np.isfinite(out["log_mstar_total_p50"][ok]).all()
     # A column mapping written for the flow's bands; its '{band}' expands to the seven labels.
     mapped = plan_catalog(path, uv_flow, [tmp_path / "m.parquet"], CatalogOptions(n_samples=20),
-                          mapping=["id=id", "z=z", "flux=flux_{band}", "flux_ivar=flux_ivar_{band}"],
+                          mapping=["id=id", "z=z", "flux=flux_{band}", "flux_ivar=flux_ivar_{band}", "flux_unit=nanomaggy"],
                           work_dir=tmp_path / "mparts")
     assert mapped.identity["catalog_sha256"] == plan.identity["catalog_sha256"]
 

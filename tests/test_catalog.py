@@ -7,6 +7,7 @@ the same simulations on first use.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -157,8 +158,9 @@ def test_resume_recomputes_only_what_is_missing(tiny_flow, mock_catalog, tmp_pat
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), reference)
     # Other options for the same work directory: refused, nothing overwritten.
     other = plan_catalog(mock_catalog, tiny_flow, tmp_path / "a.parquet", CatalogOptions(n_samples=30, partition_size=60))
-    with pytest.raises(ConfigError, match="different run"):
+    with pytest.raises(ConfigError, match=r"different run .*options\.n_samples: 20 -> 30") as info:
         run_catalog(other, resume=True)
+    assert "options.partition_size" not in str(info.value)  # only what differs is named
 
 
 def test_distributed_client_gives_the_same_catalog(tiny_flow, mock_catalog, tmp_path):
@@ -217,6 +219,8 @@ def test_input_checks_flag_each_kind_of_bad_row():
     assert list(checked.bad) == [False] + [True] * 7
     assert np.isnan(checked.x[1:]).all()
     np.testing.assert_allclose(checked.x[0], [17.5] * 5 + [1.0857362 / 100] * 5 + [0.03], rtol=1e-6)
+    flux[0, 2] = np.inf
+    assert check_photometry(flux, ivar, z, Z_RANGE).reason[0] == "infinite_flux:r"
 
 
 def test_truncated_fits_and_missing_columns_give_clear_errors(mock_catalog, tiny_flow, tmp_path, capsys):
@@ -239,6 +243,105 @@ def test_truncated_fits_and_missing_columns_give_clear_errors(mock_catalog, tiny
         read_catalog(tmp_path / "cat.parquet")
     with pytest.raises(ConfigError, match="flux_ivar"):
         ColumnMapping.from_pairs(["z=zspec", "flux=f_{band}"])
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(CatalogFormatError, match="empty.csv: unreadable csv file"):
+        read_catalog(tmp_path / "empty.csv", mapping)
+    support = tmp_path / "x_support.npz"
+    support.write_bytes((tiny_flow / "x_support.npz").read_bytes()[:3000] if (tiny_flow / "x_support.npz").is_file()
+                        else b"PK\x03\x04 truncated")
+    with pytest.raises(ConfigError, match="unreadable x-support file .truncated or corrupt"):
+        XSupport.load(support)
+
+
+def test_a_flow_of_the_other_kind_is_refused_before_any_work(mock_catalog, tiny_flow, tmp_path, capsys):
+    """A photometric catalog with a spectral flow (or the reverse) is a one-line error, not a 1-row catalog."""
+    from sedscale.cli.catalog import main
+
+    spectral = Path(__file__).resolve().parents[1] / "checkpoints" / "delayed_tau_spectra"
+    out = tmp_path / "x.parquet"
+    for flow in (spectral, spectral / "posterior.pt"):
+        assert main([str(mock_catalog), "--flow", str(flow), "--out", str(out), "--cluster", "none"]) == 2
+        err = capsys.readouterr().err
+        assert "no COADD HDU" in err and "conditioned on spectra" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not out.with_name(out.name + ".parts").exists()
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "sdss_spectra"
+    spectra = sorted(folder.glob("*spec-*.fits"))
+    if not spectra:
+        pytest.skip(f"no SDSS spectrum files in {folder}: the reverse case (spectra with a photometric flow) not run")
+    assert main([str(spectra[0]), "--flow", str(tiny_flow), "--out", str(out), "--cluster", "none"]) == 2
+    assert "is an SDSS spectrum file" in capsys.readouterr().err and not out.exists()
+    assert main([str(folder), "--flow", str(tiny_flow), "--out", str(out), "--cluster", "none"]) == 2
+    assert "is a directory, but the flow" in capsys.readouterr().err
+    assert main([str(spectra[0]), "--flow", str(tmp_path / "nope"), "--out", str(out), "--cluster", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"no checkpoint at {tmp_path / 'nope'}:" in err and "nope.json" not in err
+
+
+def test_flux_columns_need_a_unit_from_the_mapping_or_the_file(tmp_path):
+    """No silent nanomaggies: a unit from the mapping, or from the file's metadata, and never two that disagree."""
+    flux = {f"f_{b}": [10.0, 20.0] for b in "ugriz"}
+    table = pd.DataFrame({"zspec": [0.02, 0.03], **flux, **{f"e_{b}": [1.0, 2.0] for b in "ugriz"}})
+    bare = tmp_path / "bare.parquet"
+    table.to_parquet(bare)
+    pairs = ["z=zspec", "flux=f_{band}", "flux_err=e_{band}"]
+    with pytest.raises(ConfigError, match="flux columns need a unit .*the file gives none.*flux_unit"):
+        read_catalog(bare, ColumnMapping.from_pairs(pairs))
+    given = read_catalog(bare, ColumnMapping.from_pairs(pairs + ["flux_unit=uJy"]))
+    np.testing.assert_allclose(given["flux_u"], np.array([10.0, 20.0]) / 3.631)
+    assert given.attrs["flux_unit"] == "uJy (column mapping)"
+    # A Parquet file whose flux fields say 'uJy' (as astropy writes units) needs no flux_unit.
+    fields = [pa.field(c, pa.float64(), metadata={"unit": "uJy"} if c.startswith("f_") else None) for c in table]
+    labelled = tmp_path / "labelled.parquet"
+    pq.write_table(pa.Table.from_pandas(table, schema=pa.schema(fields), preserve_index=False), labelled)
+    read = read_catalog(labelled, ColumnMapping.from_pairs(pairs))
+    np.testing.assert_allclose(read["flux_u"], given["flux_u"])
+    assert read.attrs["flux_unit"] == "uJy (file unit uJy)"
+    with pytest.raises(ConfigError, match="flux_unit=nanomaggy but the file gives its flux columns the unit uJy"):
+        read_catalog(labelled, ColumnMapping.from_pairs(pairs + ["flux_unit=nanomaggy"]))
+
+
+def test_unwritable_outputs_are_refused_before_any_work(mock_catalog, tiny_flow, tmp_path, capsys):
+    from sedscale.cli.catalog import main
+
+    (tmp_path / "adir.parquet").mkdir()
+    assert main([str(mock_catalog), "--flow", str(tiny_flow), "--out", str(tmp_path / "adir.parquet"),
+                 "--cluster", "none"]) == 2
+    assert "it is a directory" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")
+    assert main([str(mock_catalog), "--flow", str(tiny_flow), "--out", str(tmp_path / "y.parquet"),
+                 "--work-dir", str(tmp_path / "afile"), "--cluster", "none"]) == 2
+    assert "work directory" in capsys.readouterr().err and not (tmp_path / "y.parquet").exists()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who may write a read-only folder (root): the permission case is untestable")
+        rc = main([str(mock_catalog), "--flow", str(tiny_flow), "--out", str(locked / "sub" / "x.parquet"),
+                   "--cluster", "none", "--no-progress"])
+        assert rc == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{locked} is not a writable folder" in err and len(err.splitlines()) == 1
+    finally:
+        locked.chmod(0o755)
+
+
+def test_sigterm_stops_a_catalog_run_as_ctrl_c_does(mock_catalog, tiny_flow, tmp_path, capsys, monkeypatch):
+    """scancel sends SIGTERM: the run must say how to resume, not die silently."""
+    import signal
+    import time
+
+    import sedscale.cli.catalog as cli
+
+    def killed_while_running(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler interrupts this at once
+
+    monkeypatch.setattr("sedscale.infer.catalog.run_catalog", killed_while_running)
+    before = signal.getsignal(signal.SIGTERM)
+    rc = cli.main([str(mock_catalog), "--flow", str(tiny_flow), "--out", str(tmp_path / "x.parquet"), "--cluster", "none"])
+    assert rc == 130 and "rerun with --resume" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_column_mapping_reads_magnitudes_units_and_extinction(tmp_path):

@@ -5,7 +5,6 @@ model g-r and r-i colours at NSA redshifts must span the NSA ones: the NSA
 2-98 percentile range has to lie inside the model's 0.5-99.5 percentile range
 (2000 prior draws, redshifts drawn from the NSA rows).
 """
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from sedscale.units import nanomaggies_to_mag
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NSA_FILES = sorted((SHARED / "nsa_lcs").glob("*.fits"))
-PROVABGS_DIR = Path(os.environ.get("SEDSCALE_PROVABGS_DIR", SHARED / "provabgs"))
 N_DRAWS = 2000
 COLOURS = {"g-r": (1, 2), "r-i": (2, 3)}
 
@@ -54,9 +52,7 @@ def dirichlet_colours(nsa):
 
 @pytest.fixture(scope="module")
 def provabgs_colours(nsa):
-    if not (PROVABGS_DIR / "sfh_t_int.txt").is_file():
-        pytest.skip(f"PROVABGS NMF tables not found in {PROVABGS_DIR} (set SEDSCALE_PROVABGS_DIR)")
-    return _model_colours("provabgs", nsa["z"].to_numpy(), nmf_dir=PROVABGS_DIR)
+    return _model_colours("provabgs", nsa["z"].to_numpy())  # the NMF tables shipped in the package
 
 
 def _ranges(nsa_c, model_c):

@@ -27,9 +27,7 @@ def dirichlet():
 
 @pytest.fixture(scope="module")
 def provabgs():
-    if not (PROVABGS_DIR / "sfh_t_int.txt").is_file():
-        pytest.skip(f"PROVABGS NMF tables not found in {PROVABGS_DIR}")
-    return get_model("provabgs", nmf_dir=PROVABGS_DIR)
+    return get_model("provabgs")  # the NMF tables shipped in the package
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +109,20 @@ def test_bad_shapes_and_redshifts(dirichlet):
         dirichlet.photometry(np.repeat(theta, 2, axis=0), np.array([0.05]))
 
 
-def test_provabgs_without_tables_is_a_clear_error(monkeypatch, tmp_path):
+def test_provabgs_tables_ship_with_the_package_and_a_folder_overrides_them(monkeypatch, tmp_path):
+    from sedscale.models.provabgs import NMF_FILES, PACKAGED_NMF_DIR, provabgs_data_dir
+
     monkeypatch.delenv("SEDSCALE_PROVABGS_DIR", raising=False)
+    assert provabgs_data_dir() == PACKAGED_NMF_DIR
+    assert "MIT License" in (PACKAGED_NMF_DIR / "LICENSE").read_text()
+    if (PROVABGS_DIR / "sfh_t_int.txt").is_file():  # the shipped copy is the PROVABGS repository's, unchanged
+        for name in NMF_FILES:
+            assert (PACKAGED_NMF_DIR / name).read_bytes() == (PROVABGS_DIR / name).read_bytes()
     with pytest.raises(MissingDataError, match="NMF_2basis_SFH_components_nowgt_lin_Nc4.txt"):
-        get_model("provabgs")
-    with pytest.raises(MissingDataError, match="sfh_t_int.txt"):
         get_model("provabgs", nmf_dir=tmp_path)
+    monkeypatch.setenv("SEDSCALE_PROVABGS_DIR", str(tmp_path))
+    with pytest.raises(MissingDataError, match="sfh_t_int.txt"):
+        get_model("provabgs")
 
 
 def test_unknown_model():

@@ -20,7 +20,7 @@ from sedscale.errors import ConfigError, ParameterError
 from sedscale.infer.catalog import CatalogOptions, plan_catalog, run_catalog
 from sedscale.infer.quality import check_photometry
 from sedscale.io.catalog import CatalogFormatError, ColumnMapping, read_catalog
-from sedscale.models import get_model, simplex_to_unit_cube
+from sedscale.models import get_model
 from sedscale.models.physical_prior import GALLAZZI05, load_prior_config, mass_metallicity_relation
 from sedscale.observe.layout import MASKED_PHOTOMETRY_X_COLUMNS, MISSING_LOG_SIGMA_MAG, masked_photometry_x
 from sedscale.observe.survey_noise import SurveyNoise, photometric_noise_model

@@ -101,7 +101,15 @@ def test_metadata_round_trip(trained, sims, held_out):
     assert post.x_columns == PHOTOMETRY_X_COLUMNS
     assert post.x_units == {c: X_UNITS[c] for c in PHOTOMETRY_X_COLUMNS}
     assert TrainConfig.from_dict(_config_of(meta)) == TINY
-    assert meta["training_set"]["manifest_sha256"] == manifest_digest(read_manifest(sims))
+    manifest = read_manifest(sims)
+    assert meta["training_set"]["manifest_sha256"] == manifest_digest(manifest)
+    # The digest names the data, not the run: a re-simulation (other timings, same files) keeps it.
+    rerun = json.loads(json.dumps(manifest))
+    for entry in rerun["partitions"].values():
+        entry["seconds"], entry["cpu_seconds"] = entry["seconds"] + 1.0, 0.0
+    assert manifest_digest(rerun) == manifest_digest(manifest)
+    rerun["partitions"]["0"]["sha256"] = "0" * 64
+    assert manifest_digest(rerun) != manifest_digest(manifest)
     assert meta["training_set"]["n_rows"] == N_SIMS
     assert meta["history"] == result.history
     assert {"sedscale", "torch", "sbi"} <= set(meta["versions"])
@@ -178,10 +186,9 @@ def test_sampling_flags_and_support(trained):
     np.testing.assert_allclose(phys["sfh_fraction"].sum(-1), 1.0, rtol=1e-5)
 
 
-def test_rejection_and_time_limit(trained):
-    """An untrained z-scored flow leaves the prior box often: rejection and the time-out flag."""
-    _, out, _ = trained
-    post = Posterior.load(out)
+def loose_posterior(checkpoint) -> Posterior:
+    """An untrained z-scored flow with the checkpoint's metadata: it leaves the prior box often."""
+    post = Posterior.load(checkpoint)
     meta = dict(post.metadata, flow={**post.metadata["flow"], "theta_transform": "zscore"})
     norm = Normalization(
         theta_mean=(post.prior.low + post.prior.high) / 2,
@@ -190,17 +197,51 @@ def test_rejection_and_time_limit(trained):
         x_std=post.flow.x_std.numpy(),
     )
     torch.manual_seed(0)
-    flow = build_flow(FlowConfig.from_dict(meta["flow"]), post.prior.low, post.prior.high, norm)
-    loose = Posterior(flow, meta)
-    x = np.tile(norm.x_mean.astype(np.float32), (3, 1))
+    return Posterior(build_flow(FlowConfig.from_dict(meta["flow"]), post.prior.low, post.prior.high, norm), meta)
+
+
+def test_rejection_and_time_limit(trained):
+    """Rejection of draws outside the prior box, the time-out flag and the per-galaxy draw budget."""
+    _, out, _ = trained
+    loose = loose_posterior(out)
+    x = np.tile(loose.flow.x_mean.numpy().astype(np.float32), (3, 1))
     full = loose.draw(x, 200, seed=0)
     assert full.complete.all() and (full.acceptance < 0.9).all()
     assert loose.prior.in_support(full.samples.reshape(-1, full.samples.shape[-1])).all()
+    assert (full.n_drawn > 200).all() and (full.n_nonfinite == 0).all() and not full.exhausted.any()
     cut = loose.draw(x, 200, max_time=0.0, seed=0)
     assert cut.timed_out.all() and (cut.n_accepted < 200).all()
+    # A budget of one draw per sample: every galaxy stops after its first draw, flagged, without a time limit.
+    spent = loose.draw(x, 200, max_proposals=1.0, seed=0)
+    assert spent.exhausted.all() and not spent.timed_out.any()
+    assert (spent.n_drawn == 200).all() and (spent.n_accepted < 200).all()
+    np.testing.assert_allclose(spent.acceptance, spent.n_accepted / 200)
     for g in range(3):
         assert np.isfinite(cut.samples[g, : cut.n_accepted[g]]).all()
         assert np.isnan(cut.samples[g, cut.n_accepted[g] :]).all()
+
+
+def test_an_unsampleable_galaxy_stops_on_its_own_budget(trained):
+    """One galaxy whose draws all leave the prior box must not hold its partition: no time limit is set here."""
+    from sedscale.infer.catalog import CatalogOptions, model_for
+    from sedscale.infer.rows import posterior_rows
+
+    _, out, _ = trained
+    loose = loose_posterior(out)
+    x = np.tile(loose.flow.x_mean.numpy().astype(np.float32), (40, 1))
+    x[7, loose.x_columns.index("mag_r")] = 1e3  # far outside anything the flow was trained on
+    options = CatalogOptions(n_samples=20, max_time=None, max_proposals=50.0)
+    n = len(x)
+    table, _ = posterior_rows(loose, model_for(loose), x, np.full(n, 0.03), np.zeros(n, dtype=bool),
+                              np.full(n, "", dtype=object), None, options, partition=0)
+    rows = table.to_pandas()
+    broken = rows.iloc[7]
+    assert broken["status"] == "sampling_timeout" and broken["reason"] == "no_samples_in_prior"
+    assert broken["n_samples"] == 0 and 100 <= broken["n_draws"] <= 2 * options.max_proposals * options.n_samples
+    rest = rows.drop(index=7)
+    assert (rest["status"] == "ok").all() and (rest["n_samples"] == 20).all()
+    assert (rest["n_draws"] < options.max_proposals * options.n_samples).all()
+    assert rest["log_mstar_p50"].notna().all()
 
 
 def test_cli_resume_matches_uninterrupted_run(sims, tmp_path):

@@ -1,14 +1,17 @@
-"""Benchmark of posterior catalogs: galaxies/s with 1000 samples each on a LocalCluster.
+"""Benchmark of posterior catalogs: galaxies/s on a LocalCluster.
 
     python -m sedscale.bench catalog [--flow checkpoints/dirichlet_survey]
         [--catalog catalogs/mock_nsa_dirichlet.fits] [--nsa ../shared/data/nsa_lcs]
-        [--n-samples 1000] [--workers 2] [--derived-samples N] [--sedflow-maf]
+        [--n-samples 10 100 1000] [--workers 2] [--derived-samples N] [--sedflow-maf]
 
 1. End to end: ``run_catalog`` on a fresh LocalCluster (1 thread per
    worker) after every worker has loaded the flow, the x-support and the
    forward model (a one-off cost per worker, reported separately); the
    clock covers scheduling, input checks, sampling, derived properties,
-   summaries and the partition and final writes.
+   summaries and the partition and final writes.  Repeated for each
+   ``--n-samples``; the costliest galaxy (most flow draws, ``n_draws``) of
+   each catalog is printed with its status: the per-galaxy draw budget
+   (``--max-proposals``) bounds what one un-sampleable galaxy costs.
 2. Stage costs per galaxy in this process (1 thread): sampling, x-support
    score, derived properties, percentiles.
 3. ``--sedflow-maf``: sampling speed of the SEDflow-size MAF (15 MADE blocks
@@ -161,12 +164,23 @@ def nsa_mass_comparison(table_path: Path) -> dict:
     }
 
 
+def costliest_galaxy(table_path: Path) -> dict:
+    """The galaxy of a posterior catalog that spent the most flow draws, and the catalog's total."""
+    import pandas as pd
+
+    df = pd.read_parquet(table_path, columns=["id", "status", "reason", "n_samples", "n_draws"])
+    row = df.loc[df["n_draws"].idxmax()]
+    return {"id": row["id"], "n_draws": int(row["n_draws"]), "status": row["status"], "reason": row["reason"],
+            "n_samples": int(row["n_samples"]), "total_draws": int(df["n_draws"].sum())}
+
+
 def _main(argv: Sequence[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m sedscale.bench catalog", description=__doc__.split("\n")[0])
     p.add_argument("--flow", default=str(REPO / "checkpoints" / "dirichlet_survey"), help="checkpoint (default: shipped)")
     p.add_argument("--catalog", default=str(REPO / "catalogs" / "mock_nsa_dirichlet.fits"), help="catalog to time")
     p.add_argument("--nsa", help="folder of real NSA FITS files: also run them and compare stellar masses")
-    p.add_argument("--n-samples", type=int, default=1000, help="samples per galaxy (default 1000)")
+    p.add_argument("--n-samples", type=int, nargs="+", default=[1000],
+                   help="samples per galaxy; several values run one after the other (default 1000)")
     p.add_argument("--partition-size", type=int, default=250, help="galaxies per partition (default 250)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default 2)")
     p.add_argument("--derived-samples", type=int, help="samples per galaxy for derived properties (default: all)")
@@ -174,46 +188,55 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--sedflow-maf", action="store_true", help="also time sampling from a SEDflow-size MAF")
     p.add_argument("--support-sims", help="training simulation to build the x-support from if missing")
     args = p.parse_args(argv)
-    options = CatalogOptions(
-        n_samples=args.n_samples, partition_size=args.partition_size, derived_samples=args.derived_samples
-    )
-    with tempfile.TemporaryDirectory(prefix="sedscale-bench-catalog-") as tmp:
-        tmp = Path(tmp)
-        plans = [plan_catalog(args.catalog, args.flow, [tmp / "mock.parquet"], options, support_sims=args.support_sims)]
-        if args.nsa:
-            files = sorted(Path(args.nsa).glob("*.fits"))
-            plans.append(plan_catalog(files, args.flow, [tmp / "nsa.parquet"], options, keep=["MASS"],
-                                      support_sims=args.support_sims))
-        post = plans[0].posterior
-        print(f"flow {post.path}: {post.model_name}, {post.metadata['flow']}", flush=True)
-        results = bench_cluster(plans, args.workers)
-        for plan, r in zip(plans, results):
-            s = r["summary"]
-            print(
-                f"{plan.catalog.attrs.get('sources', ['?'])[0]}{' ...' if len(plan.catalog.attrs.get('sources', [])) > 1 else ''}: "
-                f"{s.n_galaxies} galaxies x {args.n_samples} samples on {args.workers} workers: {s.inference_s:.1f} s = "
-                f"{s.galaxies_per_s:.1f} galaxies/s (worker warm-up {r['build_s']:.1f} s, not timed); "
-                f"status {s.status_counts}",
-                flush=True,
-            )
-        if args.stage_galaxies:
-            costs = stage_costs(plans[0], args.stage_galaxies)
-            total = sum(costs.values())
-            print("per-galaxy cost on 1 thread: " + ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in costs.items())
-                  + f"; total {1e3 * total:.1f} ms = {1 / total:.1f} galaxies/s per core", flush=True)
-        if args.sedflow_maf:
-            n = 5
-            rate = sedflow_maf_rate(n, args.n_samples)
-            print(f"SEDflow-size MAF (15 x 2 x 500): {rate:.2f} galaxies/s per core sampling {args.n_samples} "
-                  f"samples ({n} galaxies; sampling only)", flush=True)
-        if args.nsa:
-            m = nsa_mass_comparison(tmp / "nsa.parquet")
-            print(
-                f"NSA stellar masses ({m['n']} ok galaxies): log M*(posterior median) - log M*(NSA MASS, h=0.7): "
-                f"median offset {m['median_offset']:+.3f} dex, scatter {m['scatter_nmad']:.3f} dex (NMAD), "
-                f"{m['scatter_std']:.3f} dex (std), 16-84%: {m['p16_p84'][0]:+.3f} .. {m['p16_p84'][1]:+.3f}",
-                flush=True,
-            )
+    for k, n_samples in enumerate(args.n_samples):
+        options = CatalogOptions(
+            n_samples=n_samples, partition_size=args.partition_size, derived_samples=args.derived_samples
+        )
+        with tempfile.TemporaryDirectory(prefix="sedscale-bench-catalog-") as tmp:
+            tmp = Path(tmp)
+            outputs = [tmp / "mock.parquet"]
+            plans = [plan_catalog(args.catalog, args.flow, outputs[0], options, support_sims=args.support_sims)]
+            if args.nsa:
+                files = sorted(Path(args.nsa).glob("*.fits"))
+                outputs.append(tmp / "nsa.parquet")
+                plans.append(plan_catalog(files, args.flow, outputs[1], options, keep=["MASS"],
+                                          support_sims=args.support_sims))
+            post = plans[0].posterior
+            if k == 0:
+                print(f"flow {post.path}: {post.model_name}, {post.metadata['flow']}", flush=True)
+            results = bench_cluster(plans, args.workers)
+            for plan, r, out in zip(plans, results, outputs):
+                s = r["summary"]
+                sources = plan.catalog.attrs.get("sources", ["?"])
+                c = costliest_galaxy(out)
+                print(
+                    f"{sources[0]}{' ...' if len(sources) > 1 else ''}: "
+                    f"{s.n_galaxies} galaxies x {n_samples} samples on {args.workers} workers: {s.inference_s:.1f} s = "
+                    f"{s.galaxies_per_s:.1f} galaxies/s (worker warm-up {r['build_s']:.1f} s, not timed); "
+                    f"status {s.status_counts}; costliest galaxy {c['id']}: {c['n_draws']} flow draws "
+                    f"({c['n_draws'] / n_samples:.0f} x n_samples, {100 * c['n_draws'] / max(c['total_draws'], 1):.2f}% "
+                    f"of the catalog's draws), {c['n_samples']} samples, {c['status']} ({c['reason']})",
+                    flush=True,
+                )
+            if args.stage_galaxies and k == len(args.n_samples) - 1:
+                costs = stage_costs(plans[0], args.stage_galaxies)
+                total = sum(costs.values())
+                print(f"per-galaxy cost on 1 thread ({n_samples} samples): "
+                      + ", ".join(f"{name} {1e3 * v:.1f} ms" for name, v in costs.items())
+                      + f"; total {1e3 * total:.1f} ms = {1 / total:.1f} galaxies/s per core", flush=True)
+            if args.nsa and k == len(args.n_samples) - 1:
+                m = nsa_mass_comparison(tmp / "nsa.parquet")
+                print(
+                    f"NSA stellar masses ({m['n']} ok galaxies): log M*(posterior median) - log M*(NSA MASS, h=0.7): "
+                    f"median offset {m['median_offset']:+.3f} dex, scatter {m['scatter_nmad']:.3f} dex (NMAD), "
+                    f"{m['scatter_std']:.3f} dex (std), 16-84%: {m['p16_p84'][0]:+.3f} .. {m['p16_p84'][1]:+.3f}",
+                    flush=True,
+                )
+    if args.sedflow_maf:
+        n = 5
+        rate = sedflow_maf_rate(n, args.n_samples[-1])
+        print(f"SEDflow-size MAF (15 x 2 x 500): {rate:.2f} galaxies/s per core sampling {args.n_samples[-1]} "
+              f"samples ({n} galaxies; sampling only)", flush=True)
     return 0
 
 

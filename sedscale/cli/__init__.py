@@ -35,6 +35,25 @@ def run_guarded(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
         return 1
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_resumable(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
+    """:func:`run_guarded` for resumable runs: SIGTERM (``scancel``, ``kill``) stops them as Ctrl-C does.
+
+    The run then cancels its queued partitions, shuts its cluster down and
+    says to rerun with ``--resume`` (its manifest is always consistent).
+    """
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run_guarded(main, argv, prog)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def interrupted_resumable(prog: str) -> int:
     """Report a Ctrl-C / SIGTERM of a resumable run; returns the exit status."""
     print(f"{prog}: interrupted; finished partitions are kept: rerun with --resume", file=sys.stderr)

@@ -6,7 +6,7 @@ Examples
     bin/run_catalog catalogs/mock_nsa_dirichlet.fits --flow checkpoints/dirichlet_nsa --out nsa_flow.parquet
     bin/run_catalog ../shared/data/nsa_lcs/*.fits --out nsa.parquet --out nsa.fits --save-samples
     bin/run_catalog sdss.parquet --columns z=zspec flux=flux_{band} flux_err=fluxerr_{band} flux_unit=uJy
-    bin/run_catalog cat.fits --columns z=Z flux=NMGY[2:7] flux_ivar=NMGY_IVAR[2:7] --error-floor 0.02
+    bin/run_catalog cat.fits --columns z=Z flux=NMGY[2:7] flux_ivar=NMGY_IVAR[2:7] flux_unit=nanomaggy --error-floor 0.02
     bin/run_catalog ... --resume            # continue after a killed worker or job
     bin/run_catalog ... --cluster slurm     # cluster_configs/slurm.yaml (or a YAML path)
     bin/run_catalog ../shared/data/sdss_spectra --flow checkpoints/delayed_tau_spectra --out spectra.parquet
@@ -22,7 +22,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import announced_client, interrupted_resumable, run_guarded
+from . import announced_client, interrupted_resumable, run_guarded, run_resumable
 
 PROG = "run_catalog"
 MOCK_PROG = "make_mock_catalog"
@@ -32,6 +32,8 @@ DEFAULT_FLOW = Path(__file__).resolve().parents[2] / "checkpoints" / "dirichlet_
 
 def build_parser() -> argparse.ArgumentParser:
     from ..infer.catalog import (
+        DEFAULT_MAX_PROPOSALS,
+        DEFAULT_MAX_PROPOSALS_OUTSIDE,
         DEFAULT_MAX_TIME,
         DEFAULT_N_SAMPLES,
         DEFAULT_PARTITION_SIZE,
@@ -75,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds a partition may spend redrawing samples outside the prior (default {DEFAULT_MAX_TIME:g})",
     )
     p.add_argument(
+        "--max-proposals", type=float, default=DEFAULT_MAX_PROPOSALS, metavar="K",
+        help=f"flow draws a galaxy may spend per sample before it is flagged (default {DEFAULT_MAX_PROPOSALS:g}; "
+        f"{DEFAULT_MAX_PROPOSALS_OUTSIDE:g} for galaxies outside the training support)",
+    )
+    p.add_argument(
         "--derived-samples", type=int,
         help="samples per galaxy used for derived properties (default: all; fewer is faster)",
     )
@@ -83,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("catalog columns (non-NSA catalogs)")
     m.add_argument(
         "--columns", nargs="+", metavar="KEY=COL",
-        help="column mapping, e.g. id=objid z=zspec flux=flux_{band} flux_ivar=ivar_{band} [flux_unit=uJy] "
+        help="column mapping, e.g. id=objid z=zspec flux=flux_{band} flux_ivar=ivar_{band} flux_unit=uJy "
         "[extinction=a_{band}] or mag=m_{band} mag_err=e_{band}",
     )
     m.add_argument("--column-map", metavar="YAML", help="column mapping file (same keys as --columns)")
@@ -107,6 +114,44 @@ def _mapping(args):
     return args.columns or args.column_map
 
 
+def _check_input_kind(paths: Sequence[str], flow: str, spectral: bool) -> None:
+    """Refuse, before any work, inputs of the other kind than the flow's (spectra vs a photometric table).
+
+    SDSS spectrum files carry a ``COADD`` HDU; photometric catalogs do not,
+    and are never directories.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first mismatching file, what it holds and what the flow expects.
+    """
+    from astropy.io import fits
+
+    from ..errors import ConfigError
+
+    for name in paths:
+        path = Path(name)
+        if path.is_dir() and not spectral:
+            raise ConfigError(
+                f"{path} is a directory, but the flow {flow} takes photometric catalog files (FITS, Parquet, CSV, "
+                "text); for a directory of SDSS spectra use a spectral flow (e.g. checkpoints/delayed_tau_spectra)"
+            )
+        if not path.is_file() or not path.name.lower().endswith((".fits", ".fits.gz", ".fit")):
+            continue
+        with fits.open(path) as hdus:
+            is_spectrum = "COADD" in [hdu.name for hdu in hdus]
+        if spectral and not is_spectrum:
+            raise ConfigError(
+                f"{path} is not an SDSS spectrum file (no COADD HDU; a photometric catalog?), but the flow {flow} "
+                "is conditioned on spectra: use a photometric flow (e.g. checkpoints/dirichlet_survey) for catalogs"
+            )
+        if not spectral and is_spectrum:
+            raise ConfigError(
+                f"{path} is an SDSS spectrum file (COADD HDU), but the flow {flow} is conditioned on photometry: "
+                "use a spectral flow (e.g. checkpoints/delayed_tau_spectra) for spectra"
+            )
+
+
 def _spectral_main(args, options) -> int:
     """The spectral catalog: read and check the spectra, sample on the cluster, write the outputs."""
     import time
@@ -118,12 +163,17 @@ def _spectral_main(args, options) -> int:
     for name in ("columns", "column_map", "support", "support_sims", "keep"):
         if getattr(args, name):
             raise ConfigError(f"--{name.replace('_', '-')} applies to photometric catalogs only")
+    from ..infer.catalog import default_work_dir
+    from ..io.atomic import check_writable
+
     start = time.perf_counter()
-    obs = read_spectral_inputs(args.catalog)
     outputs = args.out or ["posteriors.parquet"]
+    for out in outputs:
+        check_writable(out)
+    check_writable(args.work_dir or default_work_dir(outputs[0]), "work directory")
+    obs = read_spectral_inputs(args.catalog)
     print(f"{PROG}: {len(obs)} spectra ({int(obs.flagged.sum())} flagged by the reader) -> {', '.join(outputs)}",
           flush=True)
-    from ..infer.catalog import default_work_dir
 
     kwargs = {"check_support": not args.no_support_check, "progress": not args.no_progress, "fit": args.best_fit,
               "work_dir": args.work_dir or default_work_dir(outputs[0]), "resume": args.resume}
@@ -137,16 +187,17 @@ def _spectral_main(args, options) -> int:
                 table = run_spectral_catalog(obs, args.flow, options, client, **kwargs)
     except KeyboardInterrupt:
         return interrupted_resumable(PROG)
-    write_spectral_catalog(table, outputs)
+    written = write_spectral_catalog(table, outputs)
     wall = time.perf_counter() - start
     counts = ", ".join(f"{k} {v}" for k, v in sorted(status_counts(table).items()))
     print(f"{PROG}: {len(obs)} spectra in {wall:.1f} s ({len(obs) / wall:.2f}/s): {counts}", flush=True)
+    print(f"{PROG}: written {', '.join(map(str, written))}", flush=True)
     return 0
 
 
 def _main(argv: Sequence[str] | None) -> int:
     from ..cluster import limit_threads, load_cluster_config
-    from ..infer.catalog import CatalogOptions, plan_catalog, run_catalog
+    from ..infer.catalog import DEFAULT_MAX_PROPOSALS_OUTSIDE, CatalogOptions, plan_catalog, run_catalog
 
     args = build_parser().parse_args(argv)
     options = CatalogOptions(
@@ -155,13 +206,17 @@ def _main(argv: Sequence[str] | None) -> int:
         save_samples=args.save_samples,
         seed=args.seed,
         max_time=args.max_time,
+        max_proposals=args.max_proposals,
+        max_proposals_outside=min(args.max_proposals, DEFAULT_MAX_PROPOSALS_OUTSIDE),
         derived_samples=args.derived_samples,
         check_support=not args.no_support_check,
         error_floor=args.error_floor,
     )
     from ..train.checkpoint import checkpoint_observable
 
-    if checkpoint_observable(args.flow) == "spectrum":
+    spectral = checkpoint_observable(args.flow) == "spectrum"
+    _check_input_kind(args.catalog, args.flow, spectral)
+    if spectral:
         if args.error_floor is not None:
             from ..errors import ConfigError
 
@@ -179,7 +234,8 @@ def _main(argv: Sequence[str] | None) -> int:
     cat = plan.catalog.attrs
     print(
         f"{PROG}: {len(plan.catalog)} galaxies from {len(cat.get('sources', []))} file(s) "
-        f"({cat.get('n_duplicates', 0)} repeated ids dropped) -> {', '.join(map(str, plan.outputs))}",
+        f"({cat.get('n_duplicates', 0)} repeated ids dropped; fluxes in {cat.get('flux_unit', '?')}) "
+        f"-> {', '.join(map(str, plan.outputs))}",
         flush=True,
     )
     print(
@@ -205,8 +261,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``bin/run_catalog``; returns the exit status."""
-    return run_guarded(_main, argv, PROG)
+    """Entry point of ``bin/run_catalog``; returns the exit status (SIGTERM stops it as Ctrl-C does)."""
+    return run_resumable(_main, argv, PROG)
 
 
 def build_mock_parser() -> argparse.ArgumentParser:

@@ -3,14 +3,12 @@
 Examples
 --------
     bin/run_simulate --model dirichlet --n 1000000 --out sims/dirichlet --cluster local
-    bin/run_simulate --model provabgs --n 1000000 --out sims/provabgs_nsa --cluster slurm \\
-        --nmf-dir ../shared/data/provabgs --z-from-catalog nsa.fits
+    bin/run_simulate --model provabgs --n 1000000 --out sims/provabgs_nsa --cluster slurm --z-from-catalog nsa.fits
     bin/run_simulate ... --resume          # continue an interrupted run
 """
 from __future__ import annotations
 
 import argparse
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from ..cluster import load_cluster_config
 from ..observe.layout import OBSERVABLES
 from ..simulate import SimulationConfig, check_output, plan_run, run_simulation
 from ..simulate.config import DEFAULT_PARTITION_SIZE, DEFAULT_Z_RANGE
-from . import announced_client, interrupted_resumable, run_guarded
+from . import announced_client, interrupted_resumable, run_resumable
 
 PROG = "run_simulate"
 
@@ -69,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
     p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML, disables adaptive)")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
-    p.add_argument("--nmf-dir", help="provabgs: folder of the PROVABGS NMF tables (else $SEDSCALE_PROVABGS_DIR)")
+    p.add_argument("--nmf-dir", help="provabgs: folder of the PROVABGS NMF tables (else $SEDSCALE_PROVABGS_DIR, else the copy shipped with sedscale)")
     p.add_argument("--nebular-log-u", type=float, metavar="LOGU",
                    help="add Cloudy nebular lines and continuum of young stars at this ionization parameter (e.g. -2.5)")
     p.add_argument("--bands", metavar="SET",
@@ -124,10 +122,6 @@ def model_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
@@ -154,11 +148,5 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``bin/run_simulate``; returns the exit status."""
-    # scancel / kill send SIGTERM: stop as on Ctrl-C, so queued partitions are
-    # cancelled and the cluster is shut down (the manifest is always consistent).
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return run_guarded(_main, argv, PROG)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    """Entry point of ``bin/run_simulate``; returns the exit status (SIGTERM stops it as Ctrl-C does)."""
+    return run_resumable(_main, argv, PROG)

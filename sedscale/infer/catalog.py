@@ -43,12 +43,14 @@ that failed, ``;``-separated):
 ``bad_input``
     Unusable photometry or redshift (:mod:`sedscale.infer.quality`); no posterior.
 ``sampling_timeout``
-    The flow put so much mass outside the prior box that the partition's
-    time limit ran out before all samples were drawn (reason
-    ``sampling_timeout:<drawn>/<wanted>_samples``), or none of the first
-    draws landed inside it (``no_samples_in_prior``: x far outside the
-    training set; not redrawn); summaries use the ``n_samples`` samples
-    drawn (NaN if none).
+    The flow puts so much mass outside the prior box that the galaxy spent
+    its budget of flow draws (``max_proposals`` per sample) before all
+    samples were accepted (reason
+    ``low_acceptance:<accepted>/<wanted>_samples_from_<draws>_draws``), none
+    of its first 100 draws landed inside it (``no_samples_in_prior``: x far
+    outside the training set), or the partition's time limit ran out
+    (``sampling_timeout:<accepted>/<wanted>_samples``); summaries use the
+    ``n_samples`` samples accepted (NaN if none).
 ``out_of_support``
     x lies outside the training support (``support_score`` > 1 or an
     entry outside the training range); the posterior is computed but
@@ -74,7 +76,7 @@ import pyarrow.parquet as pq
 
 from .._version import __version__
 from ..errors import ConfigError, SedscaleError
-from ..io.atomic import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes, check_writable
 from ..io.catalog import (
     META_PREFIX,
     ColumnMapping,
@@ -95,6 +97,7 @@ from ..simulate.manifest import (
     partition_filename,
     remove_temporary_files,
 )
+from .posterior import DEFAULT_MAX_PROPOSALS
 from .quality import (
     STATUS_OK,
     STATUSES,
@@ -112,11 +115,16 @@ MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT = "sedscale.catalog_run"
 MANIFEST_VERSION = 1
 #: Bump when the partition layout changes incompatibly (part of the run identity).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_PARTITION_SIZE = 250
 DEFAULT_N_SAMPLES = 1000
-#: Seconds a partition may spend redrawing samples that left the prior box.
+#: Seconds a partition may spend redrawing samples that left the prior box
+#: (a guard: the per-galaxy draw budgets normally end the redraws first).
 DEFAULT_MAX_TIME = 60.0
+#: Draw budget (flow draws per requested sample) of galaxies already flagged
+#: outside the training support: their posterior is flagged anyway, so they
+#: are not worth the full budget (docs/catalog.md: measured on the NSA rows).
+DEFAULT_MAX_PROPOSALS_OUTSIDE = 5.0
 
 # --------------------------------------------------------------------------- options and plan
 @dataclass(frozen=True)
@@ -137,7 +145,14 @@ class CatalogOptions:
     max_time : float or None
         Seconds a partition may spend redrawing samples rejected for
         leaving the prior box; galaxies still short are flagged
-        ``sampling_timeout``.  None: no limit.
+        ``sampling_timeout``.  None: no limit.  A wall-clock guard: the
+        draw budgets below normally stop the redraws first.
+    max_proposals : float
+        Flow draws a galaxy may spend per requested sample (K); a galaxy
+        whose draws land in the prior box less often than 1/K stops short,
+        flagged, so it costs at most ~K times a normal galaxy.
+    max_proposals_outside : float
+        The same for galaxies flagged outside the training support.
     derived_samples : int or None
         Samples per galaxy (the first ones) for the derived properties;
         None: all.  For the dirichlet model derived properties cost about a
@@ -159,6 +174,8 @@ class CatalogOptions:
     save_samples: bool = False
     seed: int = 0
     max_time: float | None = DEFAULT_MAX_TIME
+    max_proposals: float = DEFAULT_MAX_PROPOSALS
+    max_proposals_outside: float = DEFAULT_MAX_PROPOSALS_OUTSIDE
     derived_samples: int | None = None
     check_support: bool = True
     error_floor: float | None = None
@@ -172,6 +189,10 @@ class CatalogOptions:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.max_time is not None and not self.max_time >= 0:
             raise ConfigError(f"max_time must be >= 0 seconds or None, got {self.max_time!r}")
+        for name in ("max_proposals", "max_proposals_outside"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (np.isfinite(value) and value >= 1):
+                raise ConfigError(f"{name} must be a number >= 1 (flow draws per sample), got {value!r}")
         if self.derived_samples is not None and (
             isinstance(self.derived_samples, bool) or not isinstance(self.derived_samples, int) or self.derived_samples < 1
         ):
@@ -302,6 +323,8 @@ def plan_catalog(
         raise ConfigError("give at least one output file (.parquet or .fits)")
     for out in outputs:
         output_format(out)
+        check_writable(out)
+    check_writable(Path(work_dir) if work_dir else default_work_dir(outputs[0]), "work directory")
     post = Posterior.load(flow)
     if tuple(post.x_columns) != PHOTOMETRY_X_COLUMNS and not post.band_masked:
         raise ConfigError(
@@ -395,7 +418,7 @@ def resolve_support(post, flow, support=None, support_sims=None, cache_dir: Path
         No reference can be found or built, or it belongs to another
         training set than the checkpoint's.
     """
-    expected = (post.metadata.get("training_set") or {}).get("manifest_sha256")
+    training_set = post.metadata.get("training_set") or {}
     if support is not None:
         path = Path(support)
         found = XSupport.load(path)
@@ -419,12 +442,18 @@ def resolve_support(post, flow, support=None, support_sims=None, cache_dir: Path
             path = _save_support(found, path, cached)
     if tuple(found.columns) != tuple(post.x_columns):
         raise ConfigError(f"{path}: x-support columns {list(found.columns)} are not the checkpoint's x layout")
-    have = found.provenance.get("manifest_sha256")
-    if expected and have and have != expected:
-        raise ConfigError(
-            f"{path} was built from another training set (manifest {have[:12]}) than the checkpoint's "
-            f"({expected[:12]}); delete it or pass --support-sims with the checkpoint's training set"
-        )
+    # The simulation is a deterministic function of its configuration, so an equal
+    # config hash is the same training set even when the manifest digest (older
+    # checkpoints hashed run times too) differs.
+    for key in ("config_hash", "manifest_sha256"):
+        have, expected = found.provenance.get(key), training_set.get(key)
+        if have and expected:
+            if have != expected:
+                raise ConfigError(
+                    f"{path} was built from another training set ({key} {have[:12]}) than the checkpoint's "
+                    f"({expected[:12]}); delete it or pass --support-sims with the checkpoint's training set"
+                )
+            break
     return found, path
 
 
@@ -528,8 +557,7 @@ def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, optio
 def output_columns_fixed(bands: Sequence[str] = SDSS_BANDS) -> tuple[str, ...]:
     """Columns every posterior catalog of a flow over ``bands`` starts with (before kept columns and summaries)."""
     return ("id", "z", *(f"mag_{b}" for b in bands), *(f"sigma_{b}" for b in bands), "bands_used", "status",
-            "reason", "support_score", "n_samples",
-            "acceptance")
+            "reason", "support_score", "n_samples", "n_draws", "acceptance")
 
 
 def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:
@@ -812,6 +840,8 @@ def run_catalog(
     finally:
         if bar is not None:
             bar.close()
+    # Debris of workers killed mid-write during this run (every partition is recorded now).
+    remove_temporary_files(plan.work_dir)
     summary.inference_s = time.perf_counter() - t0
     for entry in done.values():
         for key, target in (("status_counts", summary.status_counts), ("reason_counts", summary.reason_counts)):
@@ -950,6 +980,7 @@ def catalog_metadata(plan: CatalogPlan) -> dict[str, str]:
         "statuses": json.dumps(list(STATUSES)),
         "support": json.dumps(plan.support.describe() if plan.support else None, sort_keys=True),
         "catalog_sources": json.dumps(list(plan.catalog.attrs.get("sources", []))),
+        "flux_unit": str(plan.catalog.attrs.get("flux_unit", "")),
         "catalog_sha256": plan.identity["catalog_sha256"],
         "config_hash": plan.config_hash,
     }
@@ -971,6 +1002,7 @@ def fits_header(plan: CatalogPlan) -> dict[str, object]:
         "CKPTHASH": (plan.spec.flow_sha256, "sha256 of the checkpoint weights"),
         "TRAINHSH": (training_set.get("manifest_sha256") or "", "sha256 of the training-set manifest"),
         "CATHASH": (plan.identity["catalog_sha256"], "sha256 of the input photometry"),
+        "FLUXUNIT": (str(plan.catalog.attrs.get("flux_unit", ""))[:60], "unit the input fluxes were read in"),
         "RUNHASH": (plan.config_hash, "catalog run identity"),
         "NSAMPLE": (opts.n_samples, "posterior samples per galaxy"),
         "NDERIVED": (opts.n_derived, "samples per galaxy for derived properties"),

@@ -14,9 +14,10 @@ under ``torch.inference_mode()`` (sbi's ``sample_batched`` keeps the
 autograd graph and takes gigabytes).  Flows of affine coupling layers (the
 default ``zuko_nice``) are inverted by :class:`CouplingSampler`, which
 skips zuko's per-layer bookkeeping; other flows use their own ``sample``.
-Samples outside the prior box are rejected and redrawn; a galaxy that still
-lacks samples when ``max_time`` runs out is flagged instead of stalling the
-catalog.
+Samples outside the prior box (and non-finite draws) are rejected and
+redrawn, within a budget of flow draws per galaxy (``max_proposals`` per
+requested sample); a galaxy that still lacks samples when its budget or
+``max_time`` runs out is flagged instead of stalling the catalog.
 """
 from __future__ import annotations
 
@@ -47,6 +48,14 @@ from ..train.flows import ConditionalFlow, Normalization, build_flow
 DEFAULT_ROWS_PER_PASS = 8192
 #: Redraw sizes assume an acceptance rate of at least 1 / MAX_OVERSAMPLE.
 MAX_OVERSAMPLE = 20.0
+#: Flow draws a galaxy may spend per requested sample (K): one whose draws
+#: land in the prior box less often than 1 / K stops short and is flagged,
+#: so one un-sampleable galaxy costs at most K times a normal one.
+DEFAULT_MAX_PROPOSALS = 50.0
+#: A galaxy none of whose first MIN_DRAWS_HOPELESS draws lands in the prior
+#: box stops at once (the flow returns NaN or leaves the box entirely, as
+#: for x far outside the training set): redrawing cannot help.
+MIN_DRAWS_HOPELESS = 100
 
 
 class CouplingSampler:
@@ -180,6 +189,14 @@ class SampleResult:
         Galaxies still short of samples when ``max_time`` ran out.
     invalid_x : ndarray, shape (n,), bool
         Galaxies with non-finite observations (not sampled).
+    n_drawn : ndarray, shape (n,), int
+        Flow draws spent per galaxy (accepted or not).
+    n_nonfinite : ndarray, shape (n,), int
+        Non-finite flow draws per galaxy (rejected like draws outside the box).
+    exhausted : ndarray, shape (n,), bool
+        Galaxies that stopped short because their draw budget ran out, or
+        because none of their first :data:`MIN_DRAWS_HOPELESS` draws was
+        accepted (then ``n_accepted`` is 0).
     """
 
     samples: np.ndarray
@@ -187,6 +204,9 @@ class SampleResult:
     acceptance: np.ndarray
     timed_out: np.ndarray
     invalid_x: np.ndarray
+    n_drawn: np.ndarray
+    n_nonfinite: np.ndarray
+    exhausted: np.ndarray
 
     @property
     def complete(self) -> np.ndarray:
@@ -325,6 +345,7 @@ class Posterior:
         *,
         batch_size: int | None = None,
         max_time: float | None = None,
+        max_proposals: float | np.ndarray | None = DEFAULT_MAX_PROPOSALS,
         seed: int | None = None,
         progress: bool = False,
     ) -> SampleResult:
@@ -343,6 +364,11 @@ class Posterior:
             Seconds each batch may spend redrawing samples rejected for
             leaving the prior box (the first draw always completes).
             Galaxies still short when it runs out are ``timed_out``.
+        max_proposals : float or array_like of shape (n,), optional
+            Flow draws each galaxy may spend per requested sample (default
+            :data:`DEFAULT_MAX_PROPOSALS`; at least one draw per sample);
+            galaxies still short when theirs runs out are ``exhausted``.
+            None: no budget (only ``max_time`` stops the redraws).
         seed : int, optional
             Seed of torch's generator for this call (the global state is
             restored afterwards); None uses the global generator.
@@ -360,12 +386,22 @@ class Posterior:
             raise ParameterError(f"n_samples must be a positive integer, got {n_samples!r}")
         n, d = x.shape[0], len(self.param_names)
         batch = batch_size or max(1, DEFAULT_ROWS_PER_PASS // n_samples)
+        if max_proposals is None:
+            budget = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        else:
+            k = np.broadcast_to(np.asarray(max_proposals, dtype=float), (n,))
+            if not (np.isfinite(k) & (k > 0)).all():
+                raise ParameterError(f"max_proposals must be positive and finite, got {max_proposals!r}")
+            budget = np.maximum(np.ceil(k * n_samples), n_samples).astype(np.int64)
         result = SampleResult(
             samples=np.full((n, n_samples, d), np.nan, dtype=np.float32),
             n_accepted=np.zeros(n, dtype=np.int64),
             acceptance=np.full(n, np.nan),
             timed_out=np.zeros(n, dtype=bool),
             invalid_x=~np.isfinite(x).all(axis=1),
+            n_drawn=np.zeros(n, dtype=np.int64),
+            n_nonfinite=np.zeros(n, dtype=np.int64),
+            exhausted=np.zeros(n, dtype=bool),
         )
         todo = np.flatnonzero(~result.invalid_x)
         with torch.random.fork_rng(enabled=seed is not None), torch.inference_mode():
@@ -374,7 +410,7 @@ class Posterior:
             with tqdm(total=todo.size, unit="gal", disable=not progress) as bar:
                 for s in range(0, todo.size, batch):
                     idx = todo[s : s + batch]
-                    self._draw_batch(x[idx], n_samples, idx, result, max_time)
+                    self._draw_batch(x[idx], n_samples, idx, result, max_time, budget[idx])
                     bar.update(idx.size)
         return result
 
@@ -385,21 +421,30 @@ class Posterior:
         *,
         batch_size: int | None = None,
         max_time: float | None = None,
+        max_proposals: float | np.ndarray | None = DEFAULT_MAX_PROPOSALS,
         seed: int | None = None,
     ) -> np.ndarray:
         """Samples only: (n, n_samples, d) float32, NaN rows where a galaxy was flagged.
 
         See :meth:`draw` for the parameters and the flags.
         """
-        return self.draw(x, n_samples, batch_size=batch_size, max_time=max_time, seed=seed).samples
+        return self.draw(x, n_samples, batch_size=batch_size, max_time=max_time, max_proposals=max_proposals,
+                         seed=seed).samples
 
-    def _draw_batch(self, x: np.ndarray, n_samples: int, idx: np.ndarray, result: SampleResult, max_time) -> None:
-        """Fill ``result`` for galaxies ``idx`` by rejection sampling (under inference mode)."""
+    def _draw_batch(self, x: np.ndarray, n_samples: int, idx: np.ndarray, result: SampleResult, max_time,
+                    budget: np.ndarray) -> None:
+        """Fill ``result`` for galaxies ``idx`` by rejection sampling (under inference mode).
+
+        ``budget`` (per galaxy, >= n_samples) bounds the flow draws each
+        galaxy may spend, so a galaxy the flow cannot sample stops on its
+        own instead of holding the batch until ``max_time``.
+        """
         start = time.perf_counter()
         xt = torch.from_numpy(x)
         filled = np.zeros(idx.size, dtype=np.int64)
         drawn = np.zeros(idx.size, dtype=np.int64)
         accepted = np.zeros(idx.size, dtype=np.int64)
+        nonfinite = np.zeros(idx.size, dtype=np.int64)
         active = np.arange(idx.size)
         per_galaxy = n_samples
         first = True
@@ -410,8 +455,11 @@ class Posterior:
             theta = self._sample_flow(per_galaxy, xt[active])  # (per_galaxy, b, d)
             ok = self.flow.in_support(theta).numpy()
             theta = theta.numpy()
+            finite = np.isfinite(theta).all(axis=-1)
+            ok &= finite
             drawn[active] += per_galaxy
             accepted[active] += ok.sum(axis=0)
+            nonfinite[active] += (~finite).sum(axis=0)
             if first and ok.all():
                 # The common case (logit flows, well-trained zscore flows): no bookkeeping.
                 result.samples[idx] = theta.transpose(1, 0, 2)
@@ -423,13 +471,20 @@ class Posterior:
                     result.samples[idx[g], filled[g] : filled[g] + take] = good[:take]
                     filled[g] += take
             first = False
-            active = np.flatnonzero(filled < n_samples)
+            short = filled < n_samples
+            spent = short & ((drawn >= budget) | ((accepted == 0) & (drawn >= MIN_DRAWS_HOPELESS)))
+            result.exhausted[idx[spent]] = True
+            active = np.flatnonzero(short & ~spent)
             if active.size:
                 rate = np.maximum(accepted[active] / drawn[active], 1.0 / MAX_OVERSAMPLE)
                 missing = (n_samples - filled[active]) / rate
-                # Never more rows per pass than the first draw: bounded memory.
-                per_galaxy = int(min(math.ceil(missing.max() * 1.2) + 1, idx.size * n_samples // active.size))
+                # Never more rows per pass than the first draw (bounded memory), nor
+                # more draws than any active galaxy has left.
+                per_galaxy = int(min(math.ceil(missing.max() * 1.2) + 1, idx.size * n_samples // active.size,
+                                     (budget[active] - drawn[active]).max()))
         result.n_accepted[idx] = filled
+        result.n_drawn[idx] = drawn
+        result.n_nonfinite[idx] = nonfinite
         with np.errstate(invalid="ignore", divide="ignore"):
             result.acceptance[idx] = accepted / drawn
 

@@ -8,7 +8,8 @@ run.  Checks (reason labels):
 ``missing_z``                 redshift NaN or infinite
 ``nonpositive_z``             redshift <= 0
 ``z_outside_training_range``  redshift outside the training set's range
-``nan_flux:<bands>``          flux NaN or infinite
+``nan_flux:<bands>``          flux NaN
+``infinite_flux:<bands>``     flux infinite
 ``nonpositive_flux:<bands>``  flux <= 0 (no magnitude)
 ``zero_ivar:<bands>``         inverse variance 0 (no measurement)
 ``invalid_ivar:<bands>``      inverse variance negative, NaN or infinite
@@ -127,7 +128,8 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
         flux_finite = np.isfinite(flux)
         ivar_finite = np.isfinite(ivar)
         per_band = {
-            "nan_flux": ~flux_finite,
+            "nan_flux": np.isnan(flux),
+            "infinite_flux": np.isinf(flux),
             "nonpositive_flux": flux_finite & (flux <= 0),
             "zero_ivar": ivar == 0,
             "invalid_ivar": ~ivar_finite | (ivar < 0),

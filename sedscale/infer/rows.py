@@ -9,11 +9,13 @@ the statuses).
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
+from .posterior import SampleResult
 from .quality import STATUS_BAD_INPUT, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT
 from .summaries import clip_to_prior, derived_quantities, physical_quantities, summarize
 
@@ -24,8 +26,6 @@ if TYPE_CHECKING:
 #: seeds, hence the samples, depend on it.  The coupling sampler runs the flow
 #: in cache-sized passes within a call (``CouplingSampler.ROWS_PER_PASS``).
 ROWS_PER_PASS = 8192
-#: A galaxy with none of at least this many first draws inside the prior is not redrawn.
-MIN_DRAWS_HOPELESS = 100
 #: Redshift of the probe that names the derived properties of a block without usable rows.
 _PROBE_Z = 0.05
 
@@ -34,60 +34,62 @@ def _chunk_seed(seed: int, partition: int, chunk: int) -> int:
     return int(np.random.SeedSequence([seed, partition, chunk]).generate_state(1)[0])
 
 
-def draw_samples(post, x: np.ndarray, options: CatalogOptions, partition: int, started: float | None = None):
-    """Sample all galaxies of a partition in batches, sharing one redraw time limit.
+def draw_samples(post, x: np.ndarray, options: CatalogOptions, partition: int, started: float | None = None,
+                 outside: np.ndarray | None = None) -> SampleResult:
+    """Sample all galaxies of a partition in seeded chunks, under one redraw time limit.
 
-    Two passes: every galaxy first gets one draw of ``n_samples`` (samples
-    outside the prior box rejected); then only the galaxies still short are
-    topped up with the missing samples, under the partition's time limit.
-    A galaxy none of whose first ``n_samples >= 100`` draws landed inside
-    the prior (the flow returns NaN or leaves the box entirely, as for x
-    far outside the training set) is not retried: redrawing cannot help
-    and would spend the whole limit.
+    Every galaxy gets one draw of ``n_samples`` (draws outside the prior box
+    or non-finite rejected), then redraws within its own budget of flow draws
+    (``options.max_proposals`` per sample; ``options.max_proposals_outside``
+    for galaxies outside the training support), so an un-sampleable galaxy
+    stops on its own and the rest of the partition goes on.  The partition's
+    ``options.max_time`` remains a wall-clock guard over the redraws.
 
     Parameters
     ----------
     post : Posterior
-    x : ndarray, shape (n, 11)
+    x : ndarray, shape (n, dx)
         Observations of good rows.
     options : CatalogOptions
     partition : int
         Partition index (with ``options.seed``, sets the random seeds).
     started : float, optional
         ``time.perf_counter()`` at which the time limit started (default now).
+    outside : ndarray of bool, shape (n,), optional
+        Galaxies already flagged outside the training support.
 
     Returns
     -------
-    samples : ndarray, shape (n, n_samples, d), float32 (NaN where missing)
-    n_accepted : ndarray of int, shape (n,)
-    acceptance : ndarray, shape (n,)
-        Fraction of the first pass's draws inside the prior box.
-    hopeless : ndarray of bool, shape (n,)
-        No first-pass draw inside the prior (not retried).
+    SampleResult
+        Per galaxy: samples (n, n_samples, d) float32 (NaN where missing),
+        ``n_accepted``, ``acceptance``, ``n_drawn``, ``n_nonfinite``,
+        ``timed_out`` (guard) and ``exhausted`` (budget) flags.
     """
     n, s = x.shape[0], options.n_samples
     started = time.perf_counter() if started is None else started
     batch = max(1, ROWS_PER_PASS // s)
-    samples = np.full((n, s, len(post.param_names)), np.nan, dtype=np.float32)
-    n_accepted = np.zeros(n, dtype=np.int64)
-    acceptance = np.full(n, np.nan)
-    n_chunks = -(-n // batch)
-    for k in range(n_chunks):
+    budget = np.full(n, float(options.max_proposals))
+    if outside is not None:
+        budget[np.asarray(outside, dtype=bool)] = min(options.max_proposals, options.max_proposals_outside)
+    parts = []
+    for k in range(-(-n // batch)):
         sl = slice(k * batch, (k + 1) * batch)
-        res = post.draw(x[sl], s, batch_size=batch, max_time=0.0, seed=_chunk_seed(options.seed, partition, k))
-        samples[sl], n_accepted[sl], acceptance[sl] = res.samples, res.n_accepted, res.acceptance
-    hopeless = (n_accepted == 0) & (s >= MIN_DRAWS_HOPELESS)
-    retry = np.flatnonzero((n_accepted < s) & ~hopeless)
-    remaining = None if options.max_time is None else started + options.max_time - time.perf_counter()
-    if retry.size and (remaining is None or remaining > 0):
-        missing = int((s - n_accepted[retry]).max())
-        res = post.draw(x[retry], missing, batch_size=max(1, ROWS_PER_PASS // missing), max_time=remaining,
-                        seed=_chunk_seed(options.seed, partition, n_chunks))
-        for j, g in enumerate(retry):
-            take = min(int(res.n_accepted[j]), s - int(n_accepted[g]))
-            samples[g, n_accepted[g] : n_accepted[g] + take] = res.samples[j, :take]
-            n_accepted[g] += take
-    return samples, n_accepted, acceptance, hopeless
+        remaining = None if options.max_time is None else max(0.0, started + options.max_time - time.perf_counter())
+        parts.append(post.draw(x[sl], s, batch_size=batch, max_time=remaining, max_proposals=budget[sl],
+                               seed=_chunk_seed(options.seed, partition, k)))
+    if not parts:
+        return post.draw(x, s)
+    return SampleResult(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(SampleResult)))
+
+
+def _short_reason(drawn: SampleResult, j: int, n_samples: int) -> str:
+    """Why galaxy ``j`` has fewer than ``n_samples`` samples (a ``sampling_timeout`` reason)."""
+    if drawn.n_accepted[j] == 0:
+        return "no_samples_in_prior"
+    got = f"{drawn.n_accepted[j]}/{n_samples}_samples"
+    if drawn.exhausted[j] and not drawn.timed_out[j]:
+        return f"low_acceptance:{got}_from_{drawn.n_drawn[j]}_draws"
+    return f"sampling_timeout:{got}"
 
 
 def posterior_rows(post, model, x, z, bad, reason, support, options, partition: int, started: float | None = None,
@@ -120,7 +122,7 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
     -------
     table : pyarrow.Table
         ``status``, ``reason``, ``support_score``, ``n_samples``,
-        ``acceptance``, summaries ``<quantity>_<stat>`` and, with
+        ``n_draws``, ``acceptance``, summaries ``<quantity>_<stat>`` and, with
         ``options.save_samples``, ``samples_<quantity>`` list columns.
     theta : ndarray (n_good, n_samples, d)
         The samples of the usable rows (clipped to the prior box; NaN where missing).
@@ -135,7 +137,8 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
     if support is not None and good.size:
         sx = xg if support_x is None else np.asarray(support_x)[good]
         score[good], outside[good], support_reason[good] = support.check(sx)
-    samples, n_acc, acc, hopeless = draw_samples(post, xg, options, partition, started)
+    drawn = draw_samples(post, xg, options, partition, started, outside[good])
+    samples, n_acc, acc = drawn.samples, drawn.n_accepted, drawn.acceptance
     timed_out = n_acc < options.n_samples
     theta = clip_to_prior(samples, post.prior.low, post.prior.high)
     quantities = {name: theta[:, :, j] for j, name in enumerate(post.param_names)}
@@ -157,7 +160,7 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
         labels = [reason[i]] if reason[i] else []
         if timed_out[j]:
             status[i] = STATUS_TIMEOUT
-            labels.append("no_samples_in_prior" if hopeless[j] else f"sampling_timeout:{n_acc[j]}/{options.n_samples}_samples")
+            labels.append(_short_reason(drawn, j, options.n_samples))
         if outside[i]:
             if not timed_out[j]:
                 status[i] = STATUS_OUT_OF_SUPPORT
@@ -174,6 +177,7 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
         "reason": pa.array(reason.tolist(), pa.string()),
         "support_score": pa.array(score.astype(np.float32)),
         "n_samples": pa.array(full(n_acc, np.int32, 0)),
+        "n_draws": pa.array(full(drawn.n_drawn, np.int32, 0)),
         "acceptance": pa.array(full(acc)),
     }
     for name, values in stats.items():

@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -187,8 +188,9 @@ class XSupport:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
                 arrays = {k: np.array(data[k]) for k in ("mean", "whiten", "reference", "x_low", "x_high")}
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(f"{path}: unreadable x-support file ({exc})") from None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise ConfigError(f"{path}: unreadable x-support file (truncated or corrupt? {exc}); delete it to "
+                              "rebuild it from the training set, or pass --support") from None
         if header.get("format") != SUPPORT_FORMAT or header.get("version") != SUPPORT_VERSION:
             raise ConfigError(f"{path}: not a sedscale x-support file (version {SUPPORT_VERSION})")
         return cls(
@@ -283,7 +285,9 @@ def fit_support_from_simulation(sims: str | os.PathLike, columns, photometric_no
     from ..train.data import manifest_digest, open_training_set, reference_x
 
     sims = Path(sims)
-    provenance = {"training_set": str(sims), "manifest_sha256": manifest_digest(read_manifest(sims))}
+    manifest = read_manifest(sims)
+    provenance = {"training_set": str(sims), "manifest_sha256": manifest_digest(manifest),
+                  "config_hash": manifest["config_hash"]}
     ts = open_training_set(sims)
     if ts.source is None:
         table = read_simulation(sims, columns=list(columns))

@@ -41,3 +41,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], suffix
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail now, not after the work, if ``path`` cannot be written (its folder is created on write).
+
+    The nearest existing folder at or above ``path`` must be writable; an
+    output file must not be an existing directory, and a work directory
+    (``what="work directory"``) not an existing file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the path and the folder that cannot be written.
+    """
+    from ..errors import ConfigError
+
+    path = Path(path).absolute()
+    is_dir = what == "work directory"
+    if path.exists() and path.is_dir() != is_dir:
+        kind = "a directory" if path.is_dir() else "a file"
+        raise ConfigError(f"cannot write the {what} {path}: it is {kind}")
+    folder = path if (is_dir and path.is_dir()) else path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the {what} {path}: {folder} is not a writable folder")
+    return path

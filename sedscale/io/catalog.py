@@ -28,7 +28,8 @@ needs a :class:`ColumnMapping` (YAML file or ``key=value`` pairs)::
     z: ZSPEC
     flux: FLUX_{band}          # '{band}' expands to u, g, r, i, z
     flux_err: FLUXERR_{band}   # or flux_ivar: ...; a vector column: flux: NMGY[2:7]
-    flux_unit: uJy             # nanomaggy (default), maggy, Jy, mJy, uJy, nJy
+    flux_unit: uJy             # nanomaggy, maggy, Jy, mJy, uJy, nJy: required unless
+                               # the file gives it (FITS TUNIT, Parquet field 'unit')
     extinction: A_{band}       # optional Galactic extinction (mag) to correct for
     # or magnitudes instead of fluxes:
     # mag: MAG_{band}
@@ -104,6 +105,10 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _BAND_KEYS = ("flux", "flux_ivar", "flux_err", "mag", "mag_err", "extinction")
 _SCALAR_KEYS = ("id", "z", "flux_unit", "keep", "format", "names")
+#: Unit strings found in files (FITS TUNIT, Parquet field metadata) -> FLUX_UNITS key.  Jansky
+#: prefixes are case-sensitive (MJy is not mJy); the maggy words are not.
+_FILE_FLUX_UNITS = {**{k: k for k in FLUX_UNITS}, "nanomaggies": "nanomaggy", "nmaggy": "nanomaggy",
+                    "nMgy": "nanomaggy", "maggies": "maggy", "µJy": "uJy", "microJy": "uJy", "Jansky": "Jy"}
 _TEXT_SUFFIXES = (".txt", ".dat", ".ascii")
 #: ``NAME[a:b]``: elements a..b-1 of a vector column, one per band; ``NAME[k]``: one element.
 _VECTOR_SLICE = re.compile(r"^(.+)\[(\d+):(\d+)\]$")
@@ -128,8 +133,11 @@ class ColumnMapping:
         1-sigma errors (same unit).
     mag, mag_err : dict of band -> column, or None
         AB magnitudes and 1-sigma errors, instead of fluxes.
-    flux_unit : str
-        A key of :data:`FLUX_UNITS`.
+    flux_unit : str or None
+        A key of :data:`FLUX_UNITS`; None takes the unit the file gives its
+        flux columns (FITS ``TUNIT``, Parquet field metadata ``unit``), and
+        reading a file that gives none is an error: a wrong unit shifts
+        every mass (a uJy catalog read as nanomaggies: +0.56 dex).
     extinction : dict of band -> column, or None
         Galactic extinction in magnitudes, removed from the photometry
         (flux * 10^(0.4 A)).  Leave out when the catalog is already corrected.
@@ -153,7 +161,7 @@ class ColumnMapping:
     flux_err: dict | None = None
     mag: dict | None = None
     mag_err: dict | None = None
-    flux_unit: str = "nanomaggy"
+    flux_unit: str | None = None
     extinction: dict | None = None
     keep: tuple = field(default_factory=tuple)
     format: str | None = None
@@ -171,7 +179,7 @@ class ColumnMapping:
             raise ConfigError("with 'mag', give 'mag_err'")
         if has_mag and (self.flux_ivar is not None or self.flux_err is not None):
             raise ConfigError("'flux_ivar'/'flux_err' go with 'flux', not with 'mag'")
-        if self.flux_unit not in FLUX_UNITS:
+        if self.flux_unit is not None and self.flux_unit not in FLUX_UNITS:
             raise ConfigError(f"unknown flux_unit {self.flux_unit!r}; choose one of {sorted(FLUX_UNITS)}")
         object.__setattr__(self, "keep", tuple(self.keep))
         object.__setattr__(self, "names", tuple(self.names))
@@ -350,7 +358,7 @@ def table_columns(path: str | os.PathLike, text_names: Sequence[str] | None = No
         if fmt == "parquet":
             return list(pq.read_schema(path).names)
         return list(pd.read_csv(path, nrows=0).columns)
-    except (OSError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (OSError, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CatalogFormatError(f"{path}: unreadable {fmt} file (truncated or corrupt?): {_first_line(exc)}") from exc
 
 
@@ -403,7 +411,7 @@ def read_table_columns(path: str | os.PathLike, columns: Sequence[str],
         else:
             frame = pd.read_csv(path, usecols=names)
             raw = {n: frame[n].to_numpy() for n in names}
-    except (OSError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise CatalogFormatError(f"{path}: unreadable {fmt} file (truncated or corrupt?): {_first_line(exc)}") from exc
     out = {}
     for c, w in zip(columns, wanted):
@@ -476,7 +484,8 @@ def read_catalog(
     pandas.DataFrame
         ``id``, ``z``, ``flux_<band>`` (nanomaggies), ``flux_ivar_<band>``
         (nanomaggies^-2), the kept columns; ``attrs``: ``sources``,
-        ``format`` (``"nsa"``, ``"mapped"`` or ``"canonical"``),
+        ``flux_unit`` (the unit the input fluxes were read in, and where it
+        came from), ``format`` (``"nsa"``, ``"mapped"`` or ``"canonical"``),
         ``n_rows_read`` and ``n_duplicates``.
 
     Raises
@@ -492,21 +501,21 @@ def read_catalog(
         raise ConfigError(f"the column mapping is for bands {mapping.bands}, the flow takes {bands}")
     if mapping is None and all(is_nsa_file(_existing(f)) for f in files):
         df = read_nsa(files, columns=keep, bands=bands)
-        df.attrs["format"] = "nsa"
+        df.attrs.update(format="nsa", flux_unit="nanomaggy (NSA NMGY)")
         return df
     canonical = canonical_columns(bands)
-    frames = []
+    frames, units = [], []
     for f in files:
-        if mapping is not None:
-            frames.append(_mapped_frame(f, mapping, keep))
-            continue
-        lower = {c.lower() for c in table_columns(f)}
-        if not all(c in lower for c in canonical):
-            raise CatalogFormatError(
-                f"{f}: neither an NSA catalog (NSAID, Z, NMGY, NMGY_IVAR) nor in sedscale's layout "
-                f"({', '.join(canonical)}); give a column mapping (--columns / --column-map)"
-            )
-        frames.append(_mapped_frame(f, _canonical_mapping(bands), keep))
+        if mapping is None:
+            lower = {c.lower() for c in table_columns(f)}
+            if not all(c in lower for c in canonical):
+                raise CatalogFormatError(
+                    f"{f}: neither an NSA catalog (NSAID, Z, NMGY, NMGY_IVAR) nor in sedscale's layout "
+                    f"({', '.join(canonical)}); give a column mapping (--columns / --column-map)"
+                )
+        frame, unit = _mapped_frame(f, mapping or _canonical_mapping(bands), keep)
+        frames.append(frame)
+        units.append(unit)
     df = pd.concat(frames, ignore_index=True)
     n_read = len(df)
     if mapping is not None and mapping.id is None:
@@ -517,6 +526,7 @@ def read_catalog(
         log.info("read_catalog: dropped %d rows repeating an id", n_read - len(df))
     df.attrs.update(
         sources=[str(f) for f in files],
+        flux_unit=", ".join(dict.fromkeys(units)),
         format="mapped" if mapping is not None else "canonical",
         n_rows_read=n_read,
         n_duplicates=n_read - len(df),
@@ -531,13 +541,72 @@ def canonical_columns(bands: Sequence[str] = SDSS_BANDS) -> tuple[str, ...]:
 
 def _canonical_mapping(bands: Sequence[str]) -> ColumnMapping:
     return ColumnMapping(id="id", z="z", flux={b: f"flux_{b}" for b in bands},
-                         flux_ivar={b: f"flux_ivar_{b}" for b in bands}, bands=tuple(bands))
+                         flux_ivar={b: f"flux_ivar_{b}" for b in bands}, flux_unit="nanomaggy", bands=tuple(bands))
 
 
-def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> pd.DataFrame:
+def column_units(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, str]:
+    """Units a FITS (``TUNIT``) or Parquet (field metadata ``unit``) file gives its columns.
+
+    ``NAME[k]`` / ``NAME[a:b]`` look up ``NAME``.  Columns without a unit, and
+    every column of CSV and text files, are left out.
+    """
+    path = Path(path)
+    fmt = catalog_format(path)
+    base = {c: re.sub(r"\[\d+(:\d+)?\]$", "", c) for c in columns}
+    found: dict[str, str] = {}
+    if fmt == "fits":
+        import fitsio
+
+        with fitsio.FITS(str(path)) as fits:
+            hdu = _fits_table_hdu(fits, path)
+            header = hdu.read_header()
+            for k, name in enumerate(hdu.get_colnames(), start=1):
+                unit = str(header.get(f"TUNIT{k}", "") or "").strip()
+                if unit:
+                    found[name.lower()] = unit
+    elif fmt == "parquet":
+        for f in pq.read_schema(path):
+            unit = (f.metadata or {}).get(b"unit", b"").decode().strip()
+            if unit:
+                found[f.name.lower()] = unit
+    return {c: found[b.lower()] for c, b in base.items() if b.lower() in found}
+
+
+def _flux_unit(path: Path, mapping: ColumnMapping) -> tuple[str, str]:
+    """The FLUX_UNITS key of a mapped file's flux columns, and where it came from.
+
+    Raises
+    ------
+    ConfigError
+        The mapping gives no unit and the file none (or one sedscale does not
+        know), or the mapping's unit contradicts the file's.
+    """
+    flux_cols = [mapping.flux[b] for b in mapping.bands]
+    in_file = set(column_units(path, flux_cols).values()) if mapping.format != "text" and not mapping.names else set()
+    known = {_FILE_FLUX_UNITS.get(u, _FILE_FLUX_UNITS.get(u.lower())) for u in in_file}
+    if mapping.flux_unit is not None:
+        if in_file and None not in known and known != {mapping.flux_unit}:
+            raise ConfigError(f"{path}: flux_unit={mapping.flux_unit} but the file gives its flux columns the unit "
+                              f"{', '.join(sorted(in_file))}; fix the mapping or the file")
+        return mapping.flux_unit, "column mapping"
+    if len(known) == 1 and None not in known:
+        return known.pop(), f"file unit {', '.join(sorted(in_file))!s}"
+    given = f"the file gives {', '.join(sorted(in_file))}" if in_file else "the file gives none"
+    raise ConfigError(
+        f"{path}: the flux columns need a unit ({given}): add flux_unit=<unit> to the column mapping, "
+        f"one of {', '.join(FLUX_UNITS)} (a wrong unit shifts every mass: uJy read as nanomaggies is +0.56 dex)"
+    )
+
+
+def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> tuple[pd.DataFrame, str]:
+    """The canonical frame of one mapped file, and the flux unit it was read in (with its source)."""
     wanted = mapping.source_columns() + [k for k in keep if k not in mapping.source_columns()]
     text = mapping.names if (mapping.format == "text" or mapping.names) else None
     raw = read_table_columns(path, wanted, text_names=text)
+    unit_used = "AB magnitudes"
+    if mapping.flux is not None:
+        unit, source = _flux_unit(path, mapping)
+        unit_used = f"{unit} ({source})"
 
     def bands(key) -> np.ndarray:
         cols = getattr(mapping, key)
@@ -545,7 +614,7 @@ def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> pd
 
     n = len(raw[mapping.z])
     if mapping.flux is not None:
-        scale = FLUX_UNITS[mapping.flux_unit]
+        scale = FLUX_UNITS[unit]
         flux = bands("flux") * scale
         if mapping.flux_ivar is not None:
             ivar = bands("flux_ivar") / scale**2
@@ -569,7 +638,7 @@ def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> pd
     cols.update({f"flux_ivar_{b}": ivar[:, k] for k, b in enumerate(mapping.bands)})
     for name in keep:
         cols.setdefault(name.lower(), raw[name])
-    return pd.DataFrame(cols)
+    return pd.DataFrame(cols), unit_used
 
 
 def _as_float(values: np.ndarray, path, column: str) -> np.ndarray:

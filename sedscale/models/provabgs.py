@@ -6,9 +6,10 @@ t_burst); metallicity history = two NMF basis coefficients gamma_1,2; dust
 tau_BC, tau_ISM, n_dust (Charlot & Fall with a Kriek & Conroy diffuse curve).
 
 The sampling space has 11 dimensions (beta through a 3-d unit cube), as in
-SEDflow.  The NMF bases are external data (the PROVABGS repository's
-``src/provabgs/dat`` directory); give their folder with the ``nmf_dir``
-argument or the ``SEDSCALE_PROVABGS_DIR`` environment variable.
+SEDflow.  The NMF bases (the PROVABGS repository's ``src/provabgs/dat``
+tables, MIT licence) ship in ``sedscale/data/provabgs``; another folder can
+be given with the ``nmf_dir`` argument or the ``SEDSCALE_PROVABGS_DIR``
+environment variable.
 """
 from __future__ import annotations
 
@@ -78,16 +79,17 @@ class NMFBases:
         return np.clip(np.stack([np.interp(t_gyr, self.t_gyr, b) for b in self.zh]), 0.0, None)
 
 
+#: The NMF tables shipped with sedscale (MIT licence, see the folder's LICENSE and README.md).
+PACKAGED_NMF_DIR = Path(__file__).resolve().parents[1] / "data" / "provabgs"
+
+
 def provabgs_data_dir(nmf_dir=None) -> Path:
-    """Folder of the PROVABGS NMF tables (argument, then ``SEDSCALE_PROVABGS_DIR``)."""
-    path = nmf_dir or os.environ.get("SEDSCALE_PROVABGS_DIR")
+    """Folder of the PROVABGS NMF tables: argument, then ``SEDSCALE_PROVABGS_DIR``, then the packaged copy."""
+    path = Path(nmf_dir or os.environ.get("SEDSCALE_PROVABGS_DIR") or PACKAGED_NMF_DIR)
     hint = (
         "the provabgs model needs the PROVABGS NMF tables " + ", ".join(NMF_FILES) + " (from the PROVABGS "
         "repository, src/provabgs/dat); pass nmf_dir=... / --nmf-dir or set SEDSCALE_PROVABGS_DIR"
     )
-    if not path:
-        raise MissingDataError(hint)
-    path = Path(path)
     missing = [f for f in NMF_FILES if not (path / f).is_file()]
     if missing:
         raise MissingDataError(f"{hint}; missing in {path}: {', '.join(missing)}")
@@ -112,7 +114,8 @@ class ProvabgsModel(ForwardModel):
     Parameters
     ----------
     nmf_dir : str or Path, optional
-        Folder of the PROVABGS NMF tables (else ``SEDSCALE_PROVABGS_DIR``).
+        Folder of the PROVABGS NMF tables (else ``SEDSCALE_PROVABGS_DIR``,
+        else the copy shipped in ``sedscale/data/provabgs``).
     **kwargs
         Passed to :class:`~sedscale.models.base.ForwardModel`.
     """

@@ -12,7 +12,8 @@ Only the driver (the process calling :func:`sedscale.simulate.run_simulation`)
 writes the manifest; workers write partition files.  Every write goes to a
 uniquely named temporary file in the same directory and is renamed into
 place, so a reader never sees a half-written file and a crash leaves at
-most ``.*.tmp`` debris, which the next run removes.  A partition counts as
+most ``.*.tmp`` debris, which the run removes when it finishes (and the
+next run, if it did not).  A partition counts as
 finished only when the manifest lists it and its file's sha256 matches.
 """
 from __future__ import annotations
@@ -115,10 +116,15 @@ def remove_temporary_files(out: str | os.PathLike) -> list[Path]:
 
 
 def describe_differences(old: dict, new: dict) -> str:
-    """Human-readable list of the identity keys that differ."""
-    keys = sorted(set(old) | set(new))
-    diffs = [f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in keys if old.get(k) != new.get(k)]
-    return "; ".join(diffs) or "(no visible difference)"
+    """Human-readable list of the identity entries that differ, down to the nested key (``options.n_samples``)."""
+    return "; ".join(_differences(old, new, "")) or "(no visible difference)"
+
+
+def _differences(old, new, path: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys if old.get(k) != new.get(k) for d in _differences(old.get(k), new.get(k), f"{path}{k}.")]
+    return [f"{path.rstrip('.')}: {_short(old)} -> {_short(new)}"]
 
 
 def _short(value, limit: int = 80) -> str:

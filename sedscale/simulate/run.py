@@ -339,6 +339,9 @@ def run_simulation(
     finally:
         if bar is not None:
             bar.close()
+    # A worker killed mid-write during this run leaves its temporary file;
+    # every partition is now recorded, so whatever .tmp remains is debris.
+    remove_temporary_files(config.out)
     summary.rows_total = sum(e["rows"] for e in done.values())
     for entry in done.values():
         for reason, count in entry["dropped"].items():

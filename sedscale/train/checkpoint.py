@@ -117,8 +117,18 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def checkpoint_observable(path: str | os.PathLike) -> str:
-    """What a checkpoint's flow is conditioned on (``photometry`` or ``spectrum``), from its sidecar alone."""
-    return str(read_json(checkpoint_paths(path)[1]).get("observable", "photometry"))
+    """What a checkpoint's flow is conditioned on (``photometry`` or ``spectrum``), from its sidecar alone.
+
+    Raises
+    ------
+    CheckpointError
+        No checkpoint at ``path``, or an unreadable sidecar.
+    """
+    weights, sidecar = checkpoint_paths(path)
+    if not Path(path).exists() or not (weights.exists() or sidecar.exists()):
+        raise CheckpointError(f"no checkpoint at {path}: give a checkpoint directory (holding {DEFAULT_WEIGHTS} "
+                              "and its .json sidecar) or its weights file")
+    return str(read_json(sidecar).get("observable", "photometry"))
 
 
 def library_versions() -> dict:
@@ -184,7 +194,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
         Missing files, foreign or corrupt metadata, truncated weights.
     """
     weights, sidecar = checkpoint_paths(path)
-    if not weights.exists() and not sidecar.exists():
+    if not Path(path).exists() or not (weights.exists() or sidecar.exists()):
         raise CheckpointError(f"no checkpoint at {path} (looked for {weights} and {sidecar})")
     meta = read_json(sidecar)
     validate_metadata(meta, str(sidecar))

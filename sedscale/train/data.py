@@ -78,8 +78,15 @@ def prior_from_dict(d: dict) -> Prior:
 
 
 def manifest_digest(manifest: dict) -> str:
-    """sha256 of a manifest's canonical JSON: identifies the training data."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    """sha256 identifying a simulation's data: its config hash and its partition files.
+
+    Run-specific entries of the manifest (seconds, CPU time) are left out, so
+    a re-run of the same configuration, which writes the same files, has the
+    same digest.
+    """
+    files = {k: [e["file"], e["rows"], e["sha256"]] for k, e in manifest["partitions"].items()}
+    content = {"config_hash": manifest["config_hash"], "partitions": files}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def validation_mask(row_index: np.ndarray, fraction: float, seed: int) -> np.ndarray:
