@@ -105,7 +105,7 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
     n = good.size
     t = {}
     t0 = time.perf_counter()
-    samples = draw_samples(post, x, opts, 0)[0]
+    samples = draw_samples(post, x, opts, 0).samples
     t["sampling"] = time.perf_counter() - t0
     if plan.support is not None:
         t0 = time.perf_counter()
