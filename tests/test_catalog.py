@@ -135,13 +135,14 @@ def test_parquet_and_fits_hold_the_same_numbers_units_and_provenance(mock_run):
     assert meta["sedscale.training_set_sha256"] == plan.posterior.metadata["training_set"]["manifest_sha256"]
     assert json.loads(meta["sedscale.prior"]) == json.loads(t.meta["PRIOR"]) == plan.posterior.metadata["prior"]
     assert meta["sedscale.version"] == t.meta["SEDSCVER"]
+    assert meta["sedscale.flux_unit"] == t.meta["FLUXUNIT"] == "nanomaggy (NSA NMGY)"
     assert json.loads(meta["sedscale.units"])["sfr_100myr_p16"] == "Msun/yr"
     for q in ("log_mstar", "log_mstar_total", "log_mformed", "sfr_100myr", "sfr_1gyr", "z_mw", "age_mw", "tau_bc", "tau_ism",
               "log_mass", "sfh_fraction_7"):
         assert all(f"{q}_{s}" in df.columns for s in STAT_NAMES), q
 
 
-def test_resume_recomputes_only_what_is_missing(tiny_flow, mock_catalog, tmp_path):
+def test_resume_recomputes_only_what_is_missing(tiny_flow, mock_catalog, tmp_path, capsys):
     options = CatalogOptions(n_samples=20, partition_size=60, seed=1)
     plan = plan_catalog(mock_catalog, tiny_flow, tmp_path / "a.parquet", options)
     first = run_catalog(plan)
@@ -161,6 +162,19 @@ def test_resume_recomputes_only_what_is_missing(tiny_flow, mock_catalog, tmp_pat
     with pytest.raises(ConfigError, match=r"different run .*options\.n_samples: 20 -> 30") as info:
         run_catalog(other, resume=True)
     assert "options.partition_size" not in str(info.value)  # only what differs is named
+    # The CLI says when it reuses a finished run, and --overwrite recomputes it.
+    from sedscale.cli.catalog import main
+
+    argv = [str(mock_catalog), "--flow", str(tiny_flow), "--out", str(tmp_path / "c.parquet"), "--cluster", "none",
+            "--n-samples", "20", "--partition-size", "60", "--no-progress"]
+    assert main(argv) == 0 and main(argv) == 0
+    assert "reused             the finished run" in capsys.readouterr().out
+    assert main(argv + ["--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    assert "removed the earlier run's work directory (4 files)" in printed and "throughput" in printed
+    (tmp_path / "c.parquet.parts" / "notes.txt").write_text("mine")
+    assert main(argv + ["--overwrite"]) == 2
+    assert (tmp_path / "c.parquet.parts" / "notes.txt").exists()
 
 
 def test_distributed_client_gives_the_same_catalog(tiny_flow, mock_catalog, tmp_path):
@@ -198,6 +212,35 @@ def test_real_nsa_rows_run_without_crash_and_every_row_is_accounted_for(tiny_flo
     assert sampled["log_mstar_p50"].notna().all() and (df["mass"] > 0).all()
     assert (df.loc[df["status"].isin(["ok", "out_of_support"]), "n_samples"] == 8).all()
     assert (df.loc[df["status"] == "sampling_timeout", "n_samples"] < 8).all()
+
+
+def test_contraction_is_zero_for_the_prior_and_reported_per_galaxy(mock_run):
+    """Posterior width against prior width: ~0 when the 'posterior' is the prior itself, 0.75 at half its width."""
+    from sedscale.infer.catalog import model_for
+    from sedscale.infer.contraction import DERIVED_CONTRACTION, UNCONSTRAINED_WIDTH, contraction_columns, quantity_values
+
+    plan, _, out = mock_run
+    model = model_for(plan.posterior)
+    names = ["log_zsol", "tau_ism", *DERIVED_CONTRACTION]
+    z = np.full(3, 0.03)
+    theta = model.prior.sample(3 * 4000, np.random.default_rng(1), np.full(3 * 4000, 0.03)).reshape(3, 4000, -1)
+    values = quantity_values(model, theta, z, names)  # fresh prior draws stand in for posteriors
+    width = {n: np.subtract(*np.percentile(values[:, :, j], [84, 16], axis=1)) for j, n in enumerate(names)}
+    as_prior = contraction_columns(model, width, z, np.full(3, np.nan))
+    for n in names:
+        np.testing.assert_allclose(as_prior[f"{n}_contraction"], 0.0, atol=0.12)
+    half = contraction_columns(model, {n: w / 2 for n, w in width.items()}, z, None)
+    for n in names:
+        np.testing.assert_allclose(half[f"{n}_contraction"], 0.75, atol=0.05)
+    assert set(as_prior["unconstrained"][0].split(",")) <= set(names) and half["unconstrained"][0] == ""
+    # In the catalog: a column per physical parameter (not mass) and derived quantity, and the list.
+    df = pd.read_parquet(out / "post.parquet")
+    cols = [c for c in df.columns if c.endswith("_contraction")]
+    assert "log_mass_contraction" not in cols and {"log_ssfr_100myr_contraction", "age_mw_contraction"} <= set(cols)
+    sampled = df["n_samples"] > 0
+    assert df.loc[sampled, cols].notna().all().all() and df.loc[~sampled, cols].isna().all().all()
+    loose = df.loc[sampled, "tau_ism_contraction"] < 1 - UNCONSTRAINED_WIDTH**2
+    assert (df.loc[sampled, "unconstrained"].str.contains("tau_ism") == loose).all()
 
 
 def test_input_checks_flag_each_kind_of_bad_row():

@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="samples per galaxy used for derived properties (default: all; fewer is faster)",
     )
     p.add_argument("--resume", action="store_true", help="continue an unfinished run (same options)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the work directory of an earlier run of these outputs and recompute everything")
     p.add_argument("--work-dir", help="partition directory (default: <first --out>.parts)")
     m = p.add_argument_group("catalog columns (non-NSA catalogs)")
     m.add_argument(
@@ -199,6 +201,8 @@ def _main(argv: Sequence[str] | None) -> int:
     from ..cluster import limit_threads, load_cluster_config
     from ..infer.catalog import DEFAULT_MAX_PROPOSALS_OUTSIDE, CatalogOptions, plan_catalog, run_catalog
 
+    from ..errors import ConfigError
+
     args = build_parser().parse_args(argv)
     options = CatalogOptions(
         n_samples=args.n_samples,
@@ -218,19 +222,23 @@ def _main(argv: Sequence[str] | None) -> int:
     _check_input_kind(args.catalog, args.flow, spectral)
     if spectral:
         if args.error_floor is not None:
-            from ..errors import ConfigError
-
             raise ConfigError("--error-floor applies to photometric checkpoints only")
         return _spectral_main(args, options)
     if args.best_fit:
-        from ..errors import ConfigError
-
         raise ConfigError("--best-fit applies to spectral checkpoints only")
+    if args.overwrite and args.resume:
+        raise ConfigError("--overwrite and --resume exclude each other")
     # Validate catalog, checkpoint and outputs before starting a cluster.
     plan = plan_catalog(
         args.catalog, args.flow, args.out or ["posteriors.parquet"], options, mapping=_mapping(args),
         keep=args.keep, support=args.support, support_sims=args.support_sims, work_dir=args.work_dir,
     )
+    if args.overwrite:
+        from ..infer.catalog import clear_work_dir
+
+        removed = clear_work_dir(plan.work_dir)
+        if removed:
+            print(f"{PROG}: --overwrite: removed the earlier run's work directory ({removed} files)", flush=True)
     cat = plan.catalog.attrs
     print(
         f"{PROG}: {len(plan.catalog)} galaxies from {len(cat.get('sources', []))} file(s) "

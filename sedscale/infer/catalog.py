@@ -62,6 +62,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -503,6 +504,7 @@ def quantity_units(post) -> dict[str, str]:
     """Unit of every summarized quantity: parameters (prior), derived (model), others dimensionless."""
     units = {p.name: p.unit for p in post.prior.parameters}
     units.update({k: v for k, v in DERIVED_UNITS.items() if k not in units})
+    units["log_ssfr_100myr"] = "dex(1/yr)"
     return units
 
 
@@ -684,6 +686,39 @@ def verify_work_dir(work: Path, config_hash: str, identity: dict, n_partitions: 
     return manifest, good
 
 
+def clear_work_dir(work: str | os.PathLike) -> int:
+    """Delete a catalog run's manifest and partitions (``--overwrite``); returns the files removed.
+
+    Only a directory holding a catalog-run manifest, partition files,
+    temporary files and a cached x-support is touched; the x-support (which
+    a plan may already point to) is kept, and the directory is removed when
+    nothing else is left.
+
+    Raises
+    ------
+    ConfigError
+        ``work`` holds anything else (nothing is deleted then).
+    """
+    work = Path(work)
+    if not work.exists():
+        return 0
+    if not work.is_dir():
+        raise ConfigError(f"work directory {work} exists and is not a directory; not removed")
+    read_run_manifest(work)  # refuses a foreign manifest
+    ours = re.compile(r"^(_manifest\.json|part-\d{6}\.parquet|x_support\.npz|\..*\.tmp)$")
+    files = list(work.iterdir())
+    foreign = [p.name for p in files if not (p.is_file() and ours.match(p.name))]
+    if foreign:
+        raise ConfigError(f"work directory {work} holds files that are not a catalog run's ({', '.join(foreign[:5])}); "
+                          "not removed")
+    removed = [p for p in files if p.name != "x_support.npz"]
+    for path in removed:
+        path.unlink()
+    if len(removed) == len(files):
+        work.rmdir()
+    return len(removed)
+
+
 def open_work_dir(work: Path, config_hash: str, identity: dict, n_partitions: int, resume: bool) -> dict:
     """Create or reopen a run's work directory; the manifest, holding only verified partitions.
 
@@ -763,6 +798,9 @@ class CatalogSummary:
                 f"{self.n_partitions} in total ({self.work_dir})"
             ),
             (
+                f"reused             the finished run in {self.work_dir}: nothing recomputed "
+                "(--overwrite recomputes it)"
+                if self.partitions_run == 0 and self.partitions_skipped == self.n_partitions else
                 f"throughput         {self.galaxies_per_s:,.1f} galaxies/s ({self.galaxies_run} galaxies in "
                 f"{self.inference_s:.1f} s); wall {self.wall_s:.1f} s"
             ),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from .contraction import DERIVED_CONTRACTION, contraction_columns, log_ssfr
 from .posterior import SampleResult
 from .quality import STATUS_BAD_INPUT, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT
 from .summaries import clip_to_prior, derived_quantities, physical_quantities, summarize
@@ -142,15 +143,26 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
     timed_out = n_acc < options.n_samples
     theta = clip_to_prior(samples, post.prior.low, post.prior.high)
     quantities = {name: theta[:, :, j] for j, name in enumerate(post.param_names)}
-    quantities.update(physical_quantities(post.to_physical(theta), post.param_names))
+    physical = post.to_physical(theta)
+    quantities.update(physical_quantities(physical, post.param_names))
     derived = derived_quantities(model, theta[:, : options.n_derived], np.asarray(z, dtype=float)[good])
     if not derived:
         # No sampled galaxy here: NaN columns of the same names keep all blocks' schemas equal.
         probe = model.derived((post.prior.low + post.prior.high)[None, :] / 2, np.array([_PROBE_Z]))
         derived = {k: np.full((good.size, options.n_derived), np.nan) for k in probe}
     derived = {k: v for k, v in derived.items() if k not in quantities}
+    if "sfr_100myr" in derived and "log_mstar" in derived:
+        derived["log_ssfr_100myr"] = log_ssfr(derived["sfr_100myr"], derived["log_mstar"])
     quantities.update(derived)
     stats = summarize(quantities)
+    # Physical parameters (not the sampling coordinates of an SFH simplex) and the derived SFR and
+    # age; mass is left out: every galaxy's photometry measures it.
+    assessed = [p for p in post.param_names if p in physical and p != "log_mass" and np.ndim(physical[p]) == 2]
+    assessed += [q for q in DERIVED_CONTRACTION if q in quantities]
+    contraction = contraction_columns(
+        model, {q: stats[f"{q}_p84"] - stats[f"{q}_p16"] for q in assessed}, np.asarray(z, dtype=float)[good],
+        stats.get("log_mass_p50"),
+    )
 
     status = np.full(n, STATUS_OK, dtype=object)
     reason = np.asarray(reason, dtype=object).copy()
@@ -182,6 +194,11 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
     }
     for name, values in stats.items():
         cols[name] = pa.array(full(values))
+    for name, values in contraction.items():
+        if name == "unconstrained":
+            cols[name] = pa.array(full(values, object, "").tolist(), pa.string())
+        else:
+            cols[name] = pa.array(full(values))
     if options.save_samples:
         for name in list(post.param_names) + list(derived):
             values = quantities[name]
