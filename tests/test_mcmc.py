@@ -150,3 +150,21 @@ def test_mcmc_converges_and_matches_grid_posterior(model, galaxy):
     assert np.all(np.abs(mu - THETA[FREE]) < 4 * sd)
     s = result.summary()
     assert s["n_model_evals"] > 8 * 400 and s["evals_per_s"] > 0 and s["mcmc_cpu_s"] > 0
+
+
+def test_run_until_converged_stops_on_its_diagnostics(model, galaxy):
+    """check_every: chunks until split-R-hat < 1.01 and enough effective samples, starting from given walkers."""
+    flux, sigma = galaxy
+    lp = PhotometryLogPosterior(model, flux, sigma, Z, free=FREE, theta_fixed=THETA)
+    start = initial_walkers(lp, 8, 400, np.random.default_rng(2))
+    config = MCMCConfig.until_converged(max_iter=6000, n_walkers=8, check_every=200, seed=1, min_iter_per_tau=20,
+                                        min_ess=400.0)
+    result = run_mcmc(lp, config, start)
+    assert result.converged and np.all(result.rhat < 1.01) and np.min(result.ess) >= 400, result.summary()
+    assert result.n_iter % 200 == 0 and result.n_iter < 6000  # stopped at the first check that passed
+    assert result.chain.shape[0] == result.n_iter - result.n_iter // 2  # the first half is burn-in
+    # A budget too small to converge: the run ends there and says so.
+    short = run_mcmc(lp, MCMCConfig.until_converged(max_iter=200, n_walkers=8, check_every=100, seed=1), start)
+    assert short.n_iter == 200 and not short.converged
+    with pytest.raises(ParameterError, match="finite log posterior"):
+        run_mcmc(lp, config, np.full((8, 2), 99.0))

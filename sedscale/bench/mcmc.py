@@ -8,9 +8,18 @@ iterations, 2,000 burn-in; ``--n-iter`` for shorter chains) of the same
 galaxy, timed with the same clocks (wall, process CPU) in the same worker
 process.  Prints the speed-up table (markdown) and writes it as JSON with
 the forward-model evaluation rate and the time extrapolated to the full
-SEDflow chain length.  Example::
+SEDflow chain length.  Examples::
 
     python -m sedscale.bench mcmc --flow checkpoints/dirichlet_nsa --n-galaxies 2 --n-iter 1000 --burn-in 200
+    python -m sedscale.bench mcmc --flow checkpoints/provabgs_nsa --n-galaxies 20 \
+        --nsa ../shared/data/nsa_lcs --n-nsa 20 --until-converged --out mcmc.json
+
+``--until-converged`` runs each chain until split-R-hat < 1.01 and >= 1,000
+effective samples per parameter (walkers started at amortized-posterior
+samples, the first half of the chain discarded; at most ``--n-iter``), and
+reports for the converged galaxies how many galaxy-parameter pairs agree:
+|median shift| <= 0.3 MCMC sigma and width ratio 0.8-1.25.  ``--nsa`` adds
+real NSA galaxies (ugriz ``NMGY`` with their errors; SEDflow-layout flows).
 """
 from __future__ import annotations
 
@@ -35,10 +44,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burn-in", type=int, default=SEDFLOW_BURN_IN, help=f"default {SEDFLOW_BURN_IN}")
     p.add_argument("--anpe-samples", type=int, default=10_000, help="amortized samples per galaxy (default 10000)")
     p.add_argument("--seed", type=int, default=2024, help="test-set and sampler seed (default 2024)")
+    p.add_argument("--until-converged", action="store_true",
+                   help="run each chain until R-hat < 1.01 and ESS >= 1000 per parameter (at most --n-iter)")
+    p.add_argument("--nsa", help="folder of NSA FITS files: also run real galaxies")
+    p.add_argument("--n-nsa", type=int, default=20, help="real NSA galaxies (default 20; random, seeded)")
     p.add_argument("--cluster", default="local", help="cluster config name or YAML; 'none' runs in this process")
     p.add_argument("--n-workers", type=int, help="local cluster: worker processes")
     p.add_argument("--out", help="write the results as JSON here")
     return p
+
+
+def nsa_galaxies(folder: str, post, n: int, seed: int) -> list:
+    """``n`` random usable NSA galaxies (in the flow's redshift range) as MCMC work items."""
+    from ..infer.quality import check_photometry
+    from ..io.nsa import read_nsa
+    from ..observe.layout import PHOTOMETRY_X_COLUMNS
+    from ..validate.mcmc import GalaxyObservation
+
+    if tuple(post.x_columns) != PHOTOMETRY_X_COLUMNS:
+        raise SystemExit("--nsa needs a flow with SEDflow's x layout (ugriz mags, sigmas, z)")
+    df = read_nsa(sorted(Path(folder).glob("*.fits")))
+    flux = df[[f"flux_{b}" for b in "ugriz"]].to_numpy()
+    ivar = df[[f"flux_ivar_{b}" for b in "ugriz"]].to_numpy()
+    z_range = tuple((post.metadata.get("training_set") or {}).get("redshift", {}).get(k) for k in ("low", "high"))
+    checked = check_photometry(flux, ivar, df["z"].to_numpy(), z_range if None not in z_range else None)
+    rows = np.flatnonzero(~checked.bad)
+    rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, rows.size), replace=False))
+    return [GalaxyObservation(galaxy_id=int(df["id"].iloc[i]), flux=tuple(flux[i]), flux_sigma=tuple(ivar[i] ** -0.5),
+                              z=float(df["z"].iloc[i]), x=tuple(checked.x[i].tolist())) for i in rows]
+
+
+def agreement(results) -> dict:
+    """Of the converged galaxies' parameters: the fraction with |shift| <= 0.3 sigma and width ratio 0.8-1.25."""
+    rows = pd.concat([r.comparison.assign(galaxy_id=r.galaxy_id) for r in results if r.summary["converged"]]) \
+        if any(r.summary["converged"] for r in results) else pd.DataFrame()
+    if rows.empty:
+        return {"n_converged": 0}
+    good = (rows["delta_median_sigma"].abs() <= 0.3) & rows["width_ratio"].between(0.8, 1.25)
+    return {
+        "n_converged": int(rows["galaxy_id"].nunique()),
+        "n_pairs": int(len(rows)),
+        "fraction_agreeing": float(good.mean()),
+        "median_abs_shift_sigma": float(rows["delta_median_sigma"].abs().median()),
+        "median_width_ratio": float(rows["width_ratio"].median()),
+        "exceptions": rows.loc[~good, ["galaxy_id", "parameter", "delta_median_sigma", "width_ratio", "ks_p"]]
+        .to_dict(orient="records"),
+    }
 
 
 def speedup_rows(results) -> pd.DataFrame:
@@ -62,7 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     args = build_parser().parse_args(argv)
-    config = MCMCConfig(n_walkers=args.walkers, n_iter=args.n_iter, burn_in=args.burn_in, seed=args.seed)
+    if args.until_converged:
+        config = MCMCConfig.until_converged(max_iter=args.n_iter, n_walkers=args.walkers, seed=args.seed)
+    else:
+        config = MCMCConfig(n_walkers=args.walkers, n_iter=args.n_iter, burn_in=args.burn_in, seed=args.seed)
     post = Posterior.load(args.flow)
     model = post.model
     meta = post.metadata
@@ -70,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     noise = noise_for_checkpoint(meta)
     test = simulate_test_set(model, noise, redshift, args.n_galaxies, validation_streams(args.seed))
     galaxies = observations_from_test_set(test, post.param_names, range(args.n_galaxies))
+    if args.nsa:
+        galaxies += nsa_galaxies(args.nsa, post, args.n_nsa, args.seed)
     if args.cluster == "none":
         results = run_mcmc_benchmark(None, galaxies, args.flow, config, args.anpe_samples)
         where = "in process"
@@ -82,6 +138,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nMCMC ({config.n_walkers} walkers x {config.n_iter} iterations, {config.burn_in} burn-in) vs ANPE "
           f"({args.anpe_samples} samples), {where}, {platform.processor() or platform.machine()}:\n")
     print(markdown_table(table, list(table.columns)))
+    groups = {"all": results}
+    if args.nsa:
+        n_sim = args.n_galaxies
+        groups = {"simulated": results[:n_sim], "real NSA": results[n_sim:]}
+    agree = {name: agreement(group) for name, group in groups.items()}
+    for name, a in agree.items():
+        if a["n_converged"]:
+            print(f"\n{name}: {a['n_converged']} converged galaxies, {a['n_pairs']} galaxy-parameter pairs: "
+                  f"{100 * a['fraction_agreeing']:.1f}% agree (|shift| <= 0.3 sigma, width ratio 0.8-1.25); median "
+                  f"|shift| {a['median_abs_shift_sigma']:.2f} sigma, median width ratio {a['median_width_ratio']:.2f}")
+        else:
+            print(f"\n{name}: no converged galaxy")
     if args.out:
         from ..validate.report import write_text
 
@@ -93,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "galaxies": [r.summary for r in results],
             "comparison": [r.comparison.assign(galaxy_id=r.galaxy_id).to_dict(orient="records") for r in results],
             "median_speedup_cpu": float(np.median([r.summary["speedup_cpu"] for r in results])),
+            "agreement": agree,
         }
         write_text(Path(args.out), json.dumps(record, indent=1, default=float) + "\n")
     return 0

@@ -33,6 +33,7 @@ SEDFLOW_WALKERS = 30
 SEDFLOW_ITERATIONS = 10_000
 SEDFLOW_BURN_IN = 2_000
 SAMPLERS = ("zeus", "emcee")
+INITS = ("prior", "anpe")
 #: MCMC samples kept per galaxy for corner plots.
 PLOT_SAMPLES = 20_000
 
@@ -60,7 +61,18 @@ class MCMCConfig:
         Converged needs every split-R-hat below this ...
     min_iter_per_tau : float
         ... and at least this many post-burn-in iterations per integrated
-        autocorrelation time (emcee/zeus documentation: 50).
+        autocorrelation time (emcee/zeus documentation: 50) ...
+    min_ess : float
+        ... and at least this many effective samples of every parameter.
+    check_every : int
+        0: run ``n_iter`` iterations (SEDflow).  > 0: run until converged,
+        checking every ``check_every`` iterations with the first half of the
+        chain as burn-in (``burn_in`` is then unused), at most ``n_iter``;
+        a run that reaches ``n_iter`` unconverged says so (``converged``).
+    init : {"prior", "anpe"}
+        Walkers start at the best of ``n_init`` prior draws, or at samples
+        of the amortized posterior (:func:`mcmc_task`; shorter burn-in,
+        and convergence diagnostics still decide).
     """
 
     n_walkers: int = SEDFLOW_WALKERS
@@ -71,6 +83,9 @@ class MCMCConfig:
     seed: int = 0
     rhat_max: float = 1.1
     min_iter_per_tau: float = 50.0
+    min_ess: float = 0.0
+    check_every: int = 0
+    init: str = "prior"
 
     def __post_init__(self):
         for name in ("n_walkers", "n_iter", "n_init"):
@@ -83,6 +98,17 @@ class MCMCConfig:
             raise ConfigError(f"unknown MCMC sampler {self.sampler!r}; choose one of {SAMPLERS}")
         if self.n_init < self.n_walkers:
             raise ConfigError(f"n_init ({self.n_init}) must be >= n_walkers ({self.n_walkers})")
+        if isinstance(self.check_every, bool) or not isinstance(self.check_every, (int, np.integer)) \
+                or not 0 <= self.check_every <= self.n_iter:
+            raise ConfigError(f"MCMC check_every must be in [0, n_iter], got {self.check_every!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"unknown MCMC init {self.init!r}; choose one of {INITS}")
+
+    @classmethod
+    def until_converged(cls, max_iter: int = 60_000, **kwargs) -> MCMCConfig:
+        """Run until split-R-hat < 1.01 and >= 1,000 effective samples per parameter (or ``max_iter``)."""
+        settings = dict(n_iter=max_iter, burn_in=0, check_every=2_000, rhat_max=1.01, min_ess=1_000.0, init="anpe")
+        return cls(**{**settings, **kwargs})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -268,6 +294,8 @@ class MCMCResult:
         Forward-model evaluations of the start search (part of ``n_model_evals``).
     init_cpu_s : float
         CPU time of the start search (part of ``cpu_s``).
+    n_iter : int
+        Iterations run per walker, burn-in included.
     """
 
     names: tuple
@@ -282,6 +310,7 @@ class MCMCResult:
     init_wall_s: float = 0.0
     init_evals: int = 0
     init_cpu_s: float = 0.0
+    n_iter: int = 0
 
     @property
     def samples(self) -> np.ndarray:
@@ -295,7 +324,8 @@ class MCMCResult:
 
     @property
     def converged(self) -> bool:
-        return bool(np.all(self.rhat < self.config.rhat_max) and self.iter_per_tau >= self.config.min_iter_per_tau)
+        return bool(np.all(self.rhat < self.config.rhat_max) and self.iter_per_tau >= self.config.min_iter_per_tau
+                    and np.min(self.ess) >= self.config.min_ess)
 
     @property
     def ess(self) -> np.ndarray:
@@ -321,7 +351,7 @@ class MCMCResult:
 
     def extrapolated_wall_s(self, n_iter: int = SEDFLOW_ITERATIONS, n_walkers: int = SEDFLOW_WALKERS) -> float:
         """Wall time of a run of ``n_iter`` iterations x ``n_walkers`` at this run's cost per walker-step."""
-        steps = self.config.n_iter * self.config.n_walkers
+        steps = self.n_iter * self.config.n_walkers
         return (self.wall_s - self.init_wall_s) / steps * n_iter * n_walkers + self.init_wall_s
 
     def summary(self) -> dict:
@@ -329,8 +359,8 @@ class MCMCResult:
         return {
             "sampler": self.config.sampler,
             "n_walkers": self.config.n_walkers,
-            "n_iter": self.config.n_iter,
-            "burn_in": self.config.burn_in,
+            "n_iter": self.n_iter,
+            "burn_in": self.n_iter - self.chain.shape[0],
             "max_tau": float(np.max(self.tau)),
             "iter_per_tau": self.iter_per_tau,
             "max_rhat": float(np.max(self.rhat)),
@@ -365,33 +395,48 @@ def initial_walkers(logpost: PhotometryLogPosterior, n_walkers: int, n_init: int
     return draws[best]
 
 
-def _run_zeus(logpost, start, config: MCMCConfig):
-    import zeus
+class _Ensemble:
+    """A zeus or emcee ensemble sampler that can be run on in chunks."""
 
-    sampler = zeus.EnsembleSampler(config.n_walkers, start.shape[1], logpost, vectorize=True, verbose=False)
-    sampler.run_mcmc(start, config.n_iter, progress=False)
-    return sampler.get_chain(), sampler.get_log_prob()
+    def __init__(self, logpost, start: np.ndarray, config: MCMCConfig):
+        if config.sampler == "zeus":
+            import zeus
+
+            self.sampler = zeus.EnsembleSampler(config.n_walkers, start.shape[1], logpost, vectorize=True,
+                                                verbose=False)
+        else:
+            try:
+                import emcee
+            except ImportError:
+                raise ConfigError("sampler 'emcee' needs the emcee package (pip install emcee)") from None
+            self.sampler = emcee.EnsembleSampler(config.n_walkers, start.shape[1], logpost, vectorize=True)
+            self.sampler.random_state = np.random.RandomState(config.seed).get_state()
+        self.start: np.ndarray | None = start
+        self.n_iter = 0
+
+    def run(self, n: int) -> None:
+        """``n`` more iterations (from the start positions the first time)."""
+        self.sampler.run_mcmc(self.start, n, progress=False)
+        self.start = None
+        self.n_iter += n
+
+    def chain(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.sampler.get_chain()), np.asarray(self.sampler.get_log_prob())
 
 
-def _run_emcee(logpost, start, config: MCMCConfig):
-    try:
-        import emcee
-    except ImportError:
-        raise ConfigError("sampler 'emcee' needs the emcee package (pip install emcee)") from None
-    sampler = emcee.EnsembleSampler(config.n_walkers, start.shape[1], logpost, vectorize=True)
-    sampler.random_state = np.random.RandomState(config.seed).get_state()
-    sampler.run_mcmc(start, config.n_iter, progress=False)
-    return sampler.get_chain(), sampler.get_log_prob()
-
-
-def run_mcmc(logpost: PhotometryLogPosterior, config: MCMCConfig | None = None) -> MCMCResult:
+def run_mcmc(logpost: PhotometryLogPosterior, config: MCMCConfig | None = None,
+             start: np.ndarray | None = None) -> MCMCResult:
     """Sample one galaxy's posterior with an ensemble sampler.
 
     Parameters
     ----------
     logpost : PhotometryLogPosterior
     config : MCMCConfig, optional
-        Default: SEDflow's setup (:class:`MCMCConfig`()).
+        Default: SEDflow's setup (:class:`MCMCConfig`()).  With
+        ``check_every`` it runs until converged (or ``n_iter``).
+    start : ndarray, shape (n_walkers, k), optional
+        Walker start positions with finite log posterior; default the best
+        of ``config.n_init`` prior draws.
 
     Returns
     -------
@@ -404,34 +449,64 @@ def run_mcmc(logpost: PhotometryLogPosterior, config: MCMCConfig | None = None) 
         raise ConfigError(f"{config.n_walkers} walkers are too few for {k} parameters (need >= {2 * k})")
     evals0 = logpost.n_model_evals
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    start = initial_walkers(logpost, config.n_walkers, config.n_init, np.random.default_rng(config.seed))
+    if start is None:
+        start = initial_walkers(logpost, config.n_walkers, config.n_init, np.random.default_rng(config.seed))
+    elif np.shape(start) != (config.n_walkers, k) or not np.isfinite(logpost(np.asarray(start))).all():
+        raise ParameterError(f"start must be ({config.n_walkers}, {k}) positions with a finite log posterior")
     init_wall, init_evals = time.perf_counter() - wall0, logpost.n_model_evals - evals0
     init_cpu = time.process_time() - cpu0
     # zeus draws from numpy's global generator: seed it for reproducibility and
     # give the caller's state back afterwards.
     state = np.random.get_state()
     np.random.seed(config.seed)
+    ensemble = _Ensemble(logpost, np.asarray(start, dtype=float), config)
     try:
-        run = _run_zeus if config.sampler == "zeus" else _run_emcee
-        chain, log_prob = run(logpost, start, config)
+        if not config.check_every:
+            ensemble.run(config.n_iter)
+            chain, log_prob = (c[config.burn_in :] for c in ensemble.chain())
+            tau, rhat = autocorr_time(chain), split_rhat(chain)
+        else:
+            while True:
+                ensemble.run(min(config.check_every, config.n_iter - ensemble.n_iter))
+                chain, log_prob = ensemble.chain()
+                half = chain.shape[0] // 2  # the first half is burn-in
+                chain, log_prob = chain[half:], log_prob[half:]
+                tau, rhat = autocorr_time(chain), split_rhat(chain)
+                ess = chain.shape[0] * chain.shape[1] / tau
+                done = (np.all(rhat < config.rhat_max) and chain.shape[0] / np.max(tau) >= config.min_iter_per_tau
+                        and np.min(ess) >= config.min_ess)
+                if done or ensemble.n_iter >= config.n_iter:
+                    break
     finally:
         np.random.set_state(state)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    chain, log_prob = chain[config.burn_in :], log_prob[config.burn_in :]
     return MCMCResult(
         names=logpost.names,
         chain=chain,
         log_prob=log_prob,
         config=config,
-        tau=autocorr_time(chain),
-        rhat=split_rhat(chain),
+        tau=tau,
+        rhat=rhat,
         wall_s=wall,
         cpu_s=cpu,
         n_model_evals=logpost.n_model_evals - evals0,
         init_wall_s=init_wall,
         init_evals=init_evals,
         init_cpu_s=init_cpu,
+        n_iter=ensemble.n_iter,
     )
+
+
+def walkers_from_samples(logpost: PhotometryLogPosterior, samples: np.ndarray, n_walkers: int,
+                         rng: np.random.Generator) -> np.ndarray | None:
+    """``n_walkers`` distinct samples (e.g. of the amortized posterior) with a finite log posterior, or None."""
+    samples = np.asarray(samples, dtype=float)
+    samples = samples[np.isfinite(samples).all(axis=1)]
+    if samples.shape[0] < n_walkers:
+        return None
+    pick = samples[rng.choice(samples.shape[0], size=min(samples.shape[0], 4 * n_walkers), replace=False)]
+    pick = pick[np.isfinite(logpost(pick))]
+    return pick[:n_walkers] if pick.shape[0] >= n_walkers else None
 
 
 # ------------------------------------------------------------------- comparison
@@ -624,7 +699,10 @@ def mcmc_task(
     anpe = draw.samples[0].astype(float)
 
     logpost = PhotometryLogPosterior(model, galaxy.flux, galaxy.flux_sigma, galaxy.z)
-    result = run_mcmc(logpost, config)
+    start = None
+    if config.init == "anpe":
+        start = walkers_from_samples(logpost, anpe, config.n_walkers, np.random.default_rng(config.seed))
+    result = run_mcmc(logpost, config, start)
     mcmc = result.independent_samples()
     comparison = compare_marginals(mcmc, anpe, post.param_names)
     summary = {
@@ -632,6 +710,7 @@ def mcmc_task(
         "z": float(galaxy.z),
         "worker": _worker_name(),
         **result.summary(),
+        "mcmc_init": "anpe" if start is not None else "prior",
         "anpe_samples": int(n_anpe_samples),
         "anpe_complete": bool(draw.complete[0]),
         "anpe_wall_s": anpe_wall,
