@@ -177,6 +177,27 @@ def test_resume_recomputes_only_what_is_missing(tiny_flow, mock_catalog, tmp_pat
     assert (tmp_path / "c.parquet.parts" / "notes.txt").exists()
 
 
+def test_one_run_at_a_time_per_work_directory(tiny_flow, mock_catalog, tmp_path):
+    """A second run on a work directory in use is refused; a lock left by a dead process is taken over."""
+    import socket
+    import subprocess
+    import sys
+
+    from sedscale.io.lock import lock_path
+
+    plan = plan_catalog(mock_catalog, tiny_flow, tmp_path / "a.parquet", CatalogOptions(n_samples=10, partition_size=80))
+    lock = lock_path(plan.work_dir)
+    host = socket.gethostname()
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": host, "since": "earlier"}))  # a live process
+    with pytest.raises(ConfigError, match=f"in use by another run \\(pid {os.getppid()} on {host} since earlier\\)"):
+        run_catalog(plan)
+    assert not plan.work_dir.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": host, "since": "a killed run"}))
+    assert run_catalog(plan).partitions_run == 2
+    assert not lock.exists()
+
+
 def test_distributed_client_gives_the_same_catalog(tiny_flow, mock_catalog, tmp_path):
     from distributed import Client, LocalCluster
 

@@ -78,6 +78,7 @@ import pyarrow.parquet as pq
 from .._version import __version__
 from ..errors import ConfigError, SedscaleError
 from ..io.atomic import atomic_write_bytes, check_writable
+from ..io.lock import exclusive_run
 from ..io.catalog import (
     META_PREFIX,
     ColumnMapping,
@@ -840,8 +841,14 @@ def run_catalog(
     ------
     SedscaleError
         The work directory holds another or an unfinished run (without
-        ``resume``); a partition failed.
+        ``resume``), another process is running in it, or a partition failed.
     """
+    with exclusive_run(plan.work_dir, "work directory"):
+        return _run_catalog(plan, client, resume, progress, on_partition)
+
+
+def _run_catalog(plan: CatalogPlan, client, resume: bool, progress: bool,
+                 on_partition: Callable[[dict], None] | None) -> CatalogSummary:
     start = time.perf_counter()
     work = plan.work_dir
     manifest = open_work_dir(work, plan.config_hash, plan.identity, plan.n_partitions, resume)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import ConfigError
+from ..io.lock import exclusive_run
 from ..models.base import DERIVED_UNITS
 from ..observe.filters import SDSS_FILTERS
 from ..observe.layout import (
@@ -304,6 +305,12 @@ def run_simulation(
         Bad configuration, or ``config.out`` holding another run (nothing is
         overwritten then).
     """
+    with exclusive_run(config.out, "simulation output"):
+        return _run_simulation(config, client, resume, progress, on_partition)
+
+
+def _run_simulation(config: SimulationConfig, client, resume: bool, progress: bool,
+                    on_partition: Callable[[dict], None] | None) -> SimulationSummary:
     start = time.perf_counter()
     plan = plan_run(config)
     manifest = _resume_state(plan, resume)
