@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -168,7 +169,8 @@ def test_run_validate_report_with_mcmc_on_dask(checkpoint, tmp_path):
         "--strata-bins", "2", "--mcmc", "2", "--mcmc-walkers", "22", "--mcmc-iter", "30", "--mcmc-burn-in", "10",
         "--mcmc-init", "200", "--anpe-samples", "500", "--corner", "0", "--n-workers", "2",
     ]
-    assert main(argv) == 0
+    # A 2-epoch flow of 2 x 16 units is not fit for use, and the verdict (and the exit status) say so.
+    assert main(argv) == 1
     for name in ("summary.md", "validation.json", "rank_histograms.png", "pp_plot.png", "coverage.png",
                  "true_vs_recovered.png", "ppc_chi2.png", "strata.png", "ranks.parquet", "coverage.parquet",
                  "calibration.parquet", "strata.parquet", "mcmc.parquet", "mcmc_comparison.parquet",
@@ -204,6 +206,8 @@ def test_run_validate_report_with_mcmc_on_dask(checkpoint, tmp_path):
     assert "Speed-up" in summary and "Dask workers" in summary
     info = json.loads((out / "validation.json").read_text())
     assert info["n_test"] == 100 and info["seed"] != 3  # a fresh seed, not the training one
+    assert not info["verdict"]["usable"] and "uninformative" in info["verdict"]["text"]
+    assert "**Verdict: NOT USABLE (" in summary
 
 
 def test_run_validate_reports_bad_checkpoint_in_one_line(tmp_path, capsys):
@@ -222,3 +226,21 @@ def test_plot_corner(tmp_path, use_corner):
     path = plot_corner(rng.standard_normal((500, 3)), rng.standard_normal((500, 3)) * 1.2, ["a", "b", "c"],
                        tmp_path / "c.png", truth=[0, 0, 0], use_corner=use_corner)
     assert path.stat().st_size > 1000 and not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_verdict_needs_calibration_information_and_fit():
+    from sedscale.validate.report import verdict
+
+    def calib(contraction, passed):
+        names = ["log_mass", "log_zsol", "tau_ism", "joint_hpd", "joint_tarp"]
+        return pd.DataFrame({"parameter": names, "contraction": [contraction, 0.3, 0.6, np.nan, np.nan],
+                             "passed": [passed, True, True, True, True]})
+
+    good = verdict(calib(0.97, True), {"mean_p_ppc": 0.12, "frac_p_ppc_below_0_01": 0.08})
+    assert good["usable"] and good["text"].startswith("USABLE: calibrated 3/3")
+    prior_like = verdict(calib(0.40, True), {"mean_p_ppc": 0.12, "frac_p_ppc_below_0_01": 0.08})
+    assert not prior_like["usable"] and prior_like["problems"] == ["uninformative: log_mass contraction 0.40 < 0.93"]
+    misfit = verdict(calib(0.97, True), {"mean_p_ppc": 0.01, "frac_p_ppc_below_0_01": 0.6})
+    assert not misfit["usable"] and "posterior SEDs misfit" in misfit["text"]
+    one_off = verdict(calib(0.97, False), {"mean_p_ppc": 0.12, "frac_p_ppc_below_0_01": 0.08})
+    assert not one_off["usable"] and "miscalibrated: 1/3" in one_off["text"]

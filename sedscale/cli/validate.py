@@ -144,12 +144,13 @@ def _main(argv: Sequence[str] | None) -> int:
     config = config_from_args(args)
     print(f"{PROG}: {config.flow} -> {config.out}: {config.n_test} test simulations, MCMC on {config.mcmc}", flush=True)
     if args.cluster == "none":
-        run_validation(config, None)
-        return 0
-    cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
-    with announced_client(cluster_config, PROG) as client:
-        run_validation(config, client)
-    return 0
+        info = run_validation(config, None)
+    else:
+        cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
+        with announced_client(cluster_config, PROG) as client:
+            info = run_validation(config, client)
+    # Exit status 1 when the flow fails its validation, so that scripts notice.
+    return 0 if info["verdict"]["usable"] else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

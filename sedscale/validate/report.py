@@ -504,6 +504,48 @@ def _strata_digest(strata: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: Verdict thresholds.  Calibration alone passes a flow that returns the prior; a flow must also
+#: be informative -- its mass posterior (the first parameter, which every band constrains) must
+#: contract -- and its posterior SEDs must fit the data.  Measured (docs/validation.md): shipped
+#: flows 0.97 and a PPC mean p of 0.10-0.13; a 6-epoch flow on 2,000 simulations 0.89 and 0.025.
+MIN_MASS_CONTRACTION = 0.93
+MIN_MEAN_PPC_P = 0.05
+#: Fraction of parameters (and derived properties) that must pass SBC and coverage.
+MIN_CALIBRATED_FRACTION = 0.8
+
+
+def verdict(calib: pd.DataFrame, ppc: dict) -> dict:
+    """Usable or not, and why: calibration, informativeness and the fit of the posterior SEDs.
+
+    Returns
+    -------
+    dict
+        ``usable`` (bool), ``problems`` (list of str) and ``text`` (one line).
+    """
+    params = calib[~calib["parameter"].str.startswith("joint_")]
+    joint = calib[calib["parameter"].str.startswith("joint_")]
+    n_pass, n = int(params["passed"].sum()), len(params)
+    failed = params.loc[~params["passed"].astype(bool), "parameter"].tolist()
+    mass = float(params["contraction"].iloc[0]) if len(params) else float("nan")
+    mean_p = float(ppc.get("mean_p_ppc", float("nan")))
+    problems = []
+    if n_pass < MIN_CALIBRATED_FRACTION * n:
+        problems.append(f"miscalibrated: {n - n_pass}/{n} quantities fail SBC/coverage")
+    if len(joint) and not joint["passed"].astype(bool).all():
+        problems.append("joint HPD/TARP coverage fails")
+    if not mass >= MIN_MASS_CONTRACTION:
+        problems.append(f"uninformative: {params['parameter'].iloc[0]} contraction {mass:.2f} < {MIN_MASS_CONTRACTION}")
+    if not mean_p >= MIN_MEAN_PPC_P:
+        problems.append(f"posterior SEDs misfit: mean PPC p {mean_p:.3f} < {MIN_MEAN_PPC_P}")
+    calibrated = f"calibrated {n_pass}/{n}" + (f" ({', '.join(failed)} fail)" if failed else "")
+    detail = (f"{calibrated}; {params['parameter'].iloc[0] if len(params) else 'mass'} contraction {mass:.2f}; "
+              f"PPC mean p {mean_p:.3f}, {ppc.get('frac_p_ppc_below_0_01', float('nan')):.3f} of galaxies below 0.01; "
+              f"joint HPD/TARP {'pass' if len(joint) and joint['passed'].astype(bool).all() else 'fail'}")
+    usable = not problems
+    text = ("USABLE: " + detail) if usable else ("NOT USABLE (" + "; ".join(problems) + "): " + detail)
+    return {"usable": usable, "problems": problems, "text": text}
+
+
 def render_summary(info: dict, calib: pd.DataFrame, strata: pd.DataFrame, ppc: dict, mcmc: pd.DataFrame | None,
                    comparison: pd.DataFrame | None) -> str:
     """The markdown summary of a validation run."""
@@ -520,6 +562,7 @@ def render_summary(info: dict, calib: pd.DataFrame, strata: pd.DataFrame, ppc: d
         f"({info['n_test'] - info['n_used']} dropped: incomplete sampling)"),
         (f"- amortized sampling: {info['anpe_wall_s']:.1f} s wall, {info['anpe_cpu_s_per_galaxy'] * 1e3:.1f} CPU-ms per "
         f"galaxy for {info['n_samples']} samples (batched, {info['workers']})"),
+        f"- **Verdict: {verdict(calib, ppc)['text']}**",
         (f"- **{n_pass}/{n_params} parameters pass** (p >= {th['p_value']:g} for the chi2 test of the "
         f"{th['n_bins']}-bin rank histogram, the KS test of the fractional ranks and the KS test of the central "
         "credibility levels; see docs/validation.md)"),
@@ -724,6 +767,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
         workers=_describe_workers(client),
         ppc=ppc, passed=calib.set_index("parameter")["passed"].to_dict(),
         anpe_samples=config.anpe_samples, mcmc_config=config.mcmc_config.to_dict(),
+        verdict=verdict(calib, ppc),
     )
 
     # Calibration results go out before the MCMC, which may run for hours.
@@ -759,6 +803,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
         info["mcmc"] = mcmc_df.to_dict(orient="list")
         _write_summary(out, info, calib, strata, ppc, mcmc_df, comparison)
     log(f"report written to {out}/summary.md")
+    log(f"verdict: {info['verdict']['text']}")
     return info
 
 
