@@ -362,6 +362,12 @@ def test_flux_columns_need_a_unit_from_the_mapping_or_the_file(tmp_path):
     assert read.attrs["flux_unit"] == "uJy (file unit uJy)"
     with pytest.raises(ConfigError, match="flux_unit=nanomaggy but the file gives its flux columns the unit uJy"):
         read_catalog(labelled, ColumnMapping.from_pairs(pairs + ["flux_unit=nanomaggy"]))
+    # A unit off by a large factor shows in the median magnitude.
+    from sedscale.infer.catalog import implausible_flux_scale
+
+    assert implausible_flux_scale(given, "ugriz") == ""  # ~20 mag
+    as_jy = read_catalog(bare, ColumnMapping.from_pairs(pairs + ["flux_unit=Jy"]))
+    assert "median magnitude of the catalog is 6.0 with fluxes in Jy" in implausible_flux_scale(as_jy, "ugriz")
 
 
 def test_unwritable_outputs_are_refused_before_any_work(mock_catalog, tiny_flow, tmp_path, capsys):

@@ -19,6 +19,7 @@ With a spectral checkpoint the inputs are SDSS spec-PLATE-MJD-FIBER.fits files
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -240,6 +241,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if removed:
             print(f"{PROG}: --overwrite: removed the earlier run's work directory ({removed} files)", flush=True)
     cat = plan.catalog.attrs
+    if cat.get("flux_warning"):
+        print(f"{PROG}: warning: {cat['flux_warning']}", file=sys.stderr, flush=True)
     print(
         f"{PROG}: {len(plan.catalog)} galaxies from {len(cat.get('sources', []))} file(s) "
         f"({cat.get('n_duplicates', 0)} repeated ids dropped; fluxes in {cat.get('flux_unit', '?')}) "

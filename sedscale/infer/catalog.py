@@ -339,6 +339,7 @@ def plan_catalog(
     df = read_catalog(catalog, mapping=mapping, keep=keep, bands=bands)
     if len(df) == 0:
         raise ConfigError(f"catalog {catalog} holds no rows")
+    df.attrs["flux_warning"] = implausible_flux_scale(df, bands)
     reserved = set(output_columns_fixed(bands)) & {k.lower() for k in keep}
     if reserved:
         raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
@@ -507,6 +508,25 @@ def quantity_units(post) -> dict[str, str]:
     units.update({k: v for k, v in DERIVED_UNITS.items() if k not in units})
     units["log_ssfr_100myr"] = "dex(1/yr)"
     return units
+
+
+#: Median AB magnitudes outside this range suggest fluxes read in the wrong unit (galaxy
+#: surveys: ~14-24 mag; the survey flows were trained on 5-27 mag).
+PLAUSIBLE_MEDIAN_MAG = (10.0, 26.0)
+
+
+def implausible_flux_scale(df: pd.DataFrame, bands: Sequence[str]) -> str:
+    """A warning when the catalog's median magnitude is far from any galaxy survey's (a wrong flux unit?), else ''."""
+    flux = df[[f"flux_{b}" for b in bands]].to_numpy(dtype=float)
+    flux = flux[np.isfinite(flux) & (flux > 0)]
+    if not flux.size:
+        return ""
+    median = float(np.median(22.5 - 2.5 * np.log10(flux)))
+    lo, hi = PLAUSIBLE_MEDIAN_MAG
+    if lo <= median <= hi:
+        return ""
+    return (f"the median magnitude of the catalog is {median:.1f} with fluxes in {df.attrs.get('flux_unit', '?')}, far "
+            f"outside {lo:g}-{hi:g} mag: is the flux unit right?")
 
 
 def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, options: CatalogOptions, z_range,
