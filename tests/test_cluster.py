@@ -151,3 +151,42 @@ def test_real_slurm_simulation(tmp_path, repo_root):
     assert read_simulation(out).num_rows == 1000
     # Workers really ran as SLURM jobs: each wrote its job log.
     assert len(list(logs.glob("sedscale-test-*.err"))) >= 1
+
+
+def test_slurm_request_checked_against_the_partition():
+    """A request a node cannot hold would pend forever (reason PartitionConfig): refused, naming each mismatch."""
+    from sedscale.cluster.slurm import PartitionLimits, check_job_request, memory_mb, slurm_seconds
+
+    assert slurm_seconds("02:00:00") == 7200 and slurm_seconds("1-00:30") == 88200 and slurm_seconds("45") == 2700
+    assert slurm_seconds("infinite") == float("inf") and memory_mb("60GB") == 61440 and memory_mb("500MB") == 500
+    node = PartitionLimits(name="debug", cpus=2, memory_mb=22057, time_limit_s=3600.0, available=True)
+    shipped = load_cluster_config("slurm").job  # 16 cores, 60GB, 2 h
+    with pytest.raises(ConfigError) as info:
+        check_job_request(shipped, node)
+    message = str(info.value)
+    assert "job.cores 16 > 2 CPUs per node" in message and "job.memory 60GB > 22057 MiB per node" in message
+    assert "job.walltime 02:00:00 > the partition's time limit" in message and "\n" not in message
+    assert check_job_request({"cores": 2, "memory": "3GB", "walltime": "00:10:00"}, node) is node
+
+
+@pytest.mark.skipif(_slurm_partition() is None, reason="no SLURM cluster with an idle node (see .ci/slurm_setup.sh)")
+def test_real_slurm_refusals_leave_no_job_behind(tmp_path, repo_root):
+    """The shipped 16-core request on a small node, and a worker timeout: one-line errors, nothing left queued."""
+    run = [sys.executable, str(repo_root / "bin" / "run_simulate"), "--model", "dirichlet", "--n", "100",
+           "--out", str(tmp_path / "sims"), "--no-progress"]
+    proc = subprocess.run(run + ["--cluster", "slurm"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "cannot run the job request: job.cores 16 >" in proc.stderr
+    cluster_yaml = tmp_path / "slurm.yaml"
+    # A job SLURM holds back (here: may not begin for an hour) never gives a worker.
+    cluster_yaml.write_text(json.dumps({
+        "type": "slurm", "jobs": 1, "dashboard_address": ":0", "worker_timeout": 3,
+        "job": {"queue": _slurm_partition(), "cores": 1, "processes": 1, "memory": "2GB", "walltime": "00:05:00",
+                "local_directory": str(tmp_path), "job_name": "sedscale-timeout",
+                "job_extra_directives": ["--begin=now+3600"]},
+    }))
+    proc = subprocess.run(run + ["--cluster", str(cluster_yaml)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "no Dask worker after 3 s: SLURM jobs 1 PENDING (BeginTime)" in proc.stderr
+    assert "waiting for SLURM workers" in proc.stdout and "1 PENDING (BeginTime)" in proc.stdout
+    queued = subprocess.run(["squeue", "-h", "-n", "sedscale-timeout", "-o", "%i %T"], capture_output=True, text=True)
+    assert queued.stdout.strip() == "" or "COMPLETING" in queued.stdout  # cancelled with the cluster

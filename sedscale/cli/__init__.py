@@ -66,6 +66,6 @@ def announced_client(cluster_config, prog: str) -> Iterator:
     from ..cluster import open_client
 
     print(f"{prog}: {cluster_config.describe()} ({cluster_config.source})", flush=True)
-    with open_client(cluster_config) as client:
+    with open_client(cluster_config, report=lambda line: print(f"{prog}: {line}", flush=True)) as client:
         print(f"{prog}: dashboard {client.dashboard_link}", flush=True)
         yield client

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
     p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML)")
+    p.add_argument("--worker-timeout", type=float, metavar="S",
+                    help="SLURM cluster: seconds to wait for the first worker (default: the YAML's, 600)")
     p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES, help=f"posterior samples per galaxy (default {DEFAULT_N_SAMPLES})")
     p.add_argument(
         "--partition-size", type=int, default=DEFAULT_PARTITION_SIZE,
@@ -185,7 +187,7 @@ def _spectral_main(args, options) -> int:
             limit_threads(1)
             table = run_spectral_catalog(obs, args.flow, options, None, **kwargs)
         else:
-            cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
+            cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs, args.worker_timeout)
             with announced_client(cluster_config, PROG) as client:
                 table = run_spectral_catalog(obs, args.flow, options, client, **kwargs)
     except KeyboardInterrupt:
@@ -262,7 +264,7 @@ def _main(argv: Sequence[str] | None) -> int:
             limit_threads(1)
             summary = run_catalog(plan, None, resume=args.resume, progress=progress)
         else:
-            cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
+            cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs, args.worker_timeout)
             with announced_client(cluster_config, PROG) as client:
                 summary = run_catalog(plan, client, resume=args.resume, progress=progress)
     except KeyboardInterrupt:

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--z-column", default="z", help="redshift column of --z-from-catalog (case-insensitive; default z)")
     p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
     p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML, disables adaptive)")
+    p.add_argument("--worker-timeout", type=float, metavar="S",
+                    help="SLURM cluster: seconds to wait for the first worker (default: the YAML's, 600)")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
     p.add_argument("--nmf-dir", help="provabgs: folder of the PROVABGS NMF tables (else $SEDSCALE_PROVABGS_DIR, else the copy shipped with sedscale)")
     p.add_argument("--nebular-log-u", type=float, metavar="LOGU",
@@ -125,7 +127,7 @@ def model_options(args: argparse.Namespace) -> dict:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
-    cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs)
+    cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs, args.worker_timeout)
     # Validate model, redshifts and output directory before starting a cluster.
     plan = plan_run(config)
     _, done = check_output(plan, args.resume)

@@ -5,11 +5,12 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..errors import ConfigError
 from .config import ClusterConfig
 from .plugins import WorkerTuning, thread_environment
+from .slurm import check_job_request, wait_for_workers
 
 #: The folder holding the ``sedscale`` package when it runs from a checkout.
 _CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
@@ -98,11 +99,21 @@ def scale_cluster(cluster, config: ClusterConfig) -> None:
 
 
 @contextlib.contextmanager
-def open_client(config: ClusterConfig) -> Iterator:
+def open_client(config: ClusterConfig, report: Callable[[str], None] | None = None) -> Iterator:
     """Cluster + connected :class:`distributed.Client`, closed on exit.
 
     Every worker (also those started later) limits its native thread pools
     to ``config.threads_per_worker`` and tunes malloc through :class:`WorkerTuning`.
+    SLURM: the job request is checked against the partition before anything
+    is submitted, and the client is yielded once the first worker is up
+    (``report`` gets the jobs' states meanwhile); closing the cluster
+    cancels the jobs it submitted, also on errors and interrupts.
+
+    Raises
+    ------
+    ConfigError
+        SLURM: a request the partition cannot run, or no worker within
+        ``config.worker_timeout``.
 
     Yields
     ------
@@ -110,12 +121,17 @@ def open_client(config: ClusterConfig) -> Iterator:
     """
     from distributed import Client
 
+    if config.kind == "slurm":
+        check_job_request(config.job)
     cluster = build_cluster(config)
     try:
         scale_cluster(cluster, config)
         client = Client(cluster)
         try:
             client.register_plugin(WorkerTuning(config.threads_per_worker))
+            if config.kind == "slurm":
+                wait_for_workers(client, lambda: [getattr(j, "job_id", None) for j in list(cluster.workers.values())],
+                                 config.worker_timeout, report or (lambda line: None))
             yield client
         finally:
             client.close()

@@ -32,7 +32,7 @@ _REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "cluster_configs"
 
 _COMMON_KEYS = {"type", "dashboard_address", "interface"}
 _LOCAL_KEYS = _COMMON_KEYS | {"threads_per_worker", "n_workers", "memory_limit", "local_directory"}
-_SLURM_KEYS = _COMMON_KEYS | {"job", "jobs", "adaptive", "lifetime", "lifetime_stagger"}
+_SLURM_KEYS = _COMMON_KEYS | {"job", "jobs", "adaptive", "lifetime", "lifetime_stagger", "worker_timeout"}
 #: Keys of the ``job:`` mapping, passed to ``dask_jobqueue.SLURMCluster``.
 SLURM_JOB_KEYS = {
     "queue",
@@ -84,6 +84,9 @@ class ClusterConfig:
         SLURM: ``{"minimum_jobs": a, "maximum_jobs": b}`` for adaptive scaling.
     lifetime, lifetime_stagger : str or None
         SLURM: worker ``--lifetime`` / ``--lifetime-stagger`` (e.g. "110m").
+    worker_timeout : float
+        SLURM: seconds to wait for the first worker before giving up with
+        the jobs' SLURM states and reasons (the jobs are then cancelled).
     source : str
         Where the configuration came from (for error messages).
     """
@@ -100,14 +103,20 @@ class ClusterConfig:
     adaptive: dict | None = None
     lifetime: str | None = None
     lifetime_stagger: str | None = None
+    worker_timeout: float = 600.0
     source: str = "<dict>"
 
-    def with_workers(self, n_workers: int | None = None, jobs: int | None = None) -> "ClusterConfig":
-        """Copy with the worker count (local) or job count (SLURM) overridden.
+    def with_workers(self, n_workers: int | None = None, jobs: int | None = None,
+                     worker_timeout: float | None = None) -> "ClusterConfig":
+        """Copy with the worker count (local), job count or worker timeout (SLURM) overridden.
 
         A job count given here fixes the cluster size: it replaces ``adaptive``.
         """
         changes: dict[str, Any] = {}
+        if worker_timeout is not None:
+            if not worker_timeout > 0:
+                raise ConfigError(f"worker_timeout must be > 0 seconds, got {worker_timeout!r}")
+            changes["worker_timeout"] = float(worker_timeout)
         if n_workers is not None:
             changes["n_workers"] = _positive_int(n_workers, "n_workers", self.source)
         if jobs is not None:
@@ -240,7 +249,18 @@ def cluster_config_from_dict(data: Any, source: str = "<dict>") -> ClusterConfig
         adaptive=adaptive,
         lifetime=_optional_str(data.get("lifetime"), "lifetime", source),
         lifetime_stagger=_optional_str(data.get("lifetime_stagger"), "lifetime_stagger", source),
+        worker_timeout=_positive_seconds(data.get("worker_timeout", 600), "worker_timeout", source),
     )
+
+
+def _positive_seconds(value, name: str, source: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ConfigError(f"{source}: '{name}' must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _check_keys(data: dict, allowed: set, source: str) -> None:
