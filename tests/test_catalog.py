@@ -167,6 +167,9 @@ def test_resume_recomputes_only_what_is_missing(tiny_flow, mock_catalog, tmp_pat
 
     argv = [str(mock_catalog), "--flow", str(tiny_flow), "--out", str(tmp_path / "c.parquet"), "--cluster", "none",
             "--n-samples", "20", "--partition-size", "60", "--no-progress"]
+    assert main(argv) == 0  # a small catalog: its partitions are removed once assembled
+    assert "removed the partition directory" in capsys.readouterr().out and not (tmp_path / "c.parquet.parts").exists()
+    argv.append("--keep-parts")
     assert main(argv) == 0 and main(argv) == 0
     assert "reused             the finished run" in capsys.readouterr().out
     assert main(argv + ["--overwrite"]) == 0
@@ -283,6 +286,8 @@ def test_input_checks_flag_each_kind_of_bad_row():
     assert list(checked.bad) == [False] + [True] * 7
     assert np.isnan(checked.x[1:]).all()
     np.testing.assert_allclose(checked.x[0], [17.5] * 5 + [1.0857362 / 100] * 5 + [0.03], rtol=1e-6)
+    # What was measured is kept for refused rows too (a missing z), unusable bands are NaN.
+    assert np.isfinite(checked.mag[3]).all() and np.isnan(checked.mag[1, 0]) and np.isfinite(checked.mag[1, 1:]).all()
     flux[0, 2] = np.inf
     assert check_photometry(flux, ivar, z, Z_RANGE).reason[0] == "infinite_flux:r"
 

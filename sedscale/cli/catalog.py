@@ -26,6 +26,11 @@ from pathlib import Path
 from . import announced_client, interrupted_resumable, run_guarded, run_resumable
 
 PROG = "run_catalog"
+#: Below this many samples per galaxy the tail percentiles are noise (a warning, not an error:
+#: medians from 10-100 samples are fine for quick looks).
+MIN_SAMPLES_FOR_INTERVALS = 100
+#: Catalogs larger than this keep their partition directory (a partitioned Parquet dataset).
+KEEP_PARTS_ABOVE = 100_000
 MOCK_PROG = "make_mock_catalog"
 #: The checkpoint shipped with sedscale, used when --flow is not given.
 DEFAULT_FLOW = Path(__file__).resolve().parents[2] / "checkpoints" / "dirichlet_survey"
@@ -89,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="samples per galaxy used for derived properties (default: all; fewer is faster)",
     )
     p.add_argument("--resume", action="store_true", help="continue an unfinished run (same options)")
+    p.add_argument("--keep-parts", action="store_true",
+                   help=f"keep the partition directory after the catalog is assembled (kept anyway above "
+                   f"{KEEP_PARTS_ABOVE:,} galaxies: it is the partitioned output of a survey-size run)")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the work directory of an earlier run of these outputs and recompute everything")
     p.add_argument("--work-dir", help="partition directory (default: <first --out>.parts)")
@@ -221,6 +229,10 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     from ..train.checkpoint import checkpoint_observable
 
+    if args.n_samples < MIN_SAMPLES_FOR_INTERVALS:
+        print(f"{PROG}: warning: with {args.n_samples} samples per galaxy the 2.5/97.5 percentiles rest on "
+              f"{max(args.n_samples // 40, 0)} samples each; use >= {MIN_SAMPLES_FOR_INTERVALS} for credible intervals",
+              file=sys.stderr, flush=True)
     spectral = checkpoint_observable(args.flow) == "spectrum"
     _check_input_kind(args.catalog, args.flow, spectral)
     if spectral:
@@ -270,7 +282,22 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         return interrupted_resumable(PROG)
     print(summary.format(), flush=True)
+    _tidy_parts(plan, keep=args.keep_parts)
     return 0
+
+
+def _tidy_parts(plan, keep: bool) -> None:
+    """Report the partition directory's size; remove it after a small catalog is assembled unless ``keep``."""
+    from ..infer.catalog import clear_work_dir
+
+    work = plan.work_dir
+    size = sum(p.stat().st_size for p in work.iterdir() if p.is_file()) if work.is_dir() else 0
+    if keep or len(plan.catalog) > KEEP_PARTS_ABOVE:
+        print(f"{PROG}: partitions kept in {work} ({size / 2**20:.1f} MiB)", flush=True)
+        return
+    clear_work_dir(work)
+    print(f"{PROG}: removed the partition directory {work} ({size / 2**20:.1f} MiB; --keep-parts keeps it)",
+          flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

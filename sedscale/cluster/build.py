@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -123,7 +124,10 @@ def open_client(config: ClusterConfig, report: Callable[[str], None] | None = No
 
     if config.kind == "slurm":
         check_job_request(config.job)
-    cluster = build_cluster(config)
+    with warnings.catch_warnings():
+        # A busy dashboard port moves to a free one; the CLI prints the URL actually used.
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        cluster = build_cluster(config)
     try:
         scale_cluster(cluster, config)
         client = Client(cluster)

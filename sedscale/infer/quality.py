@@ -59,8 +59,8 @@ class CheckedPhotometry:
     used : ndarray of bool, shape (n, n_band)
         Bands that entered x.
     mag, mag_sigma : ndarray, shape (n, n_band)
-        Magnitudes and their errors (error floor included) of the used
-        bands, NaN elsewhere.
+        Magnitudes and their errors (error floor included) of every
+        measured band, also of ``bad`` rows (NaN for unusable bands).
     bands : tuple of str
         Band labels, in column order.
     """
@@ -161,11 +161,14 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
     x = np.asarray(x, dtype=np.float64)
     x[bad] = np.nan
     used = used & ~bad[:, None]
-    with np.errstate(invalid="ignore"):
-        mag = np.where(used, nanomaggies_to_mag(flux), np.nan)
+    # Magnitudes of every measured band, also of rows refused for another reason (a missing z):
+    # the catalog keeps what was measured.
+    measured = ~band_bad
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mag = np.where(measured, nanomaggies_to_mag(flux), np.nan)
         sigma = np.sqrt(flux_sigma_to_mag_sigma(flux, ivar_to_sigma(ivar)) ** 2 + (error_floor if masked else 0.0) ** 2)
-    return CheckedPhotometry(x=x, bad=bad, reason=reason, used=used, mag=mag, mag_sigma=np.where(used, sigma, np.nan),
-                             bands=tuple(bands))
+    return CheckedPhotometry(x=x, bad=bad, reason=reason, used=used, mag=mag,
+                             mag_sigma=np.where(measured, sigma, np.nan), bands=tuple(bands))
 
 
 def reason_labels(reason: str) -> list[str]:
