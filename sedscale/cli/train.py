@@ -27,7 +27,7 @@ PROG = "run_train"
 def build_parser() -> argparse.ArgumentParser:
     from ..observe.spectral_noise import SPECTRAL_NOISE_PRESETS
     from ..observe.survey_noise import PHOTOMETRIC_NOISE_PRESETS
-    from ..train.config import EMBEDDINGS, FLOW_BUILDERS, PRESETS, THETA_TRANSFORMS
+    from ..train.config import EMBEDDINGS, FLOW_KINDS, PRESETS, THETA_TRANSFORMS
 
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint directory")
     p.add_argument("--preset", choices=sorted(PRESETS), help="architecture and optimiser preset (default: default)")
     f = p.add_argument_group("flow (replace the preset's values)")
-    f.add_argument("--flow", choices=sorted(FLOW_BUILDERS), help="flow kind")
+    f.add_argument("--flow", choices=sorted(FLOW_KINDS), help="flow kind")
     f.add_argument("--transforms", type=int, help="number of flow transforms")
     f.add_argument("--hidden", type=int, help="hidden units per layer")
     f.add_argument("--blocks", type=int, help="hidden layers / residual blocks per transform")

@@ -17,7 +17,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import (
-    FLOW_BUILDERS,
+    FLOW_KINDS,
     PRESETS,
     THETA_TRANSFORMS,
     FlowConfig,
@@ -29,7 +29,7 @@ from .flows import ConditionalFlow, Normalization, build_flow
 from .trainer import TrainResult, train
 
 __all__ = [
-    "FLOW_BUILDERS",
+    "FLOW_KINDS",
     "PRESETS",
     "THETA_TRANSFORMS",
     "CheckpointError",

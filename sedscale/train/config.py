@@ -31,16 +31,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import ConfigError
 
-#: Flow kinds and the sbi builder that makes each (``sbi.neural_nets.net_builders``).
-FLOW_BUILDERS = {
-    "maf": "build_maf",
-    "nsf": "build_nsf",
-    "maf_rqs": "build_maf_rqs",
-    "zuko_maf": "build_zuko_maf",
-    "zuko_nsf": "build_zuko_nsf",
-    "zuko_nice": "build_zuko_nice",
-    "zuko_naf": "build_zuko_naf",
-}
+#: Flow kinds: the density estimators of sbi's ``posterior_nn(model=...)``.
+FLOW_KINDS = ("maf", "nsf", "maf_rqs", "zuko_maf", "zuko_nsf", "zuko_nice", "zuko_naf")
 #: Embedding nets between x and the flow (``sbi.neural_nets.embedding_nets``).
 EMBEDDINGS = ("mlp",)
 #: How parameters are mapped to the space the flow models.
@@ -64,7 +56,7 @@ class FlowConfig:
     Parameters
     ----------
     kind : str
-        One of :data:`FLOW_BUILDERS`.
+        One of :data:`FLOW_KINDS`.
     num_transforms : int
         Flow transforms (MADE blocks of a MAF, coupling layers of an NSF).
     hidden_features : int
@@ -106,8 +98,8 @@ class FlowConfig:
             raise ConfigError(f"unknown embedding {self.embedding!r}; choose one of {EMBEDDINGS} or none")
         for name in ("embedding_features", "embedding_hidden", "embedding_layers"):
             _check_positive_int(name, getattr(self, name))
-        if self.kind not in FLOW_BUILDERS:
-            raise ConfigError(f"unknown flow {self.kind!r}; choose one of {sorted(FLOW_BUILDERS)}")
+        if self.kind not in FLOW_KINDS:
+            raise ConfigError(f"unknown flow {self.kind!r}; choose one of {sorted(FLOW_KINDS)}")
         if self.theta_transform not in THETA_TRANSFORMS:
             raise ConfigError(f"theta_transform must be one of {THETA_TRANSFORMS}, got {self.theta_transform!r}")
         for name in ("num_transforms", "hidden_features", "num_blocks", "num_bins"):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import FLOW_BUILDERS, FlowConfig
+from .config import FlowConfig
 
 #: Positions inside the prior box are clamped to [EPS, 1 - EPS] before the
 #: logit, so that parameters on the boundary stay finite.
@@ -97,13 +97,13 @@ def build_embedding(config: FlowConfig, x_dim: int) -> nn.Module:
 def build_estimator(config: FlowConfig, theta_dim: int, x_dim: int) -> nn.Module:
     """An untrained sbi conditional density estimator on standardised inputs.
 
-    sbi's own z-scoring is off: :class:`ConditionalFlow` normalises with
-    statistics of the whole training set, not of one batch.
+    Built with sbi's public ``posterior_nn`` builder.  sbi's own z-scoring
+    is off: :class:`ConditionalFlow` normalises with statistics of the whole
+    training set, not of one batch.
     """
-    from sbi.neural_nets import net_builders
+    from sbi.neural_nets import posterior_nn
 
-    builder = getattr(net_builders, FLOW_BUILDERS[config.kind])
-    kwargs = {"num_transforms": config.num_transforms, "z_score_x": "none", "z_score_y": "none"}
+    kwargs = {"num_transforms": config.num_transforms, "z_score_theta": "none", "z_score_x": "none"}
     if config.kind.startswith("zuko_"):
         kwargs["hidden_features"] = [config.hidden_features] * config.num_blocks
         if config.passes is not None:
@@ -115,8 +115,8 @@ def build_estimator(config: FlowConfig, theta_dim: int, x_dim: int) -> nn.Module
         kwargs["num_bins"] = config.num_bins
     if config.embedding is not None:
         kwargs["embedding_net"] = build_embedding(config, x_dim)
-    # Builders infer the dimensions from example batches.
-    return builder(torch.zeros(2, theta_dim), torch.zeros(2, x_dim), **kwargs)
+    # The builder infers the dimensions from example batches.
+    return posterior_nn(model=config.kind, **kwargs)(torch.zeros(2, theta_dim), torch.zeros(2, x_dim))
 
 
 class ConditionalFlow(nn.Module):
