@@ -102,7 +102,9 @@ def test_smoothing_input_errors():
 
 
 def test_resample_smooth_function():
-    truth = lambda w: 2.0 + np.sin(w / 300.0) + 1e-4 * w
+    def truth(w):
+        return 2.0 + np.sin(w / 300.0) + 1e-4 * w
+
     flux = np.stack([truth(FINE), 3 * truth(FINE)])[None]  # shape (1, 2, n)
     out = resample(FINE, flux, DIGS_WAVELENGTH)
     assert out.shape == (1, 2, DIGS_N_PIXELS)

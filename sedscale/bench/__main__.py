@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import sedscale.bench as _package
 

@@ -80,8 +80,8 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
     """Seconds per galaxy of each stage for the first good rows of ``plan``'s catalog (this process)."""
     import torch
 
-    from ..infer.rows import draw_samples
     from ..infer.quality import check_photometry
+    from ..infer.rows import draw_samples
     from ..infer.summaries import (
         clip_to_prior,
         derived_quantities,

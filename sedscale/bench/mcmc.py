@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow", required=True, help="checkpoint directory")
     p.add_argument("--n-galaxies", type=int, default=2, help="test galaxies, one Dask task each (default 2)")
     p.add_argument("--walkers", type=int, default=SEDFLOW_WALKERS, help=f"default {SEDFLOW_WALKERS}")
-    p.add_argument("--n-iter", type=int, default=SEDFLOW_ITERATIONS, help=f"iterations incl. burn-in (default {SEDFLOW_ITERATIONS})")
+    p.add_argument("--n-iter", type=int, default=SEDFLOW_ITERATIONS,
+                   help=f"iterations incl. burn-in (default {SEDFLOW_ITERATIONS})")
     p.add_argument("--burn-in", type=int, default=SEDFLOW_BURN_IN, help=f"default {SEDFLOW_BURN_IN}")
     p.add_argument("--anpe-samples", type=int, default=10_000, help="amortized samples per galaxy (default 10000)")
     p.add_argument("--seed", type=int, default=2024, help="test-set and sampler seed (default 2024)")

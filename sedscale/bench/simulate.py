@@ -17,13 +17,13 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ..cluster import cluster_config_from_dict, open_client
 from ..cli import run_guarded
+from ..cluster import cluster_config_from_dict, open_client
 from ..simulate import SimulationConfig, run_simulation
 from ..simulate.config import load_model, load_noise_model
 

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML)")
     p.add_argument("--worker-timeout", type=float, metavar="S",
                     help="SLURM cluster: seconds to wait for the first worker (default: the YAML's, 600)")
-    p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES, help=f"posterior samples per galaxy (default {DEFAULT_N_SAMPLES})")
+    p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES,
+                   help=f"posterior samples per galaxy (default {DEFAULT_N_SAMPLES})")
     p.add_argument(
         "--partition-size", type=int, default=DEFAULT_PARTITION_SIZE,
         help=f"galaxies per partition / task (default {DEFAULT_PARTITION_SIZE})",
@@ -210,9 +211,8 @@ def _spectral_main(args, options) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     from ..cluster import limit_threads, load_cluster_config
-    from ..infer.catalog import DEFAULT_MAX_PROPOSALS_OUTSIDE, CatalogOptions, plan_catalog, run_catalog
-
     from ..errors import ConfigError
+    from ..infer.catalog import DEFAULT_MAX_PROPOSALS_OUTSIDE, CatalogOptions, plan_catalog, run_catalog
 
     args = build_parser().parse_args(argv)
     options = CatalogOptions(

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-timeout", type=float, metavar="S",
                     help="SLURM cluster: seconds to wait for the first worker (default: the YAML's, 600)")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
-    p.add_argument("--nmf-dir", help="provabgs: folder of the PROVABGS NMF tables (else $SEDSCALE_PROVABGS_DIR, else the copy shipped with sedscale)")
+    p.add_argument("--nmf-dir", help="provabgs: folder of the PROVABGS NMF tables "
+                   "(else $SEDSCALE_PROVABGS_DIR, else the copy shipped with sedscale)")
     p.add_argument("--nebular-log-u", type=float, metavar="LOGU",
                    help="add Cloudy nebular lines and continuum of young stars at this ionization parameter (e.g. -2.5)")
     p.add_argument("--bands", metavar="SET",

@@ -5,8 +5,8 @@ import contextlib
 import logging
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..errors import ConfigError
 from .config import ClusterConfig

@@ -107,7 +107,7 @@ class ClusterConfig:
     source: str = "<dict>"
 
     def with_workers(self, n_workers: int | None = None, jobs: int | None = None,
-                     worker_timeout: float | None = None) -> "ClusterConfig":
+                     worker_timeout: float | None = None) -> ClusterConfig:
         """Copy with the worker count (local), job count or worker timeout (SLURM) overridden.
 
         A job count given here fixes the cluster size: it replaces ``adaptive``.

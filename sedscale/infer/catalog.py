@@ -78,7 +78,6 @@ import pyarrow.parquet as pq
 from .._version import __version__
 from ..errors import ConfigError, SedscaleError
 from ..io.atomic import atomic_write_bytes, check_writable
-from ..io.lock import exclusive_run
 from ..io.catalog import (
     META_PREFIX,
     ColumnMapping,
@@ -90,6 +89,7 @@ from ..io.catalog import (
     write_fits,
     write_parquet_stream,
 )
+from ..io.lock import exclusive_run
 from ..models.base import DERIVED_UNITS
 from ..observe.filters import SDSS_BANDS
 from ..observe.layout import PHOTOMETRY_X_COLUMNS
@@ -685,9 +685,11 @@ def verify_work_dir(work: Path, config_hash: str, identity: dict, n_partitions: 
         raise ConfigError(f"work directory {work} exists and is not a directory")
     manifest = read_run_manifest(work) if work.is_dir() else None
     if manifest is None:
-        foreign = [p for p in work.iterdir() if not p.name.endswith(".tmp") and p.name != "x_support.npz"] if work.is_dir() else []
+        foreign = [p for p in work.iterdir() if not p.name.endswith(".tmp") and p.name != "x_support.npz"] \
+            if work.is_dir() else []
         if foreign:
-            raise ConfigError(f"work directory {work} is not empty and holds no {MANIFEST_NAME}; choose another --out or --work-dir")
+            raise ConfigError(f"work directory {work} is not empty and holds no {MANIFEST_NAME}; "
+                              "choose another --out or --work-dir")
         return None, {}
     if manifest["config_hash"] != config_hash:
         raise ConfigError(

@@ -92,7 +92,7 @@ class CouplingSampler:
         self.rows_per_pass = rows_per_pass
 
     @classmethod
-    def from_flow(cls, flow: ConditionalFlow, rows_per_pass: int = ROWS_PER_PASS) -> "CouplingSampler | None":
+    def from_flow(cls, flow: ConditionalFlow, rows_per_pass: int = ROWS_PER_PASS) -> CouplingSampler | None:
         """A sampler for ``flow``, or None unless its estimator is a zuko flow of
         affine couplings (MLP hyper-networks with ReLUs) on a diagonal normal."""
         try:
@@ -246,7 +246,7 @@ class Posterior:
         x_columns=None,
         param_names=None,
         model_options: dict | None = None,
-    ) -> "Posterior":
+    ) -> Posterior:
         """Load a checkpoint (directory, ``.pt`` or ``.json`` path).
 
         Parameters

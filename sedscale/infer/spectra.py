@@ -58,8 +58,8 @@ from ..io.atomic import atomic_write_bytes
 from ..io.catalog import META_PREFIX, with_units, write_catalog
 from ..io.sdss import read_sdss_spectra, rest_luminosity
 from ..observe.layout import LOG_NORM_COLUMN, MISSING_LOG_SIGMA, SPECTRUM_X_COLUMNS, drop_elements, spectrum_x
-from ..observe.spectral_noise import spectral_noise_model
 from ..observe.spectra import DIGS_WAVELENGTH
+from ..observe.spectral_noise import spectral_noise_model
 from .catalog import CATALOG_FORMAT, CatalogOptions, load_posterior_cached, model_for, output_units
 from .posterior import Posterior
 from .quality import STATUSES
@@ -110,7 +110,7 @@ class SpectralObservations:
     def __len__(self) -> int:
         return self.ids.size
 
-    def take(self, rows) -> "SpectralObservations":
+    def take(self, rows) -> SpectralObservations:
         return SpectralObservations(
             self.ids[rows], self.z[rows], self.lum[rows], self.sigma[rows], self.good[rows], self.flagged[rows],
             self.reason[rows], {k: v[rows] for k, v in self.extra.items()}, self.sources,
@@ -398,7 +398,8 @@ def spectral_support(post: Posterior) -> XSupport | None:
     features = support_features(reference_x(ts, SUPPORT_REFERENCE + SUPPORT_CALIBRATION))
     varies = features.std(axis=0) > 0
     support = fit_support(features[:, varies], [c for c, v in zip(SUPPORT_COLUMNS, varies) if v],
-                          n_reference=SUPPORT_REFERENCE, n_calibration=SUPPORT_CALIBRATION, provenance={"training_set": str(sims), "features": "sedscale.infer.spectra.support_features"})
+                          n_reference=SUPPORT_REFERENCE, n_calibration=SUPPORT_CALIBRATION,
+                          provenance={"training_set": str(sims), "features": "sedscale.infer.spectra.support_features"})
     support.save(path)
     return support
 

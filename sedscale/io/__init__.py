@@ -12,9 +12,9 @@ from .nsa import (
     NSA_FLUX_IVAR_COLUMNS,
     NSA_UGRIZ,
     CatalogFormatError,
+    nsa_band_indices,
     read_nsa,
     read_nsa_file,
-    nsa_band_indices,
     ugriz_indices,
 )
 from .sdss import (

@@ -28,11 +28,11 @@ import numpy as np
 
 from ..cosmology import DEFAULT_COSMOLOGY, cosmology_table
 from ..errors import ParameterError
-from ..sps.nodes import BIRTH_CLOUD_AGE_YR, NodeLibrary, build_node_library, hat_weights
+from ..observe.bands import DEFAULT_BAND_SET, BandSet, get_band_set
 from ..sps.grid import SSPGrid
+from ..sps.nodes import BIRTH_CLOUD_AGE_YR, NodeLibrary, build_node_library, hat_weights
 from ..sps.rebin import log_wavelength_edges
 from ..sps.remnants import remnant_mass_fraction
-from ..observe.bands import DEFAULT_BAND_SET, BandSet, get_band_set
 from .priors import Prior
 
 #: Solar metallicity used to convert log(Z/Zsun) parameters (FSPS/PROVABGS convention).

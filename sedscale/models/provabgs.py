@@ -174,7 +174,10 @@ class ProvabgsModel(ForwardModel):
         cum_m_nodes, cum_k_nodes, zh_nodes = self._node_tables(node_ages)
         beyond = node_ages[None, :] >= tage_yr[:, None]
         beta = phys["beta"]
-        at_tage = lambda table: np.sum(beta * _interp_rows(tage_yr, self._t_fine, table).T, axis=1)[:, None]
+
+        def at_tage(table):
+            return np.sum(beta * _interp_rows(tage_yr, self._t_fine, table).T, axis=1)[:, None]
+
         cum_m = np.where(beyond, at_tage(self._cum_mass), beta @ cum_m_nodes)
         cum_k = np.where(beyond, at_tage(self._cum_moment), beta @ cum_k_nodes)
         has_burst = phys["t_burst"] < tage_yr / 1e9

@@ -76,8 +76,13 @@ def delayed_tau_moments(age: np.ndarray, tau: np.ndarray, t: np.ndarray):
     tau = np.asarray(tau, dtype=float)[:, None]
     s_now = age  # s at lookback 0
     s_t = np.clip(age - t[None, :], 0.0, None)  # s at lookback t
-    mass = lambda s: tau * gammainc(2, s / tau)
-    moment_s = lambda s: 2 * tau**2 * gammainc(3, s / tau)
+
+    def mass(s):
+        return tau * gammainc(2, s / tau)
+
+    def moment_s(s):
+        return 2 * tau**2 * gammainc(3, s / tau)
+
     total = mass(s_now)
     m = (total - mass(s_t)) / total
     # int t' SFR dt' with t' = age - s:  age * dM - d(int s SFR ds)

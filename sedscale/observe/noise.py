@@ -129,7 +129,7 @@ class BandNoise:
         }
 
     @classmethod
-    def from_dict(cls, band: str, d: dict) -> "BandNoise":
+    def from_dict(cls, band: str, d: dict) -> BandNoise:
         """Inverse of :meth:`to_dict` (``None`` entries become NaN)."""
 
         def floats(key):
@@ -310,7 +310,7 @@ class PhotometricNoiseModel:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PhotometricNoiseModel":
+    def from_dict(cls, d: dict) -> PhotometricNoiseModel:
         kind = d.get("kind") if isinstance(d, dict) else None
         if kind != NOISE_MODEL_KIND:
             raise ConfigError(f"not a sedscale photometric noise model (kind {kind!r}, expected {NOISE_MODEL_KIND!r})")
@@ -335,7 +335,7 @@ class PhotometricNoiseModel:
         return atomic_write_bytes(path, text.encode())
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> "PhotometricNoiseModel":
+    def from_json(cls, path: str | os.PathLike) -> PhotometricNoiseModel:
         path = Path(path)
         try:
             text = path.read_text()

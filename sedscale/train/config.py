@@ -113,7 +113,7 @@ class FlowConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FlowConfig":
+    def from_dict(cls, d: dict) -> FlowConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown flow options {sorted(unknown)}")
@@ -223,7 +223,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
@@ -260,7 +260,7 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-def resolve_config(preset: "str | TrainConfig" = "default", flow: dict | None = None, **overrides) -> TrainConfig:
+def resolve_config(preset: str | TrainConfig = "default", flow: dict | None = None, **overrides) -> TrainConfig:
     """A preset (or a config) with some flow options and training options replaced.
 
     Parameters

@@ -135,7 +135,7 @@ class SpectralSource:
         spec = batch.column(self.column).flatten().to_numpy().reshape(batch.num_rows, -1)[keep]
         return self.x(spec, rng)
 
-    def with_noise(self, spectral, photometric) -> "SpectralSource":
+    def with_noise(self, spectral, photometric) -> SpectralSource:
         return replace(self, noise=spectral_noise_model(spectral))
 
 
@@ -156,7 +156,7 @@ class PhotometricSource:
         values = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in self.columns])[keep]
         return self.noise.apply(values[:, :-1], values[:, -1], rng)
 
-    def with_noise(self, spectral, photometric) -> "PhotometricSource":
+    def with_noise(self, spectral, photometric) -> PhotometricSource:
         return replace(self, noise=photometric_noise_model(photometric))
 
 
@@ -194,7 +194,7 @@ class TrainingSet:
     def observable(self) -> str:
         return str(self.metadata.get("observable", "photometry"))
 
-    def with_noise(self, spectral, photometric) -> "TrainingSet":
+    def with_noise(self, spectral, photometric) -> TrainingSet:
         """This set with x made using the spectral or photometric noise (preset names, dicts or models).
 
         Sets whose noise is in the data are returned unchanged.

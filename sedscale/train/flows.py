@@ -49,7 +49,7 @@ class Normalization:
         return {k: np.asarray(getattr(self, k), dtype=float).tolist() for k in self.__dataclass_fields__}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalization":
+    def from_dict(cls, d: dict) -> Normalization:
         return cls(**{k: np.asarray(d[k], dtype=np.float64) for k in cls.__dataclass_fields__})
 
 

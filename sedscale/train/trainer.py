@@ -320,7 +320,8 @@ def _run_epoch(run: _Run, ts: TrainingSet, epoch: int, deadline: float | None, p
     rng = np.random.default_rng([config.seed, epoch])
     total, rows, skipped, out_of_time = 0.0, 0, 0, False
     split = Split("train", config.val_fraction, config.seed)
-    with tqdm(total=run.counts.n_train * _augment(ts, config), unit="sim", desc=f"epoch {epoch}", leave=False, disable=not progress) as bar:
+    with tqdm(total=run.counts.n_train * _augment(ts, config), unit="sim", desc=f"epoch {epoch}", leave=False,
+              disable=not progress) as bar:
         for theta, x in shuffled_batches(ts, split, config.batch_size, config.shuffle_buffer, rng, _augment(ts, config)):
             lp = flow.log_prob(torch.from_numpy(theta), torch.from_numpy(x))
             loss = -lp.mean()

@@ -174,7 +174,9 @@ class PhotometryLogPosterior:
         self.flux = np.asarray(flux, dtype=float)
         self.flux_sigma = np.asarray(flux_sigma, dtype=float)
         if self.flux.ndim != 1 or self.flux.shape != self.flux_sigma.shape:
-            raise ParameterError(f"flux and flux_sigma must be 1-d of equal length, got {self.flux.shape}, {self.flux_sigma.shape}")
+            raise ParameterError(
+                f"flux and flux_sigma must be 1-d of equal length, got {self.flux.shape}, {self.flux_sigma.shape}"
+            )
         with np.errstate(invalid="ignore"):
             usable = np.isfinite(self.flux) & np.isfinite(self.flux_sigma) & (self.flux_sigma > 0)
         if not usable.any():

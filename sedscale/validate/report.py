@@ -131,7 +131,8 @@ class ValidationConfig:
         if self.mcmc < 0 or self.n_corner < 0:
             raise ConfigError("mcmc and n_corner must be >= 0")
         if self.n_test < 5 * self.thresholds.n_bins:
-            raise ConfigError(f"n_test={self.n_test} is too small for a {self.thresholds.n_bins}-bin rank test (>= {5 * self.thresholds.n_bins})")
+            raise ConfigError(f"n_test={self.n_test} is too small for a {self.thresholds.n_bins}-bin rank test "
+                              f"(>= {5 * self.thresholds.n_bins})")
 
 
 # ------------------------------------------------------------------ test set
@@ -732,7 +733,8 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     p_ppc = ppc_pvalues(model, samples, z, flux, sigma, PPC_DRAWS, np.random.default_rng([seed, 2]))
     ppc = dict(dof=dof, median_chi2_median_sed=float(np.median(chi2_med)), median_chi2_true_sed=float(np.median(chi2_true)),
                frac_above_p99_median_sed=float(np.mean(chi2_med > p99)), frac_above_p99_true_sed=float(np.mean(chi2_true > p99)),
-               ppc_draws=PPC_DRAWS, mean_p_ppc=float(np.mean(p_ppc)), median_p_ppc=float(np.median(p_ppc)), frac_p_ppc_below_0_01=float(np.mean(p_ppc < 0.01)))
+               ppc_draws=PPC_DRAWS, mean_p_ppc=float(np.mean(p_ppc)), median_p_ppc=float(np.median(p_ppc)),
+               frac_p_ppc_below_0_01=float(np.mean(p_ppc < 0.01)))
 
     per_sim = sub[["sim_id", REDSHIFT_COLUMN]].copy()
     for var, values in strata_vars.items():

@@ -68,14 +68,14 @@ def accuracy(median: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _validate_flow(label: str, flow: str, test: dict, names, model, n_samples: int, seed: int, client, max_time,
                    thresholds, log) -> tuple[pd.DataFrame, dict]:
     from ..infer import Posterior
-    from ..infer.summaries import clip_to_prior, derived_quantities
-
     from ..infer.spectra import flow_inputs
+    from ..infer.summaries import clip_to_prior, derived_quantities
 
     post = Posterior.load(flow, x_columns=SPECTRUM_X_COLUMNS, param_names=names)
     use = np.flatnonzero(test["valid"])
     t0 = time.perf_counter()
-    drawn = sample_test_set(client, flow, flow_inputs(post, test["x"][use]), test["theta"][use], n_samples, seed, max_time, 200, log)
+    drawn = sample_test_set(client, flow, flow_inputs(post, test["x"][use]), test["theta"][use], n_samples, seed, max_time,
+                            200, log)
     ok = drawn["complete"] & np.isfinite(drawn["logp_true"]) & np.all(np.isfinite(drawn["logp_samples"]), axis=1)
     rows = use[ok]
     if rows.size < 5 * thresholds.n_bins:
