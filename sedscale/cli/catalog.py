@@ -19,6 +19,7 @@ With a spectral checkpoint the inputs are SDSS spec-PLATE-MJD-FIBER.fits files
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,9 @@ MIN_SAMPLES_FOR_INTERVALS = 100
 KEEP_PARTS_ABOVE = 100_000
 MOCK_PROG = "make_mock_catalog"
 #: The checkpoint shipped with sedscale, used when --flow is not given.
-DEFAULT_FLOW = Path(__file__).resolve().parents[2] / "checkpoints" / "dirichlet_survey"
+#: The checkpoint used without --flow: $SEDSCALE_FLOW, else the one shipped in a source checkout.
+DEFAULT_FLOW = Path(os.environ.get("SEDSCALE_FLOW")
+                    or Path(__file__).resolve().parents[2] / "checkpoints" / "dirichlet_survey")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="catalog files: NSA FITS, or FITS/Parquet/CSV with --columns/--column-map; for a spectral --flow, "
         "SDSS spectrum files/directories or a Parquet spectra table",
     )
-    p.add_argument("--flow", default=str(DEFAULT_FLOW), help=f"checkpoint directory (default: {DEFAULT_FLOW})")
+    p.add_argument("--flow", default=str(DEFAULT_FLOW), help=f"checkpoint directory (default: $SEDSCALE_FLOW, else {DEFAULT_FLOW})")
     p.add_argument(
         "--out", action="append", metavar="FILE",
         help="output .parquet or .fits; repeat for both (default: posteriors.parquet)",
