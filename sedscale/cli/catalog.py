@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="catalog files: NSA FITS, or FITS/Parquet/CSV with --columns/--column-map; for a spectral --flow, "
         "SDSS spectrum files/directories or a Parquet spectra table",
     )
-    p.add_argument("--flow", default=str(DEFAULT_FLOW), help=f"checkpoint directory (default: $SEDSCALE_FLOW, else {DEFAULT_FLOW})")
+    p.add_argument("--flow", default=str(DEFAULT_FLOW),
+                   help=f"checkpoint directory (default: $SEDSCALE_FLOW, else {DEFAULT_FLOW})")
     p.add_argument(
         "--out", action="append", metavar="FILE",
         help="output .parquet or .fits; repeat for both (default: posteriors.parquet)",
