@@ -157,6 +157,8 @@ def test_resume_recomputes_only_what_is_missing(tiny_flow, mock_catalog, tmp_pat
     again = run_catalog(plan, resume=True)
     assert (again.partitions_run, again.partitions_skipped) == (1, 2)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), reference)
+    # The partition directory opens as one table too (its _metadata), in input order.
+    pd.testing.assert_frame_equal(pd.read_parquet(work), reference)
     # Other options for the same work directory: refused, nothing overwritten.
     other = plan_catalog(mock_catalog, tiny_flow, tmp_path / "a.parquet", CatalogOptions(n_samples=30, partition_size=60))
     with pytest.raises(ConfigError, match=r"different run .*options\.n_samples: 20 -> 30") as info:
@@ -176,7 +178,7 @@ def test_resume_recomputes_only_what_is_missing(tiny_flow, mock_catalog, tmp_pat
     assert "reused             the finished run" in capsys.readouterr().out
     assert main(argv + ["--overwrite"]) == 0
     printed = capsys.readouterr().out
-    assert "removed the earlier run's work directory (4 files)" in printed and "throughput" in printed
+    assert "removed the earlier run's work directory (5 files)" in printed and "throughput" in printed
     (tmp_path / "c.parquet.parts" / "notes.txt").write_text("mine")
     assert main(argv + ["--overwrite"]) == 2
     assert (tmp_path / "c.parquet.parts" / "notes.txt").exists()

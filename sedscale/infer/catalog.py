@@ -77,7 +77,7 @@ import pyarrow.parquet as pq
 
 from .._version import __version__
 from ..errors import ConfigError, SedscaleError
-from ..io.atomic import atomic_write_bytes, check_writable
+from ..io.atomic import atomic_write, atomic_write_bytes, check_writable
 from ..io.catalog import (
     META_PREFIX,
     ColumnMapping,
@@ -728,7 +728,7 @@ def clear_work_dir(work: str | os.PathLike) -> int:
     if not work.is_dir():
         raise ConfigError(f"work directory {work} exists and is not a directory; not removed")
     read_run_manifest(work)  # refuses a foreign manifest
-    ours = re.compile(r"^(_manifest\.json|part-\d{6}\.parquet|x_support\.npz|\..*\.tmp)$")
+    ours = re.compile(r"^(_manifest\.json|_metadata|part-\d{6}\.parquet|x_support\.npz|\..*\.tmp)$")
     files = list(work.iterdir())
     foreign = [p.name for p in files if not (p.is_file() and ours.match(p.name))]
     if foreign:
@@ -915,6 +915,7 @@ def _run_catalog(plan: CatalogPlan, client, resume: bool, progress: bool,
             for k, v in entry[key].items():
                 target[k] = target.get(k, 0) + v
     write_outputs(plan, manifest)
+    write_dataset_metadata(plan.work_dir, [manifest["partitions"][str(i)]["file"] for i in range(plan.n_partitions)])
     summary.wall_s = time.perf_counter() - start
     return summary
 
@@ -997,6 +998,27 @@ def write_outputs(plan: CatalogPlan, manifest: dict) -> None:
         else:
             table = pa.concat_tables(assembled_parts(plan, manifest)).cast(schema)
             write_fits(table, out, fits_header(plan))
+
+
+def write_dataset_metadata(work: Path, files: Sequence[str]) -> Path:
+    """``_metadata`` of the partition files: the work directory opens as one table, in input order.
+
+    ``pandas.read_parquet(work)``, ``pyarrow.dataset.dataset(work)`` and
+    ``dask.dataframe.read_parquet(work)`` then read the partitions of a
+    survey-size run without assembling a single file (files starting with
+    ``_``, such as the run manifest, are not data).
+    """
+    collected = []
+    schema = None
+    for name in files:
+        parquet = pq.ParquetFile(work / name)
+        schema = schema or parquet.schema_arrow
+        meta = parquet.metadata
+        meta.set_file_path(name)
+        collected.append(meta)
+    path = work / "_metadata"
+    atomic_write(path, lambda tmp: pq.write_metadata(schema, tmp, metadata_collector=collected))
+    return path
 
 
 def column_units(plan: CatalogPlan, columns: Sequence[str]) -> dict[str, str]:
