@@ -168,3 +168,13 @@ def test_run_until_converged_stops_on_its_diagnostics(model, galaxy):
     assert short.n_iter == 200 and not short.converged
     with pytest.raises(ParameterError, match="finite log posterior"):
         run_mcmc(lp, config, np.full((8, 2), 99.0))
+
+
+def test_log_posterior_uses_the_prior_at_the_galaxy_redshift():
+    """A physical (continuity SFH) prior depends on z: the MCMC target must evaluate it at the galaxy's z."""
+    physical = get_model("dirichlet", prior="physical")
+    flux_true = physical.photometry(THETA[None, :], [Z])[0]
+    lp = PhotometryLogPosterior(physical, flux_true, 0.05 * flux_true, Z)
+    theta = physical.prior.sample(5, np.random.default_rng(0), np.full(5, Z))
+    chi2 = photometry_chi2(physical.photometry(theta, np.full(5, Z)), flux_true, 0.05 * flux_true)
+    np.testing.assert_allclose(lp(theta), physical.prior.log_prob(theta, np.full(5, Z)) - 0.5 * chi2)

@@ -228,7 +228,9 @@ class PhotometryLogPosterior:
         if inside.size:
             model_flux = self.model.photometry(full[inside], np.full(inside.size, self.z), operator=self.operator)
             self.n_model_evals += inside.size
-            out[inside] = self.prior.log_prob(full[inside]) - 0.5 * photometry_chi2(model_flux, self.flux, self.flux_sigma)
+            # The prior at the galaxy's redshift: a continuity SFH prior depends on the age of the universe.
+            log_prior = self.prior.log_prob(full[inside], np.full(inside.size, self.z))
+            out[inside] = log_prior - 0.5 * photometry_chi2(model_flux, self.flux, self.flux_sigma)
         return out
 
 
