@@ -190,3 +190,20 @@ def test_real_slurm_refusals_leave_no_job_behind(tmp_path, repo_root):
     assert "waiting for SLURM workers" in proc.stdout and "1 PENDING (BeginTime)" in proc.stdout
     queued = subprocess.run(["squeue", "-h", "-n", "sedscale-timeout", "-o", "%i %T"], capture_output=True, text=True)
     assert queued.stdout.strip() == "" or "COMPLETING" in queued.stdout  # cancelled with the cluster
+
+
+def test_a_busy_dashboard_port_gives_no_warning():
+    """The CLI prints the dashboard URL it got; Dask's 'port already in use' warning must not reach the user."""
+    import socket
+    import warnings
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = cluster_config_from_dict({"type": "local", "n_workers": 1, "dashboard_address": f"127.0.0.1:{port}"})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with open_client(config) as client:
+                assert str(port) not in client.dashboard_link
+    assert not [w for w in caught if "already in use" in str(w.message)]

@@ -319,3 +319,13 @@ def test_spectral_catalog_resumes_without_recomputing(spec_flow, shared_data, tm
         assert resumed.column(name).to_pylist() == full.column(name).to_pylist()
     for name in ("log_mstar_p50", "log_zsol_p16"):
         np.testing.assert_array_equal(resumed.column(name).to_numpy(), full.column(name).to_numpy())
+
+
+def test_spectral_cli_reports_what_it_wrote(spec_flow, shared_data, tmp_path, capsys):
+    from sedscale.cli.catalog import main
+
+    out = tmp_path / "cli.parquet"
+    assert main([str(shared_data / "sdss_spectra"), "--flow", str(spec_flow), "--out", str(out), "--n-samples", "100",
+                 "--cluster", "none", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"run_catalog: written {out}" in printed and len(pd.read_parquet(out)) == 6
