@@ -252,18 +252,22 @@ def simulate_masked_test_set(model, noise, redshift, n: int, streams) -> tuple[p
 DERIVED_CHECKS = (
     ("log_mstar_total", lambda d: d["log_mstar_total"], (4.0, 13.0)),
     ("log_sfr_100myr", lambda d: np.log10(np.maximum(d["sfr_100myr"], 1e-8)), (-8.0, 4.0)),
+    ("log_sfr_1gyr", lambda d: np.log10(np.maximum(d["sfr_1gyr"], 1e-8)), (-8.0, 4.0)),
+    ("log_z_mw", lambda d: np.log10(np.maximum(d["z_mw"], 1e-6)), (-6.0, -1.0)),
+    ("age_mw", lambda d: d["age_mw"], (0.0, 14.0)),
 )
 
 
 def derived_for_calibration(model, samples, theta_true, z) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Derived log M* (living + remnants) and log SFR(100 Myr) of the samples and of the truths.
+    """Derived quantities of the samples and of the truths (:data:`DERIVED_CHECKS`: log M* of living stars
+    + remnants, log SFR over 100 Myr and 1 Gyr, mass-weighted log Z and age).
 
     Returns
     -------
     names : list of str
-    samples_d : ndarray, shape (n, L, 2)
-    truth_d : ndarray, shape (n, 2)
-    low, high : ndarray, shape (2,)
+    samples_d : ndarray, shape (n, L, k)
+    truth_d : ndarray, shape (n, k)
+    low, high : ndarray, shape (k,)
         Ranges used for the TARP distance scale.
     """
     n, L, d = samples.shape
