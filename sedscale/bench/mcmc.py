@@ -57,22 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def nsa_galaxies(folder: str, post, n: int, seed: int) -> list:
     """``n`` random usable NSA galaxies (in the flow's redshift range) as MCMC work items."""
-    from ..infer.quality import check_photometry
-    from ..io.nsa import read_nsa
     from ..observe.layout import PHOTOMETRY_X_COLUMNS
-    from ..validate.mcmc import GalaxyObservation
+    from ..validate.report import catalog_observations, training_z_range
 
     if tuple(post.x_columns) != PHOTOMETRY_X_COLUMNS:
         raise SystemExit("--nsa needs a flow with SEDflow's x layout (ugriz mags, sigmas, z)")
-    df = read_nsa(sorted(Path(folder).glob("*.fits")))
-    flux = df[[f"flux_{b}" for b in "ugriz"]].to_numpy()
-    ivar = df[[f"flux_ivar_{b}" for b in "ugriz"]].to_numpy()
-    z_range = tuple((post.metadata.get("training_set") or {}).get("redshift", {}).get(k) for k in ("low", "high"))
-    checked = check_photometry(flux, ivar, df["z"].to_numpy(), z_range if None not in z_range else None)
-    rows = np.flatnonzero(~checked.bad)
-    rows = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, rows.size), replace=False))
-    return [GalaxyObservation(galaxy_id=int(df["id"].iloc[i]), flux=tuple(flux[i]), flux_sigma=tuple(ivar[i] ** -0.5),
-                              z=float(df["z"].iloc[i]), x=tuple(checked.x[i].tolist())) for i in rows]
+    return catalog_observations(sorted(Path(folder).glob("*.fits")), n, np.random.default_rng(seed),
+                                training_z_range(post.metadata))
 
 
 def agreement(results) -> dict:

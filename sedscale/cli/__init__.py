@@ -35,6 +35,19 @@ def run_guarded(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
         return 1
 
 
+def add_worker_timeout(parser) -> None:
+    """The ``--worker-timeout`` option of every command that can run on SLURM."""
+    parser.add_argument("--worker-timeout", type=float, metavar="S",
+                        help="SLURM cluster: seconds to wait for the first worker (default: the YAML's, 600)")
+
+
+def cluster_from_args(args):
+    """The cluster configuration ``--cluster`` names, with ``--n-workers/--jobs/--worker-timeout`` applied."""
+    from ..cluster import load_cluster_config
+
+    return load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs, args.worker_timeout)
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 

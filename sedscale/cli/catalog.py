@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import announced_client, interrupted_resumable, run_guarded, run_resumable
+from . import add_worker_timeout, announced_client, cluster_from_args, interrupted_resumable, run_guarded, run_resumable
 
 PROG = "run_catalog"
 #: Below this many samples per galaxy the tail percentiles are noise (a warning, not an error:
@@ -70,8 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
     p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML)")
-    p.add_argument("--worker-timeout", type=float, metavar="S",
-                    help="SLURM cluster: seconds to wait for the first worker (default: the YAML's, 600)")
+    add_worker_timeout(p)
     p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES,
                    help=f"posterior samples per galaxy (default {DEFAULT_N_SAMPLES})")
     p.add_argument(
@@ -174,7 +173,7 @@ def _spectral_main(args, options) -> int:
     """The spectral catalog: read and check the spectra, sample on the cluster, write the outputs."""
     import time
 
-    from ..cluster import limit_threads, load_cluster_config
+    from ..cluster import limit_threads
     from ..errors import ConfigError
     from ..infer.spectra import read_spectral_inputs, run_spectral_catalog, status_counts, write_spectral_catalog
 
@@ -200,7 +199,7 @@ def _spectral_main(args, options) -> int:
             limit_threads(1)
             table = run_spectral_catalog(obs, args.flow, options, None, **kwargs)
         else:
-            cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs, args.worker_timeout)
+            cluster_config = cluster_from_args(args)
             with announced_client(cluster_config, PROG) as client:
                 table = run_spectral_catalog(obs, args.flow, options, client, **kwargs)
     except KeyboardInterrupt:
@@ -214,9 +213,9 @@ def _spectral_main(args, options) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from ..cluster import limit_threads, load_cluster_config
+    from ..cluster import limit_threads
     from ..errors import ConfigError
-    from ..infer.catalog import DEFAULT_MAX_PROPOSALS_OUTSIDE, CatalogOptions, plan_catalog, run_catalog
+    from ..infer.catalog import CatalogOptions, plan_catalog, run_catalog
 
     args = build_parser().parse_args(argv)
     options = CatalogOptions(
@@ -226,7 +225,6 @@ def _main(argv: Sequence[str] | None) -> int:
         seed=args.seed,
         max_time=args.max_time,
         max_proposals=args.max_proposals,
-        max_proposals_outside=min(args.max_proposals, DEFAULT_MAX_PROPOSALS_OUTSIDE),
         derived_samples=args.derived_samples,
         check_support=not args.no_support_check,
         error_floor=args.error_floor,
@@ -280,7 +278,7 @@ def _main(argv: Sequence[str] | None) -> int:
             limit_threads(1)
             summary = run_catalog(plan, None, resume=args.resume, progress=progress)
         else:
-            cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs, args.worker_timeout)
+            cluster_config = cluster_from_args(args)
             with announced_client(cluster_config, PROG) as client:
                 summary = run_catalog(plan, client, resume=args.resume, progress=progress)
     except KeyboardInterrupt:

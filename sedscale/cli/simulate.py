@@ -12,11 +12,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cluster import load_cluster_config
 from ..observe.layout import OBSERVABLES
 from ..simulate import SimulationConfig, check_output, plan_run, run_simulation
 from ..simulate.config import DEFAULT_PARTITION_SIZE, DEFAULT_Z_RANGE
-from . import announced_client, interrupted_resumable, run_resumable
+from . import add_worker_timeout, announced_client, cluster_from_args, interrupted_resumable, run_resumable
 
 PROG = "run_simulate"
 
@@ -66,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--z-column", default="z", help="redshift column of --z-from-catalog (case-insensitive; default z)")
     p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
     p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML, disables adaptive)")
-    p.add_argument("--worker-timeout", type=float, metavar="S",
-                    help="SLURM cluster: seconds to wait for the first worker (default: the YAML's, 600)")
+    add_worker_timeout(p)
     p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
     p.add_argument("--nmf-dir", help="provabgs: folder of the PROVABGS NMF tables "
                    "(else $SEDSCALE_PROVABGS_DIR, else the copy shipped with sedscale)")
@@ -128,7 +126,7 @@ def model_options(args: argparse.Namespace) -> dict:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
-    cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs, args.worker_timeout)
+    cluster_config = cluster_from_args(args)
     # Validate model, redshifts and output directory before starting a cluster.
     plan = plan_run(config)
     _, done = check_output(plan, args.resume)

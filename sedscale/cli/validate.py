@@ -13,7 +13,6 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cluster import load_cluster_config
 from ..validate.calibration import (
     DEFAULT_N_BINS,
     DEFAULT_P_VALUE,
@@ -27,7 +26,7 @@ from ..validate.mcmc import (
     MCMCConfig,
 )
 from ..validate.report import ValidationConfig, run_validation
-from . import announced_client, run_guarded
+from . import add_worker_timeout, announced_client, cluster_from_args, run_guarded
 
 PROG = "run_validate"
 
@@ -73,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cluster config: 'local', 'slurm' or a YAML path (default local); 'none' runs in this process")
     c.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
     c.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML)")
-    c.add_argument("--worker-timeout", type=float, metavar="S",
-                    help="SLURM cluster: seconds to wait for the first worker (default: the YAML's, 600)")
+    add_worker_timeout(c)
     return p
 
 
@@ -127,7 +125,7 @@ def _spectral_main(args) -> int:
     if args.cluster == "none":
         run_spectral_validation(flows, out, client=None, **kwargs)
         return 0
-    cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs, args.worker_timeout)
+    cluster_config = cluster_from_args(args)
     with announced_client(cluster_config, PROG) as client:
         run_spectral_validation(flows, out, client=client, **kwargs)
     return 0
@@ -148,7 +146,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.cluster == "none":
         info = run_validation(config, None)
     else:
-        cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers, args.jobs, args.worker_timeout)
+        cluster_config = cluster_from_args(args)
         with announced_client(cluster_config, PROG) as client:
             info = run_validation(config, client)
     # Exit status 1 when the flow fails its validation, so that scripts notice.

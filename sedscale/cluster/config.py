@@ -32,6 +32,8 @@ _REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "cluster_configs"
 
 _COMMON_KEYS = {"type", "dashboard_address", "interface"}
 _LOCAL_KEYS = _COMMON_KEYS | {"threads_per_worker", "n_workers", "memory_limit", "local_directory"}
+#: Seconds a SLURM run waits for its first worker (``worker_timeout``) unless configured.
+DEFAULT_WORKER_TIMEOUT = 600.0
 _SLURM_KEYS = _COMMON_KEYS | {"job", "jobs", "adaptive", "lifetime", "lifetime_stagger", "worker_timeout"}
 #: Keys of the ``job:`` mapping, passed to ``dask_jobqueue.SLURMCluster``.
 SLURM_JOB_KEYS = {
@@ -103,7 +105,7 @@ class ClusterConfig:
     adaptive: dict | None = None
     lifetime: str | None = None
     lifetime_stagger: str | None = None
-    worker_timeout: float = 600.0
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT
     source: str = "<dict>"
 
     def with_workers(self, n_workers: int | None = None, jobs: int | None = None,
@@ -114,9 +116,7 @@ class ClusterConfig:
         """
         changes: dict[str, Any] = {}
         if worker_timeout is not None:
-            if not worker_timeout > 0:
-                raise ConfigError(f"worker_timeout must be > 0 seconds, got {worker_timeout!r}")
-            changes["worker_timeout"] = float(worker_timeout)
+            changes["worker_timeout"] = _positive_seconds(worker_timeout, "worker_timeout", self.source)
         if n_workers is not None:
             changes["n_workers"] = _positive_int(n_workers, "n_workers", self.source)
         if jobs is not None:
@@ -249,7 +249,7 @@ def cluster_config_from_dict(data: Any, source: str = "<dict>") -> ClusterConfig
         adaptive=adaptive,
         lifetime=_optional_str(data.get("lifetime"), "lifetime", source),
         lifetime_stagger=_optional_str(data.get("lifetime_stagger"), "lifetime_stagger", source),
-        worker_timeout=_positive_seconds(data.get("worker_timeout", 600), "worker_timeout", source),
+        worker_timeout=_positive_seconds(data.get("worker_timeout", DEFAULT_WORKER_TIMEOUT), "worker_timeout", source),
     )
 
 

@@ -99,6 +99,7 @@ from ..simulate.manifest import (
     partition_filename,
     remove_temporary_files,
 )
+from ..units import nanomaggies_to_mag
 from .posterior import DEFAULT_MAX_PROPOSALS
 from .quality import (
     STATUS_OK,
@@ -154,7 +155,8 @@ class CatalogOptions:
         whose draws land in the prior box less often than 1/K stops short,
         flagged, so it costs at most ~K times a normal galaxy.
     max_proposals_outside : float
-        The same for galaxies flagged outside the training support.
+        The same for galaxies flagged outside the training support (never
+        more than ``max_proposals``).
     derived_samples : int or None
         Samples per galaxy (the first ones) for the derived properties;
         None: all.  For the dirichlet model derived properties cost about a
@@ -517,11 +519,11 @@ PLAUSIBLE_MEDIAN_MAG = (10.0, 26.0)
 
 def implausible_flux_scale(df: pd.DataFrame, bands: Sequence[str]) -> str:
     """A warning when the catalog's median magnitude is far from any galaxy survey's (a wrong flux unit?), else ''."""
-    flux = df[[f"flux_{b}" for b in bands]].to_numpy(dtype=float)
-    flux = flux[np.isfinite(flux) & (flux > 0)]
-    if not flux.size:
+    mag = nanomaggies_to_mag(df[[f"flux_{b}" for b in bands]].to_numpy(dtype=float))
+    mag = mag[np.isfinite(mag)]
+    if not mag.size:
         return ""
-    median = float(np.median(22.5 - 2.5 * np.log10(flux)))
+    median = float(np.median(mag))
     lo, hi = PLAUSIBLE_MEDIAN_MAG
     if lo <= median <= hi:
         return ""

@@ -27,7 +27,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["DERIVED_CONTRACTION", "UNCONSTRAINED_WIDTH", "PriorWidths", "contraction_columns", "log_ssfr", "quantity_values"]
+from .summaries import derived_quantities
+
+__all__ = ["DERIVED_CONTRACTION", "UNCONSTRAINED_WIDTH", "PriorWidths", "contraction_columns", "log_ssfr",
+           "quantity_values", "with_log_ssfr"]
 
 #: Derived quantities whose contraction is reported besides the sampled parameters.
 DERIVED_CONTRACTION = ("log_ssfr_100myr", "age_mw")
@@ -47,6 +50,13 @@ def log_ssfr(sfr_100myr: np.ndarray, log_mstar: np.ndarray) -> np.ndarray:
     """log10 of SFR(100 Myr) / M* (1/yr), floored at :data:`SSFR_FLOOR`; NaN stays NaN."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.log10(np.maximum(np.asarray(sfr_100myr) / 10.0 ** np.asarray(log_mstar), SSFR_FLOOR))
+
+
+def with_log_ssfr(derived: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``derived`` (name -> samples) with ``log_ssfr_100myr`` added when the model gives SFR and M*."""
+    if "sfr_100myr" in derived and "log_mstar" in derived:
+        derived["log_ssfr_100myr"] = log_ssfr(derived["sfr_100myr"], derived["log_mstar"])
+    return derived
 
 
 def _width(values: np.ndarray) -> np.ndarray:
@@ -126,20 +136,9 @@ def quantity_values(model, theta: np.ndarray, z: np.ndarray, names: Sequence[str
 
     ``theta`` (n, s, d) inside the prior box (NaN rows allowed); ``z`` (n,).
     """
-    n, s, d = theta.shape
+    n, s, _ = theta.shape
     params = list(model.param_names)
-    derived = {}
-    if any(name not in params for name in names):
-        flat = theta.reshape(n * s, d)
-        ok = np.isfinite(flat).all(axis=1)
-        zz = np.repeat(np.asarray(z, dtype=float), s)
-        raw = model.derived(flat[ok], zz[ok]) if ok.any() else {}
-        for name, values in raw.items():
-            full = np.full(n * s, np.nan)
-            full[ok] = values
-            derived[name] = full.reshape(n, s)
-        if "sfr_100myr" in derived and "log_mstar" in derived:
-            derived["log_ssfr_100myr"] = log_ssfr(derived["sfr_100myr"], derived["log_mstar"])
+    derived = with_log_ssfr(derived_quantities(model, theta, z)) if any(q not in params for q in names) else {}
     cols = [theta[:, :, params.index(name)] if name in params else derived.get(name, np.full((n, s), np.nan))
             for name in names]
     return np.stack(cols, axis=-1)

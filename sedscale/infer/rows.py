@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from .contraction import DERIVED_CONTRACTION, contraction_columns, log_ssfr
+from .contraction import DERIVED_CONTRACTION, contraction_columns, with_log_ssfr
 from .posterior import SampleResult
 from .quality import STATUS_BAD_INPUT, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT
 from .summaries import clip_to_prior, derived_quantities, physical_quantities, summarize
@@ -150,9 +150,7 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
         # No sampled galaxy here: NaN columns of the same names keep all blocks' schemas equal.
         probe = model.derived((post.prior.low + post.prior.high)[None, :] / 2, np.array([_PROBE_Z]))
         derived = {k: np.full((good.size, options.n_derived), np.nan) for k in probe}
-    derived = {k: v for k, v in derived.items() if k not in quantities}
-    if "sfr_100myr" in derived and "log_mstar" in derived:
-        derived["log_ssfr_100myr"] = log_ssfr(derived["sfr_100myr"], derived["log_mstar"])
+    derived = with_log_ssfr({k: v for k, v in derived.items() if k not in quantities})
     quantities.update(derived)
     stats = summarize(quantities)
     # Physical parameters (not the sampling coordinates of an SFH simplex) and the derived SFR and

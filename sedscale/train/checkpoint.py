@@ -124,11 +124,16 @@ def checkpoint_observable(path: str | os.PathLike) -> str:
     CheckpointError
         No checkpoint at ``path``, or an unreadable sidecar.
     """
+    return str(read_json(existing_checkpoint_paths(path)[1]).get("observable", "photometry"))
+
+
+def existing_checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """:func:`checkpoint_paths` of a checkpoint that is there; CheckpointError (one line) otherwise."""
     weights, sidecar = checkpoint_paths(path)
     if not Path(path).exists() or not (weights.exists() or sidecar.exists()):
         raise CheckpointError(f"no checkpoint at {path}: give a checkpoint directory (holding {DEFAULT_WEIGHTS} "
                               "and its .json sidecar) or its weights file")
-    return str(read_json(sidecar).get("observable", "photometry"))
+    return weights, sidecar
 
 
 def library_versions() -> dict:
@@ -193,9 +198,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     CheckpointError
         Missing files, foreign or corrupt metadata, truncated weights.
     """
-    weights, sidecar = checkpoint_paths(path)
-    if not Path(path).exists() or not (weights.exists() or sidecar.exists()):
-        raise CheckpointError(f"no checkpoint at {path} (looked for {weights} and {sidecar})")
+    weights, sidecar = existing_checkpoint_paths(path)
     meta = read_json(sidecar)
     validate_metadata(meta, str(sidecar))
     return read_weights(weights, meta["weights"]), meta

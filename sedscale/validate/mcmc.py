@@ -272,6 +272,18 @@ def autocorr_time(chain) -> np.ndarray:
     return np.asarray(zeus.AutoCorrTime(chain), dtype=float)
 
 
+def meets_convergence(chain: np.ndarray, tau: np.ndarray, rhat: np.ndarray, config: MCMCConfig) -> bool:
+    """``config``'s convergence criterion for post-burn-in ``chain`` (n_steps, n_walkers, k).
+
+    Every split-R-hat below ``rhat_max``, at least ``min_iter_per_tau``
+    iterations per (largest) autocorrelation time and at least ``min_ess``
+    effective samples (``n_steps x n_walkers / tau``) of every parameter.
+    """
+    n_steps, n_walkers = chain.shape[:2]
+    return bool(np.all(rhat < config.rhat_max) and n_steps / np.max(tau) >= config.min_iter_per_tau
+                and np.min(n_steps * n_walkers / tau) >= config.min_ess)
+
+
 @dataclass
 class MCMCResult:
     """One MCMC posterior and how it was obtained.
@@ -328,8 +340,7 @@ class MCMCResult:
 
     @property
     def converged(self) -> bool:
-        return bool(np.all(self.rhat < self.config.rhat_max) and self.iter_per_tau >= self.config.min_iter_per_tau
-                    and np.min(self.ess) >= self.config.min_ess)
+        return meets_convergence(self.chain, self.tau, self.rhat, self.config)
 
     @property
     def ess(self) -> np.ndarray:
@@ -476,10 +487,7 @@ def run_mcmc(logpost: PhotometryLogPosterior, config: MCMCConfig | None = None,
                 half = chain.shape[0] // 2  # the first half is burn-in
                 chain, log_prob = chain[half:], log_prob[half:]
                 tau, rhat = autocorr_time(chain), split_rhat(chain)
-                ess = chain.shape[0] * chain.shape[1] / tau
-                done = (np.all(rhat < config.rhat_max) and chain.shape[0] / np.max(tau) >= config.min_iter_per_tau
-                        and np.min(ess) >= config.min_ess)
-                if done or ensemble.n_iter >= config.n_iter:
+                if meets_convergence(chain, tau, rhat, config) or ensemble.n_iter >= config.n_iter:
                     break
     finally:
         np.random.set_state(state)

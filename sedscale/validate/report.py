@@ -423,8 +423,14 @@ def observations_from_test_set(test: pd.DataFrame, param_names, rows) -> list[Ga
     return out
 
 
-def catalog_observations(path: str, n: int, rng: np.random.Generator, z_range) -> list[GalaxyObservation]:
-    """``n`` random galaxies with usable photometry from a survey catalog (read with :func:`read_catalog`)."""
+def training_z_range(meta: dict) -> tuple[float, float] | None:
+    """The redshift range a checkpoint was trained on (its metadata), or None when unrecorded."""
+    z_train = (meta.get("training_set") or {}).get("redshift") or {}
+    return (z_train["low"], z_train["high"]) if "low" in z_train else None
+
+
+def catalog_observations(path, n: int, rng: np.random.Generator, z_range) -> list[GalaxyObservation]:
+    """``n`` random galaxies with usable photometry from survey catalog file(s) (read with :func:`read_catalog`)."""
     from ..infer.quality import check_photometry
     from ..io.catalog import FLUX_COLUMNS as CAT_FLUX
     from ..io.catalog import FLUX_IVAR_COLUMNS as CAT_IVAR
@@ -785,9 +791,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     if config.mcmc:
         rng = np.random.default_rng([seed, 1])
         if config.catalog:
-            z_train = (meta.get("training_set") or {}).get("redshift") or {}
-            z_range = (z_train.get("low"), z_train.get("high")) if "low" in z_train else None
-            galaxies = catalog_observations(config.catalog, config.mcmc, rng, z_range)
+            galaxies = catalog_observations(config.catalog, config.mcmc, rng, training_z_range(meta))
         else:
             rows = np.sort(rng.choice(used.size, size=min(config.mcmc, used.size), replace=False))
             galaxies = observations_from_test_set(sub, names, rows)
