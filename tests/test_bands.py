@@ -83,6 +83,77 @@ def test_per_band_missing_probabilities_and_the_detection_limit():
         SurveyNoise(p_missing=(0.1, 0.1)).draw(flux, rng)
 
 
+def test_survey_band_patterns_for_one_flow_across_surveys():
+    """``all_surveys``: each row is observed as one survey (NSA, DESI or both), masks act within the pattern."""
+    bands = get_band_set("all_surveys")
+    assert bands.bands[7:] == ("decam_g", "decam_r", "decam_z", "w1", "w2") and len(bands.masked_x_columns) == 37
+    noise = photometric_noise_model("all_surveys")
+    patterns = np.asarray(noise.band_patterns, dtype=bool)
+    _, sigma = noise.draw(np.full((30000, 12), 10.0), np.random.default_rng(1))
+    observed = np.isfinite(sigma)
+    assert observed.sum(axis=1).min() >= 3
+    inside = (observed[:, None, :] <= patterns[None]).all(axis=2)  # (row, pattern): observed bands within it
+    assert inside.any(axis=1).all()
+    # DESI rows (no SDSS band) and NSA rows (no Legacy band) come at the pattern weights (0.35, 0.45 + masks).
+    desi = ~observed[:, :7].any(axis=1)
+    nsa = ~observed[:, 7:].any(axis=1)
+    assert desi.mean() == pytest.approx(0.35, abs=0.02) and nsa.mean() == pytest.approx(0.45, abs=0.02)
+    assert 1 - observed[nsa, 0].mean() > 0.45  # GALEX still missing often in NSA rows
+    # One survey's pattern, all of it observed: what `run_validate --observed-bands` tests.
+    _, sigma = noise.observing(patterns[1]).draw(np.full((1000, 12), 10.0), np.random.default_rng(2))
+    np.testing.assert_array_equal(np.isfinite(sigma), np.broadcast_to(patterns[1], (1000, 12)))
+    assert noise.to_dict()["band_patterns"][1] == [0] * 7 + [1] * 5
+    with pytest.raises(ConfigError, match="band_patterns must be 0/1 rows"):
+        SurveyNoise(band_patterns=((1, 1, 0, 0, 0),))
+    with pytest.raises(ConfigError, match="pattern_weights must be 2"):
+        SurveyNoise(band_patterns=((1, 1, 1), (1, 1, 1)), pattern_weights=(1.0,))
+    with pytest.raises(ConfigError, match="band_patterns have 3 bands for 5 bands"):
+        SurveyNoise(band_patterns=((1, 1, 1),)).draw(np.ones((2, 5)), np.random.default_rng(0))
+
+
+def test_the_union_band_set_keeps_every_surveys_fluxes():
+    """Fluxes of a band do not depend on the set it is projected in (the library only grows at its ends)."""
+    union = get_model("dirichlet", prior="physical", bands="all_surveys")
+    legacy = get_model("dirichlet", prior="physical", bands="legacy_wise")
+    sdss = get_model("dirichlet", prior="physical")
+    z = np.array([0.002, 0.05, 0.3, 0.6])
+    theta = sdss.prior.sample(4, np.random.default_rng(4), z)
+    f = union.photometry(theta, z)
+    assert f.shape == (4, 12) and np.all(np.isfinite(f) & (f > 0))
+    np.testing.assert_allclose(f[:, 2:7], sdss.photometry(theta, z), rtol=1e-6)
+    np.testing.assert_allclose(f[:, 7:], legacy.photometry(theta, z), rtol=1e-6)
+
+
+def test_a_catalog_with_part_of_the_flows_bands(tmp_path):
+    """A DESI-like table for the union flow: its five bands mapped, the seven others masked in every row."""
+    bands = get_band_set("all_surveys").bands
+    path = tmp_path / "desi.csv"
+    pd.DataFrame({"TARGETID": [7, 8], "Z": [0.1, 0.5], **{f"FLUX_{b}": [10.0, 2.0] for b in ("G", "R", "Z", "W1", "W2")},
+                  **{f"FLUX_IVAR_{b}": [100.0, 0.0] for b in ("G", "R", "Z", "W1", "W2")}}).to_csv(path, index=False)
+    pairs = ["id=TARGETID", "z=Z", "bands=decam_g,decam_r,decam_z,w1,w2", "flux_unit=nanomaggy",
+             "flux=FLUX_G,FLUX_R,FLUX_Z,FLUX_W1,FLUX_W2",
+             "flux_ivar=FLUX_IVAR_G, FLUX_IVAR_R, FLUX_IVAR_Z, FLUX_IVAR_W1, FLUX_IVAR_W2"]
+    mapping = ColumnMapping.from_pairs(pairs, bands=bands)
+    assert mapping.partial and mapping.to_dict()["bands"] == ("decam_g", "decam_r", "decam_z", "w1", "w2")
+    df = read_catalog(path, mapping=mapping, bands=bands)
+    assert list(df.columns[:2]) == ["id", "z"] and list(df["id"]) == [7, 8]
+    assert df["flux_decam_g"].tolist() == [10.0, 2.0] and df["flux_ivar_w2"].tolist() == [100.0, 0.0]
+    assert df["flux_u"].isna().all() and (df["flux_ivar_fuv"] == 0).all()
+    assert df.attrs["absent_bands"] == ("fuv", "nuv", "u", "g", "r", "i", "z")
+    # Bands the catalog never had are masked without being named as defects; its own missing bands are.
+    from sedscale.infer.quality import check_photometry
+
+    checked = check_photometry(df[[f"flux_{b}" for b in bands]], df[[f"flux_ivar_{b}" for b in bands]], df["z"],
+                               masked=True, bands=bands, absent=df.attrs["absent_bands"])
+    assert list(checked.bad) == [False, True] and checked.reason[0] == ""
+    assert checked.bands_used[0] == "decam_g,decam_r,decam_z,w1,w2"
+    assert checked.reason[1] == "fewer_than_3_bands;zero_ivar:decam_g,decam_r,decam_z,w1,w2"
+    with pytest.raises(ConfigError, match="must name distinct bands of the flow's set"):
+        ColumnMapping.from_pairs(["z=Z", "bands=g,r,y", "flux=A,B,C", "flux_ivar=D,E,F"], bands=bands)
+    with pytest.raises(ConfigError, match=r"lists 4 columns; need 5"):
+        ColumnMapping.from_pairs(pairs[:4] + ["flux=A,B,C,D", pairs[5]], bands=bands)
+
+
 def test_catalogs_are_read_in_any_band_set(shared_data, tmp_path):
     nsa_file = sorted((shared_data / "nsa_lcs").glob("*_NSAmastertable.fits"))[0]
     uv = read_nsa(nsa_file, bands=get_band_set("galex_sdss").bands)

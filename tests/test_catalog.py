@@ -542,3 +542,65 @@ def test_a_partition_without_usable_rows_has_the_schema_of_the_others(mock_run):
     reference = pq.read_schema(plan.work_dir / "part-000000.parquet")
     assert table.schema.equals(reference.remove_metadata())
     assert set(table.column("status").to_pylist()) == {"bad_input"}
+
+
+def test_mcmc_subset_and_fallback_in_the_same_run(tiny_flow, tmp_path):
+    """A galaxy pushed outside the support gets an MCMC posterior (method mcmc) consistent with its truth;
+    a benchmark subset gets an ANPE-vs-MCMC table; --resume keeps every finished MCMC galaxy."""
+    import fitsio
+
+    from sedscale.infer.catalog_mcmc import CatalogMCMC, mcmc_table_path, select_subset
+    from sedscale.validate.mcmc import MCMCConfig
+
+    path = write_mock_nsa(tmp_path / "mock_small.fits", n=12, seed=9, z_range=Z_RANGE, n_defects=0)
+    data = fitsio.read(str(path), ext=1)
+    plan = plan_catalog(path, tiny_flow, tmp_path / "unused.parquet", CatalogOptions(n_samples=10))
+    # Galaxy 0: its noiseless ugriz with errors 3x larger than the noise model gives at its flux -> outside the
+    # training support, with the truth at the likelihood's peak.
+    names = plan.posterior.param_names
+    theta = np.array([[data[f"TRUE_{p.upper()}"][0] for p in names]])
+    data["NMGY"][0, 2:] = plan.posterior.model.photometry(theta, data["Z"][:1])[0]
+    data["NMGY_IVAR"][0] /= 9.0
+    pushed = tmp_path / "mock_pushed.fits"
+    fitsio.write(str(pushed), data, clobber=True)
+    # emcee: one model call per walker step (zeus slice steps cost ~20), so the chains take seconds.
+    short = MCMCConfig.until_converged(1200, n_walkers=24, check_every=600, rhat_max=1.2, min_ess=50.0, n_init=2000,
+                                       sampler="emcee")
+    request = CatalogMCMC(subset=2, fallback=True, config=short, anpe_samples=400)
+    options = CatalogOptions(n_samples=200, partition_size=6, seed=2)
+    lines = []
+    plan = plan_catalog(pushed, tiny_flow, [tmp_path / "cat.parquet", tmp_path / "cat.fits"], options, mcmc=request)
+    summary = run_catalog(plan, log=lines.append)
+    df = pd.read_parquet(tmp_path / "cat.parquet")
+    fits_rows = fitsio.read(str(tmp_path / "cat.fits"), ext=1)
+    assert fits_rows["method"][0].strip() == "mcmc" and not fits_rows["mcmc_converged"][1]
+    row = df.iloc[0]
+    assert row["method"] == "mcmc" and row["status"] in ("ok", "mcmc_not_converged")
+    assert "outside" in row["reason"] or "sigma" in row["reason"]  # why it was sent stays said
+    assert row["mcmc_n_iter"] >= 600 and row["n_samples"] == 200 and row["mcmc_max_rhat"] > 1
+    truth = read_truth(pushed)
+    for name in ("log_mass", "log_mstar"):
+        assert row[f"{name}_p025"] <= truth[f"TRUE_{name.upper()}"][0] <= row[f"{name}_p975"], name
+    served = df[df["method"] == "anpe"]
+    assert not served["mcmc_converged"].any() and (served["mcmc_n_iter"] == 0).all()
+    assert len(served) == 12 - (df["method"] == "mcmc").sum()
+    # The benchmark: 2 ok galaxies x 11 parameters, shift/width/KS, diagnostics and both CPU costs.
+    bench = pd.read_parquet(mcmc_table_path(tmp_path / "cat.parquet"))
+    assert bench["galaxy_id"].nunique() == 2 and len(bench) == 22
+    assert {"delta_median_sigma", "width_ratio", "ks_p", "rhat", "converged", "mcmc_cpu_s", "anpe_cpu_s"} <= set(bench)
+    assert set(df.set_index("id").loc[bench["galaxy_id"].unique(), "status"]) == {"ok"}
+    text = summary.format()
+    assert "mcmc subset        2 galaxies" in text and "mcmc fallback" in text
+    n_mcmc = summary.mcmc.run
+    assert n_mcmc == 2 + summary.mcmc.fallback_rows.size and any("mcmc: " in m for m in lines)
+    # Resumed (or rerun): every finished MCMC galaxy is kept, the catalog is the same.
+    again = run_catalog(plan, resume=True, log=lines.append)
+    assert (again.mcmc.run, again.mcmc.reused) == (0, n_mcmc)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cat.parquet"), df)
+    # The subset is stratified and seeded: the same rows for the same seed, ok rows only.
+    rows = pd.DataFrame({"status": ["ok"] * 30 + ["bad_input"] * 5, "z": np.linspace(0.01, 0.06, 35),
+                         **{f"mag_{b}": np.linspace(15, 18, 35)[::-1] + k for k, b in enumerate("ugriz")}})
+    pick = select_subset(rows, tuple("ugriz"), 9, seed=1)
+    assert pick.size == 9 and pick.max() < 30 and np.array_equal(pick, select_subset(rows, tuple("ugriz"), 9, seed=1))
+    with pytest.raises(ConfigError, match="subset must be a non-negative integer"):
+        CatalogMCMC(subset=-1)

@@ -9,6 +9,8 @@ Examples
     bin/run_catalog cat.fits --columns z=Z flux=NMGY[2:7] flux_ivar=NMGY_IVAR[2:7] flux_unit=nanomaggy --error-floor 0.02
     bin/run_catalog ... --resume            # continue after a killed worker or job
     bin/run_catalog ... --cluster slurm     # cluster_configs/slurm.yaml (or a YAML path)
+    bin/run_catalog ... --mcmc-subset 20    # + ANPE-vs-MCMC benchmark of 20 galaxies (<out>.mcmc.parquet)
+    bin/run_catalog ... --fallback mcmc     # MCMC posteriors for the galaxies the flow cannot serve
     bin/run_catalog ../shared/data/sdss_spectra --flow checkpoints/delayed_tau_spectra --out spectra.parquet
 
 With a spectral checkpoint the inputs are SDSS spec-PLATE-MJD-FIBER.fits files
@@ -116,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--support", metavar="FILE", help="x-support file (default: x_support.npz beside the checkpoint)")
     s.add_argument("--support-sims", metavar="DIR", help="training simulation to build the x-support from if missing")
     s.add_argument("--no-support-check", action="store_true", help="skip out-of-support detection")
+    mc = p.add_argument_group("MCMC in the same run (sedscale.infer.catalog_mcmc)")
+    mc.add_argument("--mcmc-subset", type=int, default=0, metavar="N",
+                    help="benchmark N galaxies with status ok (stratified by magnitude, colour, z) against MCMC "
+                         "run until converged; table <out>.mcmc.parquet")
+    mc.add_argument("--fallback", choices=("none", "mcmc"), default="none",
+                    help="mcmc: MCMC posteriors for the galaxies flagged out_of_support or sampling_timeout "
+                         "(method=mcmc; status ok or mcmc_not_converged)")
+    mc.add_argument("--mcmc-max-iter", type=int,
+                    help="iteration budget per galaxy (default 20,000: catalog_mcmc.DEFAULT_MAX_ITER); chains stop "
+                         "earlier once split-R-hat < 1.01 and every parameter has >= 1,000 effective samples")
+    mc.add_argument("--mcmc-walkers", type=int, default=30, help="walkers (default 30)")
+    mc.add_argument("--mcmc-sampler", choices=("zeus", "emcee"), default="zeus", help="ensemble sampler (default zeus)")
     p.add_argument("--best-fit", action="store_true",
                    help="spectra: also fit each spectrum by least squares from its posterior median (chi2_best)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -249,6 +263,7 @@ def _main(argv: Sequence[str] | None) -> int:
     plan = plan_catalog(
         args.catalog, args.flow, args.out or ["posteriors.parquet"], options, mapping=_mapping(args),
         keep=args.keep, support=args.support, support_sims=args.support_sims, work_dir=args.work_dir,
+        mcmc=_mcmc_request(args),
     )
     if args.overwrite:
         from ..infer.catalog import clear_work_dir
@@ -272,15 +287,19 @@ def _main(argv: Sequence[str] | None) -> int:
         flush=True,
     )
     progress = not args.no_progress
+
+    def log(message: str) -> None:
+        print(f"{PROG}: {message}", flush=True)
+
     try:
         if args.cluster == "none":
             # As in a worker: one torch/BLAS thread (oversubscribed torch ran 3-5x slower here).
             limit_threads(1)
-            summary = run_catalog(plan, None, resume=args.resume, progress=progress)
+            summary = run_catalog(plan, None, resume=args.resume, progress=progress, log=log)
         else:
             cluster_config = cluster_from_args(args)
             with announced_client(cluster_config, PROG) as client:
-                summary = run_catalog(plan, client, resume=args.resume, progress=progress)
+                summary = run_catalog(plan, client, resume=args.resume, progress=progress, log=log)
     except KeyboardInterrupt:
         return interrupted_resumable(PROG)
     print(summary.format(), flush=True)
@@ -288,13 +307,29 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
+def _mcmc_request(args):
+    """The MCMC part of the run (None without --mcmc-subset / --fallback mcmc)."""
+    from ..infer.catalog_mcmc import DEFAULT_MAX_ITER, CatalogMCMC
+    from ..validate.mcmc import MCMCConfig
+
+    if not args.mcmc_subset and args.fallback == "none":
+        return None
+    max_iter = args.mcmc_max_iter or DEFAULT_MAX_ITER
+    config = MCMCConfig.until_converged(max_iter, check_every=min(2_000, max_iter),
+                                        n_walkers=args.mcmc_walkers, sampler=args.mcmc_sampler, seed=args.seed)
+    return CatalogMCMC(subset=args.mcmc_subset, fallback=args.fallback == "mcmc", config=config, seed=args.seed)
+
+
 def _tidy_parts(plan, keep: bool) -> None:
-    """Report the partition directory's size; remove it after a small catalog is assembled unless ``keep``."""
+    """Report the partition directory's size; remove it after a small catalog is assembled unless ``keep``.
+
+    A run with MCMC galaxies keeps it: their results (minutes each) live there.
+    """
     from ..infer.catalog import clear_work_dir
 
     work = plan.work_dir
     size = sum(p.stat().st_size for p in work.iterdir() if p.is_file()) if work.is_dir() else 0
-    if keep or len(plan.catalog) > KEEP_PARTS_ABOVE:
+    if keep or len(plan.catalog) > KEEP_PARTS_ABOVE or plan.mcmc is not None:
         print(f"{PROG}: partitions kept in {work} ({size / 2**20:.1f} MiB)", flush=True)
         return
     clear_work_dir(work)

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p-value", type=float, default=DEFAULT_P_VALUE,
                    help=f"a uniformity test fails below this p-value (default {DEFAULT_P_VALUE})")
     p.add_argument("--rank-bins", type=int, default=DEFAULT_N_BINS, help=f"rank-histogram bins (default {DEFAULT_N_BINS})")
+    p.add_argument("--observed-bands", nargs="+", metavar="BAND",
+                   help="band-masked flows: test galaxies observed in exactly these bands of the flow's set "
+                        "(one survey's pattern; default: the training mix of patterns and masks)")
     p.add_argument("--strata-bins", type=int, default=3, help="quantile bins of z, r mag and r S/N (default 3)")
     sp = p.add_argument_group("spectral checkpoints")
     sp.add_argument("--compare", action="append", default=[], metavar="LABEL=CKPT",
@@ -98,6 +101,7 @@ def config_from_args(args: argparse.Namespace) -> ValidationConfig:
         catalog=args.catalog,
         anpe_samples=args.anpe_samples,
         n_corner=args.corner,
+        observed_bands=tuple(args.observed_bands) if args.observed_bands else None,
     )
 
 

@@ -55,6 +55,11 @@ that failed, ``;``-separated):
     x lies outside the training support (``support_score`` > 1 or an
     entry outside the training range); the posterior is computed but
     should not be trusted.
+``mcmc_not_converged``
+    With ``--fallback mcmc`` (:mod:`sedscale.infer.catalog_mcmc`), galaxies
+    ``out_of_support`` or ``sampling_timeout`` are sampled by MCMC instead
+    (``method = "mcmc"``): status ``ok`` when the chains converged, this
+    status when they did not within the per-galaxy budget.
 """
 from __future__ import annotations
 
@@ -100,6 +105,7 @@ from ..simulate.manifest import (
     remove_temporary_files,
 )
 from ..units import nanomaggies_to_mag
+from .catalog_mcmc import CatalogMCMC, MCMCOutcome, patched_tables, run_catalog_mcmc
 from .posterior import DEFAULT_MAX_PROPOSALS
 from .quality import (
     STATUS_OK,
@@ -227,6 +233,8 @@ class PartitionSpec:
         Where partition files go.
     keep : tuple of str
         Extra input columns carried into the output.
+    absent_bands : tuple of str
+        Bands of the flow the catalog does not have (masked, not named in reasons).
     """
 
     flow: str
@@ -237,6 +245,7 @@ class PartitionSpec:
     options: CatalogOptions
     work_dir: str
     keep: tuple = ()
+    absent_bands: tuple = ()
 
 
 @dataclass
@@ -253,6 +262,10 @@ class CatalogPlan:
     outputs : list of Path
     identity : dict
     config_hash : str
+    mcmc : CatalogMCMC or None
+        Galaxies sent to MCMC once the partitions are done (a benchmark
+        subset, the fallback); not part of ``identity``: adding them to a
+        finished run recomputes no partition.
     """
 
     catalog: pd.DataFrame
@@ -262,6 +275,7 @@ class CatalogPlan:
     outputs: list
     identity: dict
     config_hash: str
+    mcmc: CatalogMCMC | None = None
 
     @property
     def n_partitions(self) -> int:
@@ -289,6 +303,7 @@ def plan_catalog(
     support: str | os.PathLike | None = None,
     support_sims: str | os.PathLike | None = None,
     work_dir: str | os.PathLike | None = None,
+    mcmc: CatalogMCMC | None = None,
 ) -> CatalogPlan:
     """Read the catalog, load and check the checkpoint, resolve the x-support, hash the run.
 
@@ -313,6 +328,8 @@ def plan_catalog(
         (default: the training-set path recorded in the checkpoint).
     work_dir : path, optional
         Partition directory; default ``<first output>.parts``.
+    mcmc : CatalogMCMC, optional
+        A benchmark subset and/or the fallback sent to MCMC after the partitions.
 
     Raises
     ------
@@ -359,6 +376,7 @@ def plan_catalog(
         options=options,
         work_dir=str(work.resolve()),
         keep=tuple(k.lower() for k in keep),
+        absent_bands=tuple(df.attrs.get("absent_bands", ())),
     )
     identity = {
         "schema_version": SCHEMA_VERSION,
@@ -371,9 +389,8 @@ def plan_catalog(
         "keep": list(spec.keep),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return CatalogPlan(
-        catalog=df, posterior=post, support=xsupport, spec=spec, outputs=outputs, identity=identity, config_hash=digest
-    )
+    return CatalogPlan(catalog=df, posterior=post, support=xsupport, spec=spec, outputs=outputs, identity=identity,
+                       config_hash=digest, mcmc=mcmc if mcmc is not None and mcmc.active else None)
 
 
 def resolve_error_floor(post, error_floor: float | None) -> float:
@@ -532,7 +549,7 @@ def implausible_flux_scale(df: pd.DataFrame, bands: Sequence[str]) -> str:
 
 
 def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, options: CatalogOptions, z_range,
-                partition: int, keep: Sequence[str] = ()) -> pa.Table:
+                partition: int, keep: Sequence[str] = (), absent: Sequence[str] = ()) -> pa.Table:
     """Posterior-catalog rows of a block of canonical catalog rows (the work of one partition).
 
     Parameters
@@ -550,6 +567,8 @@ def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, optio
         Partition index (seeds).
     keep : sequence of str
         Kept input columns to copy.
+    absent : sequence of str
+        Bands the catalog does not have (masked, not named in reasons).
 
     Returns
     -------
@@ -562,7 +581,7 @@ def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, optio
     checked = check_photometry(
         part[list(bands.columns("flux_"))].to_numpy(), part[list(bands.columns("flux_ivar_"))].to_numpy(),
         part["z"].to_numpy(), z_range, masked=post.band_masked, error_floor=options.error_floor or 0.0,
-        bands=bands.bands,
+        bands=bands.bands, absent=tuple(absent),
     )
     rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
                              options, partition, started)
@@ -603,7 +622,8 @@ def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:
     index = int(indices[0])
     post = load_posterior_cached(spec.flow, spec.flow_sha256)
     support = load_support_cached(spec.support, spec.support_sha256) if spec.support else None
-    table = infer_frame(part, post, model_for(post), support, spec.options, spec.z_range, index, spec.keep)
+    table = infer_frame(part, post, model_for(post), support, spec.options, spec.z_range, index, spec.keep,
+                        spec.absent_bands)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     data = sink.getvalue().to_pybytes()
@@ -730,7 +750,8 @@ def clear_work_dir(work: str | os.PathLike) -> int:
     if not work.is_dir():
         raise ConfigError(f"work directory {work} exists and is not a directory; not removed")
     read_run_manifest(work)  # refuses a foreign manifest
-    ours = re.compile(r"^(_manifest\.json|_metadata|part-\d{6}\.parquet|x_support\.npz|\..*\.tmp)$")
+    ours = re.compile(r"^(_manifest\.json|_metadata|part-\d{6}\.parquet|mcmc-(subset|fallback)-\d{9}\.parquet|"
+                      r"x_support\.npz|\..*\.tmp)$")
     files = list(work.iterdir())
     foreign = [p.name for p in files if not (p.is_file() and ours.match(p.name))]
     if foreign:
@@ -804,6 +825,7 @@ class CatalogSummary:
     reason_counts: dict = field(default_factory=dict)
     inference_s: float = 0.0
     wall_s: float = 0.0
+    mcmc: MCMCOutcome | None = None
 
     @property
     def galaxies_per_s(self) -> float:
@@ -831,6 +853,8 @@ class CatalogSummary:
             ),
             "written            " + ", ".join(str(o) for o in self.outputs),
         ]
+        if self.mcmc is not None:
+            lines[-1:-1] = self.mcmc.format()
         return "\n".join(lines)
 
 
@@ -841,8 +865,9 @@ def run_catalog(
     resume: bool = False,
     progress: bool = False,
     on_partition: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] = print,
 ) -> CatalogSummary:
-    """Infer every partition still to do, then assemble and write the catalog.
+    """Infer every partition still to do, run the MCMC galaxies of ``plan.mcmc``, then assemble and write the catalog.
 
     Parameters
     ----------
@@ -856,6 +881,8 @@ def run_catalog(
         tqdm progress bar over galaxies.
     on_partition : callable, optional
         Called with each finished partition's manifest entry.
+    log : callable
+        Progress messages of the MCMC step.
 
     Returns
     -------
@@ -868,11 +895,11 @@ def run_catalog(
         ``resume``), another process is running in it, or a partition failed.
     """
     with exclusive_run(plan.work_dir, "work directory"):
-        return _run_catalog(plan, client, resume, progress, on_partition)
+        return _run_catalog(plan, client, resume, progress, on_partition, log)
 
 
 def _run_catalog(plan: CatalogPlan, client, resume: bool, progress: bool,
-                 on_partition: Callable[[dict], None] | None) -> CatalogSummary:
+                 on_partition: Callable[[dict], None] | None, log: Callable[[str], None]) -> CatalogSummary:
     start = time.perf_counter()
     work = plan.work_dir
     manifest = open_work_dir(work, plan.config_hash, plan.identity, plan.n_partitions, resume)
@@ -916,7 +943,11 @@ def _run_catalog(plan: CatalogPlan, client, resume: bool, progress: bool,
         for key, target in (("status_counts", summary.status_counts), ("reason_counts", summary.reason_counts)):
             for k, v in entry[key].items():
                 target[k] = target.get(k, 0) + v
-    write_outputs(plan, manifest)
+    fallback = None
+    if plan.mcmc is not None:
+        summary.mcmc = run_catalog_mcmc(plan, manifest, client, plan.mcmc, lambda m: write_run_manifest(work, m), log)
+        fallback = summary.mcmc.fallback if plan.mcmc.fallback else None
+    write_outputs(plan, manifest, fallback)
     write_dataset_metadata(plan.work_dir, [manifest["partitions"][str(i)]["file"] for i in range(plan.n_partitions)])
     summary.wall_s = time.perf_counter() - start
     return summary
@@ -989,17 +1020,26 @@ def assembled_parts(plan: CatalogPlan, manifest: dict) -> Iterator[pa.Table]:
         raise SedscaleError(f"the partitions hold {offset} rows, the catalog {expected.size}; delete {plan.work_dir} and rerun")
 
 
-def write_outputs(plan: CatalogPlan, manifest: dict) -> None:
-    """Assemble the partitions into every output file (Parquet streamed, FITS in memory), with units and provenance."""
-    first = pq.read_schema(plan.work_dir / manifest["partitions"]["0"]["file"])
-    schema = with_units(first.empty_table().replace_schema_metadata(None), column_units(plan, first.names),
-                        catalog_metadata(plan)).schema
+def write_outputs(plan: CatalogPlan, manifest: dict, fallback: dict | None = None) -> None:
+    """Assemble the partitions into every output file (Parquet streamed, FITS in memory), with units and provenance.
+
+    ``fallback`` (row -> MCMC columns, :func:`~sedscale.infer.catalog_mcmc.run_catalog_mcmc`)
+    replaces those rows and adds the ``method`` and ``mcmc_*`` columns.
+    """
+    first = pq.read_schema(plan.work_dir / manifest["partitions"]["0"]["file"]).empty_table().replace_schema_metadata(None)
+    if fallback is not None:
+        first = next(patched_tables(iter([first]), {}))
+    schema = with_units(first, column_units(plan, first.column_names), catalog_metadata(plan)).schema
+
+    def parts() -> Iterator[pa.Table]:
+        tables = assembled_parts(plan, manifest)
+        return patched_tables(tables, fallback) if fallback is not None else tables
+
     for out in plan.outputs:
         if output_format(out) == "parquet":
-            write_parquet_stream((t.cast(schema) for t in assembled_parts(plan, manifest)), out, schema)
+            write_parquet_stream((t.cast(schema) for t in parts()), out, schema)
         else:
-            table = pa.concat_tables(assembled_parts(plan, manifest)).cast(schema)
-            write_fits(table, out, fits_header(plan))
+            write_fits(pa.concat_tables(parts()).cast(schema), out, fits_header(plan))
 
 
 def write_dataset_metadata(work: Path, files: Sequence[str]) -> Path:
@@ -1074,6 +1114,7 @@ def catalog_metadata(plan: CatalogPlan) -> dict[str, str]:
         "flux_unit": str(plan.catalog.attrs.get("flux_unit", "")),
         "catalog_sha256": plan.identity["catalog_sha256"],
         "config_hash": plan.config_hash,
+        "mcmc": json.dumps(plan.mcmc.identity() if plan.mcmc else None, sort_keys=True),
     }
     return {META_PREFIX + k: v for k, v in entries.items()}
 

@@ -41,7 +41,9 @@ STATUS_OK = "ok"
 STATUS_BAD_INPUT = "bad_input"
 STATUS_TIMEOUT = "sampling_timeout"
 STATUS_OUT_OF_SUPPORT = "out_of_support"
-STATUSES = (STATUS_OK, STATUS_BAD_INPUT, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT)
+#: A galaxy sent to MCMC (``--fallback mcmc``) whose chains did not converge within its budget.
+STATUS_MCMC_NOT_CONVERGED = "mcmc_not_converged"
+STATUSES = (STATUS_OK, STATUS_BAD_INPUT, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT, STATUS_MCMC_NOT_CONVERGED)
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +99,8 @@ def photometry_x(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.ndarra
 
 
 def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, masked: bool = False,
-                     error_floor: float = 0.0, bands: tuple[str, ...] = SDSS_BANDS) -> CheckedPhotometry:
+                     error_floor: float = 0.0, bands: tuple[str, ...] = SDSS_BANDS,
+                     absent: tuple[str, ...] = ()) -> CheckedPhotometry:
     """Flag unusable rows and build the observation vectors of the others.
 
     Parameters
@@ -116,6 +119,9 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
         Magnitudes added in quadrature to every uncertainty (band-masked x).
     bands : tuple of str
         Band labels (reasons and ``bands_used``).
+    absent : tuple of str
+        Bands the catalog does not have at all (a union-band flow): masked
+        like the others, but not named in the reasons.
 
     Returns
     -------
@@ -150,12 +156,13 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
     for mask in per_row.values():
         bad |= mask
     reason = np.full(z.shape[0], "", dtype=object)
-    for i in np.flatnonzero(bad | band_bad.any(axis=1)):
+    reported = band_bad & ~np.isin(np.asarray(bands), absent)[None, :]
+    for i in np.flatnonzero(bad | reported.any(axis=1)):
         labels = [name for name, mask in per_row.items() if mask[i]]
         labels += [
-            f"{name}:{','.join(b for b, m in zip(bands, mask[i]) if m)}"
+            f"{name}:{','.join(named)}"
             for name, mask in per_band.items()
-            if mask[i].any()
+            if (named := [b for b, m in zip(bands, mask[i]) if m and b not in absent])
         ]
         reason[i] = ";".join(labels)
     x = np.asarray(x, dtype=np.float64)

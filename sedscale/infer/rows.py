@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -83,6 +83,99 @@ def draw_samples(post, x: np.ndarray, options: CatalogOptions, partition: int, s
     return SampleResult(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(SampleResult)))
 
 
+class SampleQuantities(NamedTuple):
+    """Per-galaxy sample arrays of a block and which of them are what (:func:`sample_quantities`)."""
+
+    values: dict
+    derived: list
+    assessed: list
+
+
+def sample_quantities(post, model, theta: np.ndarray, z: np.ndarray, n_derived: int) -> SampleQuantities:
+    """Parameters, physical parameters and derived properties of posterior samples.
+
+    Parameters
+    ----------
+    post : Posterior
+    model : ForwardModel
+    theta : ndarray, shape (n, n_samples, d)
+        Samples inside the prior box (NaN where missing).
+    z : ndarray, shape (n,)
+    n_derived : int
+        Leading samples per galaxy used for the derived properties.
+
+    Returns
+    -------
+    SampleQuantities
+        ``values``: str -> ndarray (n, n_samples or n_derived); ``derived``:
+        the derived properties among them (stored as samples with the
+        parameters); ``assessed``: the quantities whose posterior contraction
+        is reported.
+    """
+    quantities = {name: theta[:, :, j] for j, name in enumerate(post.param_names)}
+    physical = post.to_physical(theta)
+    quantities.update(physical_quantities(physical, post.param_names))
+    derived = derived_quantities(model, theta[:, :n_derived], z)
+    if not derived:
+        # No sampled galaxy here: NaN columns of the same names keep all blocks' schemas equal.
+        probe = model.derived((post.prior.low + post.prior.high)[None, :] / 2, np.array([_PROBE_Z]))
+        derived = {k: np.full((theta.shape[0], n_derived), np.nan) for k in probe}
+    derived = with_log_ssfr({k: v for k, v in derived.items() if k not in quantities})
+    quantities.update(derived)
+    # Physical parameters (not the sampling coordinates of an SFH simplex) and the derived SFR and
+    # age; mass is left out: every galaxy's photometry measures it.
+    assessed = [p for p in post.param_names if p in physical and p != "log_mass" and np.ndim(physical[p]) == 2]
+    assessed += [q for q in DERIVED_CONTRACTION if q in quantities]
+    return SampleQuantities(quantities, list(derived), assessed)
+
+
+def summary_columns(post, model, quantities: SampleQuantities, z: np.ndarray, good: np.ndarray, n: int,
+                    n_samples, n_draws, acceptance, save_samples: bool) -> dict[str, pa.Array]:
+    """Sampling, summary, contraction and (optionally) sample columns of ``n`` rows, ``good`` of them sampled.
+
+    Parameters
+    ----------
+    quantities : SampleQuantities
+        :func:`sample_quantities` of the ``good`` rows.
+    z : ndarray, shape (len(good),)
+    good : ndarray of int
+        Rows with samples; the others get NaN / 0 / "".
+    n_samples, n_draws, acceptance : array_like, shape (len(good),)
+        Samples kept, flow draws (or model evaluations) spent, acceptance.
+    save_samples : bool
+        Add ``samples_<quantity>`` list columns.
+    """
+    stats = summarize(quantities.values)
+    contraction = contraction_columns(
+        model, {q: stats[f"{q}_p84"] - stats[f"{q}_p16"] for q in quantities.assessed}, z, stats.get("log_mass_p50"),
+    )
+
+    def full(values, dtype=np.float32, fill=np.nan):
+        out = np.full(n, fill, dtype=dtype)
+        out[good] = values
+        return out
+
+    cols: dict[str, pa.Array] = {
+        "n_samples": pa.array(full(n_samples, np.int32, 0)),
+        "n_draws": pa.array(full(n_draws, np.int32, 0)),
+        "acceptance": pa.array(full(acceptance)),
+    }
+    for name, values in stats.items():
+        cols[name] = pa.array(full(values))
+    for name, values in contraction.items():
+        if name == "unconstrained":
+            cols[name] = pa.array(full(values, object, "").tolist(), pa.string())
+        else:
+            cols[name] = pa.array(full(values))
+    if save_samples:
+        for name in list(post.param_names) + quantities.derived:
+            values = quantities.values[name]
+            block = np.full((n, values.shape[1]), np.nan, dtype=np.float32)
+            block[good] = values
+            cols[f"samples_{name}"] = pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), values.shape[1])
+    return cols
+
+
 def _short_reason(drawn: SampleResult, j: int, n_samples: int) -> str:
     """Why galaxy ``j`` has fewer than ``n_samples`` samples (a ``sampling_timeout`` reason)."""
     if drawn.n_accepted[j] == 0:
@@ -142,25 +235,7 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
     samples, n_acc, acc = drawn.samples, drawn.n_accepted, drawn.acceptance
     timed_out = n_acc < options.n_samples
     theta = clip_to_prior(samples, post.prior.low, post.prior.high)
-    quantities = {name: theta[:, :, j] for j, name in enumerate(post.param_names)}
-    physical = post.to_physical(theta)
-    quantities.update(physical_quantities(physical, post.param_names))
-    derived = derived_quantities(model, theta[:, : options.n_derived], np.asarray(z, dtype=float)[good])
-    if not derived:
-        # No sampled galaxy here: NaN columns of the same names keep all blocks' schemas equal.
-        probe = model.derived((post.prior.low + post.prior.high)[None, :] / 2, np.array([_PROBE_Z]))
-        derived = {k: np.full((good.size, options.n_derived), np.nan) for k in probe}
-    derived = with_log_ssfr({k: v for k, v in derived.items() if k not in quantities})
-    quantities.update(derived)
-    stats = summarize(quantities)
-    # Physical parameters (not the sampling coordinates of an SFH simplex) and the derived SFR and
-    # age; mass is left out: every galaxy's photometry measures it.
-    assessed = [p for p in post.param_names if p in physical and p != "log_mass" and np.ndim(physical[p]) == 2]
-    assessed += [q for q in DERIVED_CONTRACTION if q in quantities]
-    contraction = contraction_columns(
-        model, {q: stats[f"{q}_p84"] - stats[f"{q}_p16"] for q in assessed}, np.asarray(z, dtype=float)[good],
-        stats.get("log_mass_p50"),
-    )
+    quantities = sample_quantities(post, model, theta, np.asarray(z, dtype=float)[good], options.n_derived)
 
     status = np.full(n, STATUS_OK, dtype=object)
     reason = np.asarray(reason, dtype=object).copy()
@@ -177,30 +252,11 @@ def posterior_rows(post, model, x, z, bad, reason, support, options, partition: 
             labels.append(support_reason[i])
         reason[i] = ";".join(labels)
 
-    def full(values, dtype=np.float32, fill=np.nan):
-        out = np.full(n, fill, dtype=dtype)
-        out[good] = values
-        return out
-
     cols: dict[str, pa.Array] = {
         "status": pa.array(status.tolist(), pa.string()),
         "reason": pa.array(reason.tolist(), pa.string()),
         "support_score": pa.array(score.astype(np.float32)),
-        "n_samples": pa.array(full(n_acc, np.int32, 0)),
-        "n_draws": pa.array(full(drawn.n_drawn, np.int32, 0)),
-        "acceptance": pa.array(full(acc)),
     }
-    for name, values in stats.items():
-        cols[name] = pa.array(full(values))
-    for name, values in contraction.items():
-        if name == "unconstrained":
-            cols[name] = pa.array(full(values, object, "").tolist(), pa.string())
-        else:
-            cols[name] = pa.array(full(values))
-    if options.save_samples:
-        for name in list(post.param_names) + list(derived):
-            values = quantities[name]
-            block = np.full((n, values.shape[1]), np.nan, dtype=np.float32)
-            block[good] = values
-            cols[f"samples_{name}"] = pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), values.shape[1])
+    cols.update(summary_columns(post, model, quantities, np.asarray(z, dtype=float)[good], good, n, n_acc,
+                                drawn.n_drawn, acc, options.save_samples))
     return pa.table(cols), theta

@@ -35,6 +35,14 @@ needs a :class:`ColumnMapping` (YAML file or ``key=value`` pairs)::
     # mag: MAG_{band}
     # mag_err: MAGERR_{band}
 
+A catalog may hold only some of the flow's bands: ``bands`` lists them (a
+DESI catalog for the ``all_surveys`` flow), the others are masked for every
+row, and band entries follow that list::
+
+    bands: decam_g,decam_r,decam_z,w1,w2
+    flux: FLUX_G,FLUX_R,FLUX_Z,FLUX_W1,FLUX_W2
+    flux_ivar: FLUX_IVAR_G,FLUX_IVAR_R,FLUX_IVAR_Z,FLUX_IVAR_W1,FLUX_IVAR_W2
+
 Whitespace-separated text tables (``.txt``, ``.dat``, ``.ascii``, or any file
 with ``format: text``) take their column names from a ``#`` header line, or
 from ``names`` (comma-separated, in file order) when the header is missing
@@ -77,6 +85,7 @@ from ..observe.filters import SDSS_BANDS
 from ..units import POGSON, mag_to_nanomaggies
 from .atomic import atomic_write
 from .nsa import (
+    NSA_BANDS,
     NSA_FLUX_COLUMNS,
     NSA_FLUX_IVAR_COLUMNS,
     REQUIRED_COLUMNS,
@@ -104,7 +113,7 @@ _FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fts")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _BAND_KEYS = ("flux", "flux_ivar", "flux_err", "mag", "mag_err", "extinction")
-_SCALAR_KEYS = ("id", "z", "flux_unit", "keep", "format", "names")
+_SCALAR_KEYS = ("id", "z", "flux_unit", "keep", "format", "names", "bands")
 #: Unit strings found in files (FITS TUNIT, Parquet field metadata) -> FLUX_UNITS key.  Jansky
 #: prefixes are case-sensitive (MJy is not mJy); the maggy words are not.
 _FILE_FLUX_UNITS = {**{k: k for k in FLUX_UNITS}, "nanomaggies": "nanomaggy", "nmaggy": "nanomaggy",
@@ -149,9 +158,13 @@ class ColumnMapping:
     names : tuple of str
         Column names of a text table, in file order (replace its header).
     bands : tuple of str
-        Band labels of the photometry (the flow's band set; default ugriz):
-        ``{band}`` expands to each, a vector slice must select one element
+        Band labels of the photometry (the flow's band set, or with a
+        ``bands`` entry the part of it the catalog has; default ugriz):
+        ``{band}`` expands to each, a list or a vector slice gives one column
         per band.
+    partial : bool
+        True when a ``bands`` entry declared the catalog's bands a part of the
+        flow's set: the others are masked in every row.
     """
 
     z: str = "z"
@@ -167,6 +180,7 @@ class ColumnMapping:
     format: str | None = None
     names: tuple = field(default_factory=tuple)
     bands: tuple = SDSS_BANDS
+    partial: bool = False
 
     def __post_init__(self):
         has_flux = self.flux is not None
@@ -205,8 +219,16 @@ class ColumnMapping:
         unknown = sorted(set(d) - set(_BAND_KEYS) - set(_SCALAR_KEYS))
         if unknown:
             raise ConfigError(f"{source}: unknown column-mapping key(s) {unknown}; allowed: {sorted(_BAND_KEYS + _SCALAR_KEYS)}")
-        bands = tuple(bands)
-        kwargs = {k: _band_columns(d[k], k, source, bands) for k in _BAND_KEYS if d.get(k) is not None}
+        bands = flow_bands = tuple(bands)
+        if d.get("bands") is not None:
+            subset = d["bands"]
+            subset = tuple(b.strip() for b in (subset.split(",") if isinstance(subset, str) else subset) if b.strip())
+            unknown = [b for b in subset if b not in bands]
+            if unknown or not subset or len(set(subset)) != len(subset):
+                raise ConfigError(f"{source}: 'bands: {','.join(subset)}' must name distinct bands of the flow's set {bands}")
+            bands = subset
+        kwargs = {"partial": bands != flow_bands}
+        kwargs.update({k: _band_columns(d[k], k, source, bands) for k in _BAND_KEYS if d.get(k) is not None})
         kwargs["bands"] = bands
         for key in ("id", "z", "flux_unit", "format"):
             if d.get(key) is not None:
@@ -258,11 +280,16 @@ class ColumnMapping:
         return list(dict.fromkeys(cols + list(self.keep)))
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in _SCALAR_KEYS + _BAND_KEYS if getattr(self, k) not in (None, ())}
+        d = {k: getattr(self, k) for k in _SCALAR_KEYS + _BAND_KEYS if getattr(self, k) not in (None, ())}
+        if not self.partial:
+            del d["bands"]  # the flow's set, which the checkpoint records
+        return d
 
 
 def _band_columns(value, key: str, source: str, bands: tuple[str, ...]) -> dict[str, str]:
     need = f"need {len(bands)} ({','.join(bands)})"
+    if isinstance(value, str) and "," in value:
+        value = [c.strip() for c in value.split(",")]
     if isinstance(value, str) and (sliced := _VECTOR_SLICE.match(value)):
         name, start, stop = sliced.group(1), int(sliced.group(2)), int(sliced.group(3))
         if stop - start != len(bands):
@@ -486,7 +513,8 @@ def read_catalog(
         (nanomaggies^-2), the kept columns; ``attrs``: ``sources``,
         ``flux_unit`` (the unit the input fluxes were read in, and where it
         came from), ``format`` (``"nsa"``, ``"mapped"`` or ``"canonical"``),
-        ``n_rows_read`` and ``n_duplicates``.
+        ``n_rows_read``, ``n_duplicates`` and ``absent_bands`` (bands of
+        ``bands`` the catalog does not have: masked in every row).
 
     Raises
     ------
@@ -497,11 +525,15 @@ def read_catalog(
         raise ConfigError("no catalog file given")
     keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
     bands = tuple(bands if bands is not None else (mapping.bands if mapping else SDSS_BANDS))
-    if mapping is not None and tuple(mapping.bands) != bands:
+    if mapping is not None and tuple(mapping.bands) != bands and not (mapping.partial and set(mapping.bands) <= set(bands)):
         raise ConfigError(f"the column mapping is for bands {mapping.bands}, the flow takes {bands}")
     if mapping is None and all(is_nsa_file(_existing(f)) for f in files):
-        df = read_nsa(files, columns=keep, bands=bands)
-        df.attrs.update(format="nsa", flux_unit="nanomaggy (NSA NMGY)")
+        # A flow over more bands than the NSA's seven (the union set) sees the others masked.
+        nsa = [b.lower() for b in NSA_BANDS]
+        df = read_nsa(files, columns=keep, bands=[b for b in bands if b in nsa] or bands)
+        attrs = dict(df.attrs, format="nsa", flux_unit="nanomaggy (NSA NMGY)")
+        df = _with_absent_bands(df, bands)
+        df.attrs.update(attrs)
         return df
     canonical = canonical_columns(bands)
     frames, units = [], []
@@ -516,7 +548,8 @@ def read_catalog(
         frame, unit = _mapped_frame(f, mapping or _canonical_mapping(bands), keep)
         frames.append(frame)
         units.append(unit)
-    df = pd.concat(frames, ignore_index=True)
+    df = _with_absent_bands(pd.concat(frames, ignore_index=True), bands)
+    absent = df.attrs["absent_bands"]
     n_read = len(df)
     if mapping is not None and mapping.id is None:
         # Without an id column the row number across all files is the id.
@@ -530,7 +563,19 @@ def read_catalog(
         format="mapped" if mapping is not None else "canonical",
         n_rows_read=n_read,
         n_duplicates=n_read - len(df),
+        absent_bands=absent,
     )
+    return df
+
+
+def _with_absent_bands(df: pd.DataFrame, bands: Sequence[str]) -> pd.DataFrame:
+    """The canonical frame of ``bands``: bands the catalog does not have are masked in every row (NaN flux, ivar 0)."""
+    absent = [b for b in bands if f"flux_{b}" not in df]
+    if absent:
+        df = df.assign(**{f"flux_{b}": np.nan for b in absent}, **{f"flux_ivar_{b}": 0.0 for b in absent})
+    canonical = canonical_columns(bands)
+    df = df[list(canonical) + [c for c in df.columns if c not in canonical]]
+    df.attrs["absent_bands"] = tuple(absent)
     return df
 
 

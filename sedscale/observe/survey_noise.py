@@ -17,7 +17,11 @@ rows are read (fresh noise each epoch):
   ``max_masked`` bands chosen at random are removed; with ``p_missing``, each
   band is also missing independently with its own probability (GALEX FUV and
   NUV are missing from many NSA rows: a flow over FUV NUV ugriz must see
-  ugriz alone often).
+  ugriz alone often);
+* with ``band_patterns``, every row first gets one survey's bands (drawn
+  with ``pattern_weights``), the others missing: one flow over the union of
+  several surveys' bands (set ``all_surveys``: GALEX + SDSS + Legacy grz +
+  WISE) learns each survey's pattern, and the random masks act within it.
 
 A band whose noisy flux is <= 0 is masked too (at inference a measured
 flux <= 0 is masked the same way), rows keep at least
@@ -28,7 +32,7 @@ as for catalogs.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -65,6 +69,11 @@ class SurveyNoise:
         the mean magnitude of ``mag_range`` is taken over the detected bands:
         for band sets with UV bands, in which red or distant galaxies are far
         fainter than in the optical (FUV ~ 30-50 mag).
+    band_patterns : tuple of tuple of int, optional
+        Surveys' band patterns: per pattern a 0/1 presence per band (band-set
+        order), each with >= 3 bands.  Every row is observed in one pattern.
+    pattern_weights : tuple of float, optional
+        Relative frequency of each pattern (default: equal).
     """
 
     sigma_min: float = 0.002
@@ -75,6 +84,8 @@ class SurveyNoise:
     error_floor: float = 0.0
     p_missing: tuple[float, ...] | None = None
     mag_limit: float | None = None
+    band_patterns: tuple[tuple[int, ...], ...] | None = None
+    pattern_weights: tuple[float, ...] | None = None
     kind: str = "survey"
 
     def __post_init__(self):
@@ -83,6 +94,18 @@ class SurveyNoise:
             object.__setattr__(self, "p_missing", tuple(float(v) for v in self.p_missing))
             if not all(0 <= v <= 1 for v in self.p_missing):
                 raise ConfigError(f"p_missing must be probabilities, got {self.p_missing}")
+        if self.band_patterns is not None:
+            patterns = tuple(tuple(int(bool(v)) for v in p) for p in self.band_patterns)
+            if not patterns or len({len(p) for p in patterns}) != 1 or min(sum(p) for p in patterns) < MIN_BANDS:
+                raise ConfigError(f"band_patterns must be 0/1 rows of one length with >= {MIN_BANDS} bands each, "
+                                  f"got {self.band_patterns}")
+            weights = (1.0,) * len(patterns) if self.pattern_weights is None else tuple(map(float, self.pattern_weights))
+            if len(weights) != len(patterns) or min(weights) < 0 or sum(weights) <= 0:
+                raise ConfigError(f"pattern_weights must be {len(patterns)} non-negative weights, got {self.pattern_weights}")
+            object.__setattr__(self, "band_patterns", patterns)
+            object.__setattr__(self, "pattern_weights", weights)
+        elif self.pattern_weights is not None:
+            raise ConfigError("pattern_weights needs band_patterns")
         if not 0 < self.sigma_min < self.sigma_max:
             raise ConfigError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
         if not 0 <= self.p_all_bands <= 1:
@@ -115,14 +138,25 @@ class SurveyNoise:
             raise ConfigError(f"max_masked {self.max_masked} leaves fewer than {MIN_BANDS} of {n_band} bands")
         if self.p_missing is not None and len(self.p_missing) != n_band:
             raise ConfigError(f"p_missing has {len(self.p_missing)} values for {n_band} bands")
+        if self.band_patterns is not None and len(self.band_patterns[0]) != n_band:
+            raise ConfigError(f"band_patterns have {len(self.band_patterns[0])} bands for {n_band} bands")
         lo, hi = np.log10(self.sigma_min), np.log10(self.sigma_max)
         sigma_mag = 10.0 ** (lo + (hi - lo) * rng.random((n, n_band)))
         sigma_f = sigma_mag * flux_true / POGSON
         noise = sigma_f * rng.standard_normal((n, n_band))
         noise += self.error_floor * flux_true / POGSON * rng.standard_normal((n, n_band))
         n_masked = np.where(rng.random(n) < self.p_all_bands, 0, rng.integers(1, self.max_masked + 1, n))
-        rank = np.argsort(np.argsort(rng.random((n, n_band)), axis=1), axis=1)
+        keys = rng.random((n, n_band))
+        if self.band_patterns is not None:
+            weights = np.asarray(self.pattern_weights)
+            absent = ~np.asarray(self.band_patterns, dtype=bool)[rng.choice(weights.size, n, p=weights / weights.sum())]
+            # The random masks act within the row's pattern and keep >= MIN_BANDS of its bands.
+            keys[absent] = 2.0
+            n_masked = np.minimum(n_masked, np.maximum(n_band - absent.sum(axis=1) - MIN_BANDS, 0))
+        rank = np.argsort(np.argsort(keys, axis=1), axis=1)
         masked = rank < n_masked[:, None]
+        if self.band_patterns is not None:
+            masked |= absent
         if self.p_missing is not None:
             missing = masked | (rng.random((n, n_band)) < np.asarray(self.p_missing))
             masked = np.where((n_band - missing.sum(axis=1) >= MIN_BANDS)[:, None], missing, masked)
@@ -165,22 +199,48 @@ class SurveyNoise:
         d = asdict(self)
         d["mag_range"] = list(self.mag_range)
         # Options left at None are left out: dicts (and hashes) of older noise models stay as they were.
-        for key in ("p_missing", "mag_limit"):
+        for key in ("p_missing", "mag_limit", "band_patterns", "pattern_weights"):
             if d[key] is None:
                 del d[key]
-        if self.p_missing is not None:
-            d["p_missing"] = list(self.p_missing)
+            elif isinstance(d[key], tuple):
+                d[key] = [list(v) if isinstance(v, tuple) else v for v in d[key]]
         return d
+
+    def observing(self, present) -> SurveyNoise:
+        """This noise restricted to one band pattern, all of it observed (no random masks).
+
+        Parameters
+        ----------
+        present : sequence of bool, shape (n_band,)
+            The bands a survey provides (band-set order).
+
+        Returns
+        -------
+        SurveyNoise
+            Same uncertainties, floor and detection limit; every row has
+            exactly ``present`` (less bands below the detection limit).
+        """
+        return replace(self, band_patterns=(tuple(int(bool(v)) for v in present),), pattern_weights=None,
+                       p_all_bands=1.0, p_missing=None)
 
 
 #: Named training noise models of noiseless photometric sets.  ``galex_sdss``
 #: (FUV NUV ugriz): FUV missing in 45% and NUV in 35% of rows (independently),
 #: so that ~16% of rows are ugriz only -- the NSA lacks FUV in ~13% and NUV in
 #: ~12% of Virgo rows, the SDSS MGS has no GALEX at all -- and bands fainter
-#: than 27 mag (the faint end of ``mag_range``) undetected.
+#: than 27 mag (the faint end of ``mag_range``) undetected.  ``all_surveys``
+#: (band set of the same name, FUV NUV ugriz + DECam grz + W1 W2): rows
+#: observed as the NSA (45%, GALEX missing as in ``galex_sdss``), as DESI's
+#: Legacy Surveys (35%) or in all twelve bands (20%).
 PHOTOMETRIC_NOISE_PRESETS = {
     "survey": SurveyNoise(),
     "galex_sdss": SurveyNoise(p_missing=(0.45, 0.35, 0.0, 0.0, 0.0, 0.0, 0.0), mag_limit=27.0),
+    "all_surveys": SurveyNoise(
+        p_missing=(0.45, 0.35) + (0.0,) * 10, mag_limit=27.0,
+        band_patterns=((1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),   # NSA / SDSS: FUV NUV ugriz (GALEX often missing)
+                       (0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1),   # DESI: Legacy grz + WISE W1 W2
+                       (1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)),  # a galaxy in both footprints
+        pattern_weights=(0.45, 0.35, 0.20)),
 }
 
 

@@ -263,13 +263,19 @@ def split_rhat(chain) -> np.ndarray:
 
 
 def autocorr_time(chain) -> np.ndarray:
-    """Integrated autocorrelation time (iterations) per parameter, zeus' estimator."""
+    """Integrated autocorrelation time (iterations) per parameter, zeus' estimator.
+
+    A parameter whose walkers never moved has no defined estimate: its time is
+    infinite (the chain holds one independent sample of it, not converged).
+    """
     import zeus
 
     chain = np.asarray(chain, dtype=float)
     if chain.ndim != 3:
         raise ParameterError(f"chain must be (n_steps, n_walkers, k), got {chain.shape}")
-    return np.asarray(zeus.AutoCorrTime(chain), dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = np.asarray(zeus.AutoCorrTime(chain), dtype=float)
+    return np.where(np.isfinite(tau), tau, np.inf)
 
 
 def meets_convergence(chain: np.ndarray, tau: np.ndarray, rhat: np.ndarray, config: MCMCConfig) -> bool:
@@ -360,8 +366,8 @@ class MCMCResult:
         return (self.n_model_evals - self.init_evals) / cpu if cpu > 0 else float("nan")
 
     def independent_samples(self) -> np.ndarray:
-        """Post-burn-in samples thinned by the largest autocorrelation time (n, k)."""
-        step = max(1, int(np.ceil(np.max(self.tau))))
+        """Post-burn-in samples thinned by the largest autocorrelation time (n, k); one per walker at least."""
+        step = max(1, int(np.ceil(min(np.max(self.tau), self.chain.shape[0]))))
         return self.chain[::step].reshape(-1, self.chain.shape[-1])
 
     def extrapolated_wall_s(self, n_iter: int = SEDFLOW_ITERATIONS, n_walkers: int = SEDFLOW_WALKERS) -> float:
@@ -427,11 +433,15 @@ class _Ensemble:
             self.sampler = emcee.EnsembleSampler(config.n_walkers, start.shape[1], logpost, vectorize=True)
             self.sampler.random_state = np.random.RandomState(config.seed).get_state()
         self.start: np.ndarray | None = start
+        self.zeus = config.sampler == "zeus"
         self.n_iter = 0
 
     def run(self, n: int) -> None:
         """``n`` more iterations (from the start positions the first time)."""
-        self.sampler.run_mcmc(self.start, n, progress=False)
+        # emcee refuses starts whose spread is nearly degenerate in some direction: samples of a posterior that
+        # is narrow in one parameter combination are such a start, and a legitimate one.
+        extra = {} if self.zeus else {"skip_initial_state_check": True}
+        self.sampler.run_mcmc(self.start, n, progress=False, **extra)
         self.start = None
         self.n_iter += n
 

@@ -104,6 +104,11 @@ class ValidationConfig:
         Amortized samples per MCMC galaxy (timed against the MCMC).
     n_corner : int
         Corner plots drawn (first MCMC galaxies).
+    observed_bands : tuple of str or None
+        Band-masked flows: test every galaxy in exactly these bands of the
+        flow's set (one survey's pattern, e.g. DESI's ``decam_g decam_r
+        decam_z w1 w2`` for the ``all_surveys`` flow); None: the training
+        noise's mix of patterns and masks.
     """
 
     flow: str
@@ -122,6 +127,7 @@ class ValidationConfig:
     catalog: str | None = None
     anpe_samples: int = 10_000
     n_corner: int = 3
+    observed_bands: tuple[str, ...] | None = None
 
     def __post_init__(self):
         for name in ("n_test", "n_samples", "chunk_size", "strata_bins", "anpe_samples"):
@@ -246,6 +252,26 @@ def simulate_masked_test_set(model, noise, redshift, n: int, streams) -> tuple[p
     test = pd.concat(parts, ignore_index=True)
     test.insert(0, "sim_id", np.arange(n, dtype=np.int64))
     return test, np.concatenate(xs)
+
+
+def observed_pattern(bands, observed) -> tuple[bool, ...]:
+    """Presence per band of ``bands`` (a BandSet) of the labels ``observed``; a one-line error for unknown ones."""
+    from ..observe.layout import MIN_BANDS
+
+    unknown = sorted(set(observed) - set(bands.bands))
+    if unknown:
+        raise ConfigError(f"--observed-bands {unknown} not in band set {bands.name!r} {bands.bands}")
+    if len(set(observed)) < MIN_BANDS:
+        raise ConfigError(f"--observed-bands needs >= {MIN_BANDS} bands, got {list(observed)}")
+    return tuple(b in observed for b in bands.bands)
+
+
+def strata_band(test: pd.DataFrame, bands) -> str:
+    """Band of the magnitude and S/N strata: :data:`STRATA_BAND` if the test set measured it, else the most measured."""
+    counts = {b: int(np.isfinite(test[f"mag_{b}"]).sum()) for b in bands if f"mag_{b}" in test}
+    if counts.get(STRATA_BAND, 0) >= len(test) // 2:
+        return STRATA_BAND
+    return max(counts, key=counts.get)
 
 
 #: Derived properties calibrated beside the parameters: name, function of ``model.derived``, rank range.
@@ -570,7 +596,8 @@ def render_summary(info: dict, calib: pd.DataFrame, strata: pd.DataFrame, ppc: d
         f"x = {', '.join(info['x_columns'])}"),
         (f"- test set: {info['n_test']} fresh simulations (seed {info['seed']}, redshifts {info['redshift']}), "
         f"{info['n_samples']} posterior samples each; {info['n_used']} used "
-        f"({info['n_test'] - info['n_used']} dropped: incomplete sampling)"),
+        f"({info['n_test'] - info['n_used']} dropped: incomplete sampling)"
+        + (f"; observed in {', '.join(info['observed_bands'])} only" if info.get("observed_bands") else "")),
         (f"- amortized sampling: {info['anpe_wall_s']:.1f} s wall, {info['anpe_cpu_s_per_galaxy'] * 1e3:.1f} CPU-ms per "
         f"galaxy for {info['n_samples']} samples (batched, {info['workers']})"),
         f"- **Verdict: {verdict(calib, ppc)['text']}**",
@@ -587,7 +614,7 @@ def render_summary(info: dict, calib: pd.DataFrame, strata: pd.DataFrame, ppc: d
         "`contraction`: 1 - posterior/prior variance (0: the posterior is the prior, which is calibrated too)."),
         "Plots: `rank_histograms.png`, `pp_plot.png`, `coverage.png`, `true_vs_recovered.png`.",
         "",
-        "## Calibration by redshift, r magnitude, r-band S/N (and number of bands)",
+        "## Calibration by redshift, magnitude, S/N (and number of bands)",
         "",
         markdown_table(_strata_digest(strata), ["stratum", "bin", "n", "passed", "failed", "worst"]),
         "",
@@ -668,6 +695,8 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     if not masked and tuple(post.x_columns) != tuple(PHOTOMETRY_X_COLUMNS):
         raise ConfigError(f"{config.flow}: run_validate handles photometric checkpoints (x = {list(PHOTOMETRY_X_COLUMNS)} "
                           "or the band-masked layout)")
+    if config.observed_bands and not masked:
+        raise ConfigError(f"{config.flow}: --observed-bands needs a band-masked checkpoint")
     if masked and (config.mcmc or config.noise_model):
         raise ConfigError(f"{config.flow}: band-masked checkpoints draw their test noise from the checkpoint; "
                           "--noise-model and the MCMC comparison are not available for them")
@@ -686,6 +715,9 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
         from ..observe.survey_noise import photometric_noise_model
 
         noise = photometric_noise_model(meta["photometric_noise"])
+        if config.observed_bands:
+            noise = noise.observing(observed_pattern(model.bands, config.observed_bands))
+            log(f"test galaxies observed in {', '.join(config.observed_bands)} only")
         test, x = simulate_masked_test_set(model, noise, redshift, config.n_test, streams)
     else:
         noise = noise_for_checkpoint(meta, config.noise_model, log)
@@ -719,10 +751,11 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     contraction = posterior_contraction(samples, model.prior.low, model.prior.high, prior_var)
     calib.insert(2, "contraction", calib["parameter"].map(dict(zip(names, contraction))))
     bands = model.bands
+    sb = strata_band(sub, bands.bands if masked else (STRATA_BAND,))
     strata_vars = {
         "z": (sub[REDSHIFT_COLUMN].to_numpy(), Z_STRATA) if masked else sub[REDSHIFT_COLUMN].to_numpy(),
-        f"mag_{STRATA_BAND}": sub[f"mag_{STRATA_BAND}"].to_numpy(),
-        f"snr_{STRATA_BAND}": (sub[f"flux_{STRATA_BAND}"] / sub[f"flux_sigma_{STRATA_BAND}"]).to_numpy(),
+        f"mag_{sb}": sub[f"mag_{sb}"].to_numpy(),
+        f"snr_{sb}": (sub[f"flux_{sb}"] / sub[f"flux_sigma_{sb}"]).to_numpy(),
     }
     if masked:
         strata_vars["n_bands"] = (sub["n_bands"].to_numpy(), np.arange(2.5, len(bands) + 1))
@@ -773,7 +806,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
         flow=str(config.flow), model=model.name, flow_kind=meta.get("flow", {}).get("kind", "?"), n_params=len(names),
         x_columns=list(post.x_columns), n_test=config.n_test, n_used=int(used.size), n_samples=config.n_samples,
         seed=seed, redshift=redshift.to_dict() if hasattr(redshift, "to_dict") else str(redshift),
-        thresholds=asdict(config.thresholds),
+        thresholds=asdict(config.thresholds), observed_bands=list(config.observed_bands or []) or None,
         anpe_wall_s=drawn["wall_s"], anpe_sample_cpu_s=drawn["sample_cpu_s"], anpe_logp_cpu_s=drawn["logp_cpu_s"],
         anpe_cpu_s_per_galaxy=drawn["sample_cpu_s"] / config.n_test,
         workers=_describe_workers(client),
