@@ -192,6 +192,32 @@ def test_real_slurm_refusals_leave_no_job_behind(tmp_path, repo_root):
     assert queued.stdout.strip() == "" or "COMPLETING" in queued.stdout  # cancelled with the cluster
 
 
+@pytest.mark.skipif(_slurm_partition() is None, reason="no SLURM cluster with an idle node (see .ci/slurm_setup.sh)")
+def test_real_slurm_catalog_with_an_mcmc_subset(tmp_path, repo_root):
+    """bin/run_catalog --cluster slurm: posteriors and a benchmark galaxy sent to MCMC on the SLURM worker."""
+    import pandas as pd
+
+    cluster_yaml = tmp_path / "slurm.yaml"
+    cluster_yaml.write_text(json.dumps({
+        "type": "slurm", "jobs": 1, "dashboard_address": ":0",
+        "job": {"queue": _slurm_partition(), "cores": 1, "processes": 1, "memory": "3GB", "walltime": "00:10:00",
+                "local_directory": str(tmp_path), "job_name": "sedscale-catalog"},
+    }))
+    out = tmp_path / "mock.parquet"
+    cmd = [sys.executable, str(repo_root / "bin" / "run_catalog"), str(repo_root / "catalogs" / "mock_nsa_dirichlet.fits"),
+           "--out", str(out), "--cluster", str(cluster_yaml), "--n-samples", "100", "--mcmc-subset", "1",
+           "--mcmc-sampler", "emcee", "--mcmc-max-iter", "200", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SLURMCluster: 1 jobs x 1 workers x 1 threads" in proc.stdout
+    assert "mcmc subset        1 galaxies" in proc.stdout and "chains not converged" in proc.stdout
+    assert len(pd.read_parquet(out)) == 1000
+    bench = pd.read_parquet(tmp_path / "mock.mcmc.parquet")
+    assert bench["galaxy_id"].nunique() == 1 and bench["worker"].str.startswith("tcp://").all()
+    queued = subprocess.run(["squeue", "-h", "-n", "sedscale-catalog", "-o", "%i %T"], capture_output=True, text=True)
+    assert queued.stdout.strip() == "" or "COMPLETING" in queued.stdout
+
+
 def test_a_busy_dashboard_port_gives_no_warning():
     """The CLI prints the dashboard URL it got; Dask's 'port already in use' warning must not reach the user."""
     import socket

@@ -154,18 +154,22 @@ class MCMCOutcome:
         if self.benchmark is not None and len(self.benchmark):
             per_gal = self.benchmark.drop_duplicates("galaxy_id")
             conv = self.benchmark[self.benchmark["converged"]]
-            agree = ((conv["delta_median_sigma"].abs() <= AGREE_SHIFT)
-                     & conv["width_ratio"].between(*AGREE_WIDTH)).mean() if len(conv) else float("nan")
+            pairs = conv if len(conv) else self.benchmark
+            agree = ((pairs["delta_median_sigma"].abs() <= AGREE_SHIFT) & pairs["width_ratio"].between(*AGREE_WIDTH)).mean()
+            which = "converged" if len(conv) else "(none converged: all)"
             lines.append(
                 f"mcmc subset        {len(per_gal)} galaxies, {int(per_gal['converged'].sum())} converged; ANPE agrees "
                 f"(|shift| <= {AGREE_SHIFT} sigma, width {AGREE_WIDTH[0]}-{AGREE_WIDTH[1]}) for {agree:.0%} of the "
-                f"converged galaxy-parameter pairs; CPU per galaxy: MCMC {per_gal['mcmc_cpu_s'].median():.1f} s, "
+                f"{which} galaxy-parameter pairs; CPU per galaxy: MCMC {per_gal['mcmc_cpu_s'].median():.1f} s, "
                 f"ANPE {per_gal['anpe_cpu_s'].median():.3f} s (median); table {self.table}"
             )
         if self.fallback_rows.size:
             conv = sum(bool(t.column("mcmc_converged")[0].as_py()) for t in self.fallback.values())
             lines.append(f"mcmc fallback      {self.fallback_rows.size} galaxies: {conv} ok (converged), "
                          f"{self.fallback_rows.size - conv} {STATUS_MCMC_NOT_CONVERGED}")
+        if self.benchmark is not None and not self.benchmark["converged"].all():
+            lines.append(f"mcmc warning       chains not converged within the budget (max split-R-hat "
+                         f"{self.benchmark['max_rhat'].max():.2f}): raise --mcmc-max-iter before trusting the comparison")
         lines.append(f"mcmc work          {self.run} galaxies run, {self.reused} reused, {self.wall_s:.1f} s wall")
         return lines
 

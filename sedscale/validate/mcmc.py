@@ -713,7 +713,7 @@ def mcmc_task(
     model = post.model
     x = np.asarray(galaxy.x, dtype=np.float32)[None, :]
     post.sample(x, 16, seed=config.seed)
-    model.photometry(model.prior.sample(2, np.random.default_rng(0)), np.full(2, galaxy.z))
+    model.photometry(model.prior.sample(2, np.random.default_rng(0), np.full(2, galaxy.z)), np.full(2, galaxy.z))
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     draw = post.draw(x, n_anpe_samples, seed=config.seed)
