@@ -43,3 +43,29 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def train_masked_flow():
+    """Train a small band-masked flow: ``make(root, seed=..., epochs=..., bands=None, noise="survey")``.
+
+    4000 noiseless simulations of the dirichlet model with the physical prior
+    at survey redshifts 0.002-0.6 (the real simulator), then the real trainer
+    with the named training noise; returns the checkpoint directory.
+    """
+    def make(root: Path, *, seed: int, epochs: int, bands: str | None = None, noise: str = "survey") -> Path:
+        import torch
+
+        from sedscale.simulate import SimulationConfig, run_simulation
+        from sedscale.train import resolve_config, train
+
+        torch.set_num_threads(1)
+        options = {"prior": "physical", **({"bands": bands} if bands else {})}
+        run_simulation(SimulationConfig(model="dirichlet", n=4000, out=root / "sims", seed=seed, partition_size=2000,
+                                        z_range=(0.002, 0.6), z_spacing="survey", noise_model="none",
+                                        model_options=options))
+        config = resolve_config("default", max_epochs=epochs, max_time=90.0, seed=1, photometric_noise=noise)
+        train(root / "sims", root / "ckpt", config, progress=False, log=lambda line: None)
+        return root / "ckpt"
+
+    return make

@@ -184,21 +184,9 @@ def test_noisy_simulations_stay_ugriz(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def uv_flow(tmp_path_factory) -> Path:
+def uv_flow(tmp_path_factory, train_masked_flow) -> Path:
     """A small FUV NUV ugriz flow: 4000 noiseless simulations, galex_sdss training noise, 6 epochs."""
-    import torch
-
-    from sedscale.simulate import SimulationConfig, run_simulation
-    from sedscale.train import resolve_config, train
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("uv_flow")
-    run_simulation(SimulationConfig(model="dirichlet", n=4000, out=root / "sims", seed=5, partition_size=2000,
-                                    z_range=Z_RANGE, z_spacing="survey", noise_model="none",
-                                    model_options={"prior": "physical", "bands": "galex_sdss"}))
-    config = resolve_config("default", max_epochs=6, max_time=90.0, seed=1, photometric_noise="galex_sdss")
-    train(root / "sims", root / "ckpt", config, progress=False, log=lambda line: None)
-    return root / "ckpt"
+    return train_masked_flow(tmp_path_factory.mktemp("uv_flow"), seed=5, epochs=6, bands="galex_sdss", noise="galex_sdss")
 
 
 def test_uv_checkpoint_records_its_bands(uv_flow):
@@ -242,3 +230,50 @@ def test_validation_of_a_uv_flow_is_stratified_by_galex_coverage(uv_flow, tmp_pa
     strata = pd.read_parquet(tmp_path / "val" / "strata.parquet")
     assert {"z", "n_bands", "observed_fuv", "observed_nuv", "snr_r"} <= set(strata["stratum"])
     assert strata.loc[strata["stratum"] == "n_bands", "high"].max() == pytest.approx(7.5)
+
+
+@pytest.fixture(scope="module")
+def union_flow(tmp_path_factory, train_masked_flow) -> Path:
+    """A small flow over the twelve bands of ``all_surveys``: 4000 noiseless simulations, 4 epochs."""
+    return train_masked_flow(tmp_path_factory.mktemp("union_flow"), seed=6, epochs=4, bands="all_surveys",
+                             noise="all_surveys")
+
+
+def test_a_desi_like_catalog_through_the_union_flow(union_flow, tmp_path, capsys):
+    """Legacy grz + W1 W2 fluxes (nanomaggies, ivars) to z = 0.6 with a column mapping, through bin/run_catalog;
+    run_validate tests the flow in DESI's band pattern alone."""
+    from sedscale.cli.catalog import main
+    from sedscale.validate.report import ValidationConfig, run_validation
+
+    union = get_model("dirichlet", prior="physical", bands="all_surveys")
+    rng = np.random.default_rng(8)
+    z = rng.uniform(0.02, 0.6, 40)
+    theta = union.prior.sample(40, rng, z)
+    theta[:, 0] = rng.uniform(10.0, 12.0, 40)  # log formed mass: galaxies DESI targets to z = 0.6
+    flux = union.photometry(theta, z)[:, 7:]
+    sigma = 0.05 * flux + 0.02  # 5% + a sky floor
+    names = ("G", "R", "Z", "W1", "W2")
+    pd.DataFrame({"TARGETID": np.arange(1000, 1040), "Z": z,
+                  **{f"FLUX_{b}": flux[:, k] + sigma[:, k] * rng.standard_normal(40) for k, b in enumerate(names)},
+                  **{f"FLUX_IVAR_{b}": 1 / sigma[:, k] ** 2 for k, b in enumerate(names)}}).to_csv(tmp_path / "desi.csv",
+                                                                                                  index=False)
+    argv = [str(tmp_path / "desi.csv"), "--flow", str(union_flow), "--out", str(tmp_path / "desi.parquet"),
+            "--cluster", "none", "--n-samples", "100", "--no-progress", "--columns", "id=TARGETID", "z=Z",
+            "bands=decam_g,decam_r,decam_z,w1,w2", "flux=FLUX_G,FLUX_R,FLUX_Z,FLUX_W1,FLUX_W2",
+            "flux_ivar=FLUX_IVAR_G,FLUX_IVAR_R,FLUX_IVAR_Z,FLUX_IVAR_W1,FLUX_IVAR_W2", "flux_unit=nanomaggy"]
+    assert main(argv) == 0
+    out = pd.read_parquet(tmp_path / "desi.parquet")
+    assert list(out["id"]) == list(range(1000, 1040))
+    used = out["bands_used"].str.split(",")
+    assert used.map(lambda b: set(b) <= {"decam_g", "decam_r", "decam_z", "w1", "w2"}).all()
+    assert (used.str.len() == 5).mean() > 0.7  # faint W1/W2 fluxes pushed <= 0 by the noise are masked
+    assert (out["status"] != "bad_input").all() and out["log_mstar_total_p50"].notna().all()
+    assert not out["reason"].str.contains("fuv|sdss|nan_flux").any()  # the absent SDSS/GALEX bands are no defect
+    run_validation(ValidationConfig(flow=str(union_flow), out=str(tmp_path / "val"), n_test=100, n_samples=50,
+                                    strata_bins=2, observed_bands=("decam_g", "decam_r", "decam_z", "w1", "w2")),
+                   log=lambda line: None)
+    ranks = pd.read_parquet(tmp_path / "val" / "ranks.parquet")
+    assert (ranks["n_bands"] <= 5).all() and any(c.startswith("snr_decam_") for c in ranks)
+    with pytest.raises(ConfigError, match=r"--observed-bands \['y'\] not in band set"):
+        run_validation(ValidationConfig(flow=str(union_flow), out=str(tmp_path / "v2"), n_test=100,
+                                        observed_bands=("decam_g", "decam_r", "y")), log=lambda line: None)

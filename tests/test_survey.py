@@ -264,21 +264,9 @@ def test_compare_masses_statistics():
 
 
 @pytest.fixture(scope="module")
-def survey_flow(tmp_path_factory) -> Path:
+def survey_flow(tmp_path_factory, train_masked_flow) -> Path:
     """A small band-masked flow: 4000 noiseless simulations (physical prior, survey redshifts), 8 epochs."""
-    import torch
-
-    from sedscale.simulate import SimulationConfig, run_simulation
-    from sedscale.train import resolve_config, train
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("survey_flow")
-    run_simulation(SimulationConfig(model="dirichlet", n=4000, out=root / "sims", seed=12, partition_size=2000,
-                                    z_range=Z_RANGE, z_spacing="survey", noise_model="none",
-                                    model_options={"prior": "physical"}))
-    config = resolve_config("default", max_epochs=8, max_time=90.0, seed=1)
-    train(root / "sims", root / "ckpt", config, progress=False, log=lambda line: None)
-    return root / "ckpt"
+    return train_masked_flow(tmp_path_factory.mktemp("survey_flow"), seed=12, epochs=8)
 
 
 def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):

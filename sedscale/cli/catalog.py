@@ -42,13 +42,13 @@ DEFAULT_FLOW = Path(os.environ.get("SEDSCALE_FLOW")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..infer.catalog import (
-        DEFAULT_MAX_PROPOSALS,
+    from ..infer.catalog_plan import (
         DEFAULT_MAX_PROPOSALS_OUTSIDE,
         DEFAULT_MAX_TIME,
         DEFAULT_N_SAMPLES,
         DEFAULT_PARTITION_SIZE,
     )
+    from ..infer.posterior import DEFAULT_MAX_PROPOSALS
 
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],

@@ -35,6 +35,13 @@ How it works
   checked row by row against the input ids, and written as Parquet and/or
   FITS with units and provenance.
 
+The run is split along its concepts: :mod:`~sedscale.infer.catalog_plan`
+(options, plan, run identity), :mod:`~sedscale.infer.catalog_worker` (the
+Dask task), :mod:`~sedscale.infer.catalog_workdir` (manifest, resume),
+:mod:`~sedscale.infer.catalog_output` (assembly, units, provenance),
+:mod:`~sedscale.infer.catalog_mcmc` (MCMC galaxies) and this driver, which
+also re-exports their public names.
+
 Statuses (``status`` column, one per galaxy; ``reason`` lists every check
 that failed, ``;``-separated):
 
@@ -63,734 +70,110 @@ that failed, ``;``-separated):
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import os
-import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
-from functools import lru_cache
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .._version import __version__
-from ..errors import ConfigError, SedscaleError
-from ..io.atomic import atomic_write, atomic_write_bytes, check_writable
-from ..io.catalog import (
-    META_PREFIX,
-    ColumnMapping,
-    canonical_columns,
-    load_column_mapping,
-    output_format,
-    read_catalog,
-    with_units,
-    write_fits,
-    write_parquet_stream,
-)
+from ..errors import SedscaleError
 from ..io.lock import exclusive_run
-from ..models.base import DERIVED_UNITS
-from ..observe.filters import SDSS_BANDS
-from ..observe.layout import PHOTOMETRY_X_COLUMNS
-from ..simulate.manifest import (
-    describe_differences,
-    file_sha256,
-    partition_filename,
-    remove_temporary_files,
+from ..simulate.manifest import remove_temporary_files
+from .catalog_mcmc import CatalogMCMC, MCMCOutcome, run_catalog_mcmc
+from .catalog_output import (
+    CATALOG_FORMAT,
+    assembled_parts,
+    catalog_metadata,
+    column_units,
+    fits_header,
+    output_units,
+    quantity_units,
+    write_dataset_metadata,
+    write_outputs,
 )
-from ..units import nanomaggies_to_mag
-from .catalog_mcmc import CatalogMCMC, MCMCOutcome, patched_tables, run_catalog_mcmc
-from .posterior import DEFAULT_MAX_PROPOSALS
-from .quality import (
-    STATUS_OK,
-    STATUSES,
-    check_photometry,
-    reason_labels,
+from .catalog_plan import (
+    DEFAULT_MAX_PROPOSALS_OUTSIDE,
+    DEFAULT_MAX_TIME,
+    DEFAULT_N_SAMPLES,
+    DEFAULT_PARTITION_SIZE,
+    SCHEMA_VERSION,
+    CatalogOptions,
+    CatalogPlan,
+    PartitionSpec,
+    catalog_digest,
+    default_work_dir,
+    implausible_flux_scale,
+    output_columns_fixed,
+    plan_catalog,
+    resolve_error_floor,
+    resolve_support,
+    training_z_range,
 )
-from .rows import posterior_rows
-from .summaries import PERCENTILES, STAT_NAMES
-from .support import XSupport, fit_support_from_simulation, support_path
+from .catalog_workdir import (
+    MANIFEST_NAME,
+    check_work_dir,
+    clear_work_dir,
+    open_work_dir,
+    read_run_manifest,
+    verify_work_dir,
+    write_run_manifest,
+)
+from .catalog_worker import (
+    infer_frame,
+    infer_partition,
+    load_posterior_cached,
+    load_support_cached,
+    model_for,
+    summary_frame,
+)
+from .quality import STATUS_OK
+
+__all__ = [
+    "CATALOG_FORMAT",
+    "DEFAULT_MAX_PROPOSALS_OUTSIDE",
+    "DEFAULT_MAX_TIME",
+    "DEFAULT_N_SAMPLES",
+    "DEFAULT_PARTITION_SIZE",
+    "MANIFEST_NAME",
+    "SCHEMA_VERSION",
+    "CatalogMCMC",
+    "CatalogOptions",
+    "CatalogPlan",
+    "CatalogSummary",
+    "PartitionSpec",
+    "assembled_parts",
+    "catalog_digest",
+    "catalog_metadata",
+    "check_work_dir",
+    "clear_work_dir",
+    "column_units",
+    "default_work_dir",
+    "fits_header",
+    "implausible_flux_scale",
+    "infer_frame",
+    "infer_partition",
+    "load_posterior_cached",
+    "load_support_cached",
+    "model_for",
+    "open_work_dir",
+    "output_columns_fixed",
+    "output_units",
+    "plan_catalog",
+    "quantity_units",
+    "read_run_manifest",
+    "resolve_error_floor",
+    "resolve_support",
+    "run_catalog",
+    "training_z_range",
+    "verify_work_dir",
+    "write_dataset_metadata",
+    "write_outputs",
+    "write_run_manifest",
+]
 
-log = logging.getLogger(__name__)
 
-CATALOG_FORMAT = "sedscale.posterior_catalog"
-MANIFEST_NAME = "_manifest.json"
-MANIFEST_FORMAT = "sedscale.catalog_run"
-MANIFEST_VERSION = 1
-#: Bump when the partition layout changes incompatibly (part of the run identity).
-SCHEMA_VERSION = 3
-DEFAULT_PARTITION_SIZE = 250
-DEFAULT_N_SAMPLES = 1000
-#: Seconds a partition may spend redrawing samples that left the prior box
-#: (a guard: the per-galaxy draw budgets normally end the redraws first).
-DEFAULT_MAX_TIME = 60.0
-#: Draw budget (flow draws per requested sample) of galaxies already flagged
-#: outside the training support: their posterior is flagged anyway, so they
-#: are not worth the full budget (docs/catalog.md: measured on the NSA rows).
-DEFAULT_MAX_PROPOSALS_OUTSIDE = 5.0
-
-# --------------------------------------------------------------------------- options and plan
-@dataclass(frozen=True)
-class CatalogOptions:
-    """What to compute for every galaxy.
-
-    Parameters
-    ----------
-    n_samples : int
-        Posterior samples per galaxy.
-    partition_size : int
-        Galaxies per Dask partition (one task, one Parquet file each).
-    save_samples : bool
-        Store the samples (parameters and derived properties) as
-        fixed-size list columns ``samples_<quantity>``.
-    seed : int
-        Partition ``i`` samples with seeds derived from ``(seed, i)``.
-    max_time : float or None
-        Seconds a partition may spend redrawing samples rejected for
-        leaving the prior box; galaxies still short are flagged
-        ``sampling_timeout``.  None: no limit.  A wall-clock guard: the
-        draw budgets below normally stop the redraws first.
-    max_proposals : float
-        Flow draws a galaxy may spend per requested sample (K); a galaxy
-        whose draws land in the prior box less often than 1/K stops short,
-        flagged, so it costs at most ~K times a normal galaxy.
-    max_proposals_outside : float
-        The same for galaxies flagged outside the training support (never
-        more than ``max_proposals``).
-    derived_samples : int or None
-        Samples per galaxy (the first ones) for the derived properties;
-        None: all.  For the dirichlet model derived properties cost about a
-        tenth of sampling per sample (closed-form bin integrals); for models
-        without a binned SFH (node weights) about as much as sampling.
-        Fewer trade percentile precision for speed.
-    check_support : bool
-        Score every galaxy against the training x distribution.
-    error_floor : float or None
-        Band-masked flows: magnitudes added in quadrature to every
-        uncertainty (calibration; users often add 0.02-0.05).  None: the
-        smallest uncertainty the flow was trained on (its noise model's
-        ``sigma_min``), so that no band claims more precision than the flow
-        has seen.  SEDflow-layout flows take no floor.
-    """
-
-    n_samples: int = DEFAULT_N_SAMPLES
-    partition_size: int = DEFAULT_PARTITION_SIZE
-    save_samples: bool = False
-    seed: int = 0
-    max_time: float | None = DEFAULT_MAX_TIME
-    max_proposals: float = DEFAULT_MAX_PROPOSALS
-    max_proposals_outside: float = DEFAULT_MAX_PROPOSALS_OUTSIDE
-    derived_samples: int | None = None
-    check_support: bool = True
-    error_floor: float | None = None
-
-    def __post_init__(self):
-        for name in ("n_samples", "partition_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.max_time is not None and not self.max_time >= 0:
-            raise ConfigError(f"max_time must be >= 0 seconds or None, got {self.max_time!r}")
-        for name in ("max_proposals", "max_proposals_outside"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (np.isfinite(value) and value >= 1):
-                raise ConfigError(f"{name} must be a number >= 1 (flow draws per sample), got {value!r}")
-        if self.derived_samples is not None and (
-            isinstance(self.derived_samples, bool) or not isinstance(self.derived_samples, int) or self.derived_samples < 1
-        ):
-            raise ConfigError(f"derived_samples must be a positive integer or None, got {self.derived_samples!r}")
-        if self.error_floor is not None and not (np.isfinite(self.error_floor) and 0 <= self.error_floor <= 1):
-            raise ConfigError(f"error_floor must be in [0, 1] mag, got {self.error_floor!r}")
-
-    @property
-    def n_derived(self) -> int:
-        """Samples per galaxy used for derived properties."""
-        return min(self.derived_samples or self.n_samples, self.n_samples)
-
-
-@dataclass(frozen=True)
-class PartitionSpec:
-    """Everything a worker needs for any partition of a run (small and picklable).
-
-    Attributes
-    ----------
-    flow : str
-        Checkpoint weights path; ``flow_sha256`` its hash (checked on load).
-    support : str or None
-        x-support file; ``support_sha256`` its hash.
-    z_range : (float, float)
-        Training redshift range (outside: ``bad_input``).
-    options : CatalogOptions
-    work_dir : str
-        Where partition files go.
-    keep : tuple of str
-        Extra input columns carried into the output.
-    absent_bands : tuple of str
-        Bands of the flow the catalog does not have (masked, not named in reasons).
-    """
-
-    flow: str
-    flow_sha256: str
-    support: str | None
-    support_sha256: str | None
-    z_range: tuple
-    options: CatalogOptions
-    work_dir: str
-    keep: tuple = ()
-    absent_bands: tuple = ()
-
-
-@dataclass
-class CatalogPlan:
-    """A configured catalog run (see :func:`plan_catalog`).
-
-    Attributes
-    ----------
-    catalog : pandas.DataFrame
-        Canonical input rows (``attrs``: sources, n_rows_read, n_duplicates).
-    posterior : Posterior
-    support : XSupport or None
-    spec : PartitionSpec
-    outputs : list of Path
-    identity : dict
-    config_hash : str
-    mcmc : CatalogMCMC or None
-        Galaxies sent to MCMC once the partitions are done (a benchmark
-        subset, the fallback); not part of ``identity``: adding them to a
-        finished run recomputes no partition.
-    """
-
-    catalog: pd.DataFrame
-    posterior: object
-    support: XSupport | None
-    spec: PartitionSpec
-    outputs: list
-    identity: dict
-    config_hash: str
-    mcmc: CatalogMCMC | None = None
-
-    @property
-    def n_partitions(self) -> int:
-        return max(1, -(-len(self.catalog) // self.spec.options.partition_size))
-
-    @property
-    def work_dir(self) -> Path:
-        return Path(self.spec.work_dir)
-
-
-def default_work_dir(out: str | os.PathLike) -> Path:
-    """Partition directory of an output file: ``<out>.parts``."""
-    out = Path(out)
-    return out.with_name(out.name + ".parts")
-
-
-def plan_catalog(
-    catalog: str | os.PathLike | Sequence[str | os.PathLike],
-    flow: str | os.PathLike,
-    outputs: str | os.PathLike | Sequence[str | os.PathLike],
-    options: CatalogOptions | None = None,
-    *,
-    mapping: ColumnMapping | str | os.PathLike | Sequence[str] | None = None,
-    keep: Sequence[str] = (),
-    support: str | os.PathLike | None = None,
-    support_sims: str | os.PathLike | None = None,
-    work_dir: str | os.PathLike | None = None,
-    mcmc: CatalogMCMC | None = None,
-) -> CatalogPlan:
-    """Read the catalog, load and check the checkpoint, resolve the x-support, hash the run.
-
-    Parameters
-    ----------
-    catalog : path or sequence of paths
-        NSA FITS files, or FITS/Parquet/CSV tables with ``mapping``.
-    flow : path
-        Checkpoint directory (or its ``.pt``/``.json``) of a photometric flow.
-    outputs : path or sequence of paths
-        ``.parquet`` and/or ``.fits`` files to write.
-    options : CatalogOptions, optional
-    mapping : ColumnMapping, YAML path or ``key=value`` strings, optional
-        Column mapping of non-NSA catalogs; strings are parsed for the
-        checkpoint's band set (``{band}`` expands to its bands).
-    keep : sequence of str
-        Extra input columns to carry into the output.
-    support : path, optional
-        x-support file; default ``x_support.npz`` beside the checkpoint.
-    support_sims : path, optional
-        Training set to build the x-support from when there is none yet
-        (default: the training-set path recorded in the checkpoint).
-    work_dir : path, optional
-        Partition directory; default ``<first output>.parts``.
-    mcmc : CatalogMCMC, optional
-        A benchmark subset and/or the fallback sent to MCMC after the partitions.
-
-    Raises
-    ------
-    SedscaleError
-        Unreadable catalog, incompatible checkpoint, no x-support, bad outputs.
-    """
-    from . import Posterior
-
-    options = options or CatalogOptions()
-    outputs = [Path(outputs)] if isinstance(outputs, (str, os.PathLike)) else [Path(o) for o in outputs]
-    if not outputs:
-        raise ConfigError("give at least one output file (.parquet or .fits)")
-    for out in outputs:
-        output_format(out)
-        check_writable(out)
-    check_writable(Path(work_dir) if work_dir else default_work_dir(outputs[0]), "work directory")
-    post = Posterior.load(flow)
-    if tuple(post.x_columns) != PHOTOMETRY_X_COLUMNS and not post.band_masked:
-        raise ConfigError(
-            f"{flow} is not a photometric checkpoint (x: {', '.join(post.x_columns[:3])}, ...); "
-            "spectral checkpoints take SDSS spectra, not photometric catalogs"
-        )
-    bands = post.bands.bands
-    mapping = load_column_mapping(mapping, bands=bands)
-    keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
-    df = read_catalog(catalog, mapping=mapping, keep=keep, bands=bands)
-    if len(df) == 0:
-        raise ConfigError(f"catalog {catalog} holds no rows")
-    df.attrs["flux_warning"] = implausible_flux_scale(df, bands)
-    reserved = set(output_columns_fixed(bands)) & {k.lower() for k in keep}
-    if reserved:
-        raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
-    options = replace(options, error_floor=resolve_error_floor(post, options.error_floor))
-    work = Path(work_dir) if work_dir else default_work_dir(outputs[0])
-    xsupport, support_file = (None, None)
-    if options.check_support:
-        xsupport, support_file = resolve_support(post, flow, support, support_sims, cache_dir=work)
-    spec = PartitionSpec(
-        flow=str(Path(post.path).resolve()),
-        flow_sha256=post.metadata["weights"]["sha256"],
-        support=str(support_file.resolve()) if support_file else None,
-        support_sha256=file_sha256(support_file) if support_file else None,
-        z_range=training_z_range(post.metadata),
-        options=options,
-        work_dir=str(work.resolve()),
-        keep=tuple(k.lower() for k in keep),
-        absent_bands=tuple(df.attrs.get("absent_bands", ())),
-    )
-    identity = {
-        "schema_version": SCHEMA_VERSION,
-        "catalog_sha256": catalog_digest(df, bands),
-        "n_rows": len(df),
-        "checkpoint_sha256": spec.flow_sha256,
-        "support_sha256": spec.support_sha256,
-        "z_range": list(spec.z_range),
-        "options": asdict(options),
-        "keep": list(spec.keep),
-    }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return CatalogPlan(catalog=df, posterior=post, support=xsupport, spec=spec, outputs=outputs, identity=identity,
-                       config_hash=digest, mcmc=mcmc if mcmc is not None and mcmc.active else None)
-
-
-def resolve_error_floor(post, error_floor: float | None) -> float:
-    """The error floor (mag) a run uses with checkpoint ``post`` (see :class:`CatalogOptions`).
-
-    Raises
-    ------
-    ConfigError
-        A floor for a SEDflow-layout checkpoint, whose x has no place for it.
-    """
-    if not post.band_masked:
-        if error_floor:
-            raise ConfigError(f"{post.path}: this checkpoint (SEDflow x layout) takes no error floor")
-        return 0.0
-    if error_floor is None:
-        return float((post.metadata.get("photometric_noise") or {}).get("sigma_min", 0.0))
-    return float(error_floor)
-
-
-def training_z_range(metadata: dict) -> tuple[float, float]:
-    """Redshift range of a checkpoint's training set (from its metadata)."""
-    z = (metadata.get("training_set") or {}).get("redshift") or {}
-    try:
-        return float(z["low"]), float(z["high"])
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError("the checkpoint does not record its training redshift range (training_set.redshift)") from None
-
-
-def catalog_digest(df: pd.DataFrame, bands: Sequence[str] = SDSS_BANDS) -> str:
-    """sha256 of the canonical input columns of ``bands`` (identifies the catalog content)."""
-    cols = list(canonical_columns(bands))
-    hashed = pd.util.hash_pandas_object(df[cols], index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()
-
-
-def resolve_support(post, flow, support=None, support_sims=None, cache_dir: Path | None = None) -> tuple[XSupport, Path]:
-    """Load (or build once) the x-support reference of a checkpoint.
-
-    Order: ``support`` if given; ``x_support.npz`` beside the checkpoint;
-    else it is fitted to ``support_sims`` or to the training set recorded in
-    the checkpoint and saved beside the checkpoint (or in ``cache_dir`` when
-    that is read-only).
-
-    Raises
-    ------
-    ConfigError
-        No reference can be found or built, or it belongs to another
-        training set than the checkpoint's.
-    """
-    training_set = post.metadata.get("training_set") or {}
-    if support is not None:
-        path = Path(support)
-        found = XSupport.load(path)
-    else:
-        path = support_path(flow)
-        cached = (cache_dir / path.name) if cache_dir else None
-        if not path.is_file() and cached is not None and cached.is_file():
-            path = cached
-        if path.is_file():
-            found = XSupport.load(path)
-        else:
-            sims = Path(support_sims) if support_sims else Path((post.metadata.get("training_set") or {}).get("path", ""))
-            if not (sims / "_manifest.json").is_file():
-                raise ConfigError(
-                    f"no x-support reference for {flow} ({path} does not exist) and its training set "
-                    f"{str(sims) or '(unrecorded)'} is not on this machine: pass --support FILE or --support-sims DIR "
-                    "(the training simulation), or --no-support-check to skip out-of-support detection"
-                )
-            log.info("fitting the x-support reference to %s", sims)
-            found = fit_support_from_simulation(sims, post.x_columns, post.metadata.get("photometric_noise"))
-            path = _save_support(found, path, cached)
-    if tuple(found.columns) != tuple(post.x_columns):
-        raise ConfigError(f"{path}: x-support columns {list(found.columns)} are not the checkpoint's x layout")
-    # The simulation is a deterministic function of its configuration, so an equal
-    # config hash is the same training set even when the manifest digest (older
-    # checkpoints hashed run times too) differs.
-    for key in ("config_hash", "manifest_sha256"):
-        have, expected = found.provenance.get(key), training_set.get(key)
-        if have and expected:
-            if have != expected:
-                raise ConfigError(
-                    f"{path} was built from another training set ({key} {have[:12]}) than the checkpoint's "
-                    f"({expected[:12]}); delete it or pass --support-sims with the checkpoint's training set"
-                )
-            break
-    return found, path
-
-
-def _save_support(support: XSupport, path: Path, fallback: Path | None) -> Path:
-    try:
-        return support.save(path)
-    except OSError:
-        if fallback is None:
-            raise
-        fallback.parent.mkdir(parents=True, exist_ok=True)
-        return support.save(fallback)
-
-
-# --------------------------------------------------------------------------- worker side
-@lru_cache(maxsize=2)
-def load_posterior_cached(path: str, sha256: str, x_columns: tuple | None = None):
-    """The checkpoint at ``path`` (weights sha256 ``sha256``, x layout ``x_columns`` if given), loaded once per process."""
-    from . import Posterior
-
-    post = Posterior.load(path, x_columns=x_columns)
-    if post.metadata["weights"]["sha256"] != sha256:
-        raise ConfigError(f"{path} changed since the run was planned (weights sha256 differs)")
-    return post
-
-
-@lru_cache(maxsize=2)
-def load_support_cached(path: str, sha256: str) -> XSupport:
-    """The x-support file at ``path``, loaded once per process."""
-    if file_sha256(path) != sha256:
-        raise ConfigError(f"{path} changed since the run was planned (sha256 differs)")
-    return XSupport.load(path)
-
-
-def model_for(post):
-    """The checkpoint's forward model from the per-process model cache.
-
-    Shared with the simulator's cache (:func:`sedscale.simulate.load_model`),
-    so a process builds the model's SSP library (seconds) only once.
-    """
-    from ..simulate import load_model
-
-    options = post.metadata["model"].get("options") or {}
-    return load_model((post.model_name, tuple(sorted(options.items()))))
-
-
-def quantity_units(post) -> dict[str, str]:
-    """Unit of every summarized quantity: parameters (prior), derived (model), others dimensionless."""
-    units = {p.name: p.unit for p in post.prior.parameters}
-    units.update({k: v for k, v in DERIVED_UNITS.items() if k not in units})
-    units["log_ssfr_100myr"] = "dex(1/yr)"
-    return units
-
-
-#: Median AB magnitudes outside this range suggest fluxes read in the wrong unit (galaxy
-#: surveys: ~14-24 mag; the survey flows were trained on 5-27 mag).
-PLAUSIBLE_MEDIAN_MAG = (10.0, 26.0)
-
-
-def implausible_flux_scale(df: pd.DataFrame, bands: Sequence[str]) -> str:
-    """A warning when the catalog's median magnitude is far from any galaxy survey's (a wrong flux unit?), else ''."""
-    mag = nanomaggies_to_mag(df[[f"flux_{b}" for b in bands]].to_numpy(dtype=float))
-    mag = mag[np.isfinite(mag)]
-    if not mag.size:
-        return ""
-    median = float(np.median(mag))
-    lo, hi = PLAUSIBLE_MEDIAN_MAG
-    if lo <= median <= hi:
-        return ""
-    return (f"the median magnitude of the catalog is {median:.1f} with fluxes in {df.attrs.get('flux_unit', '?')}, far "
-            f"outside {lo:g}-{hi:g} mag: is the flux unit right?")
-
-
-def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, options: CatalogOptions, z_range,
-                partition: int, keep: Sequence[str] = (), absent: Sequence[str] = ()) -> pa.Table:
-    """Posterior-catalog rows of a block of canonical catalog rows (the work of one partition).
-
-    Parameters
-    ----------
-    part : pandas.DataFrame
-        Canonical rows (``id``, ``z``, fluxes, ivars, kept columns).
-    post : Posterior
-    model : ForwardModel
-        The checkpoint's forward model (derived properties).
-    support : XSupport or None
-    options : CatalogOptions
-    z_range : (float, float)
-        Training redshift range.
-    partition : int
-        Partition index (seeds).
-    keep : sequence of str
-        Kept input columns to copy.
-    absent : sequence of str
-        Bands the catalog does not have (masked, not named in reasons).
-
-    Returns
-    -------
-    pyarrow.Table
-        The rows in input order (columns: :func:`output_columns_fixed`,
-        kept columns, summaries, optional samples).
-    """
-    started = time.perf_counter()
-    bands = post.bands
-    checked = check_photometry(
-        part[list(bands.columns("flux_"))].to_numpy(), part[list(bands.columns("flux_ivar_"))].to_numpy(),
-        part["z"].to_numpy(), z_range, masked=post.band_masked, error_floor=options.error_floor or 0.0,
-        bands=bands.bands, absent=tuple(absent),
-    )
-    rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
-                             options, partition, started)
-    cols: dict[str, pa.Array] = {"id": pa.array(part["id"].to_numpy()), "z": pa.array(part["z"].to_numpy(np.float64))}
-    for name in keep:
-        cols[name] = pa.array(part[name].to_numpy())
-    for k, name in enumerate(bands.columns("mag_")):
-        cols[name] = pa.array(checked.mag[:, k].astype(np.float32))
-    for k, name in enumerate(bands.columns("sigma_")):
-        cols[name] = pa.array(checked.mag_sigma[:, k].astype(np.float32))
-    cols["bands_used"] = pa.array(checked.bands_used.tolist(), pa.string())
-    for name in rows.column_names:
-        cols[name] = rows.column(name)
-    return pa.table(cols)
-
-
-def output_columns_fixed(bands: Sequence[str] = SDSS_BANDS) -> tuple[str, ...]:
-    """Columns every posterior catalog of a flow over ``bands`` starts with (before kept columns and summaries)."""
-    return ("id", "z", *(f"mag_{b}" for b in bands), *(f"sigma_{b}" for b in bands), "bands_used", "status",
-            "reason", "support_score", "n_samples", "n_draws", "acceptance")
-
-
-def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:
-    """Dask task: infer one catalog partition and write ``part-NNNNNN.parquet`` atomically.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row: ``partition``, ``file``, ``rows``, ``sha256``, ``bytes``,
-        ``status_counts`` and ``reason_counts`` (JSON), ``seconds``.
-    """
-    start = time.perf_counter()
-    if len(part) == 0:
-        return _summary_frame([])
-    indices = part["_partition"].unique()
-    if indices.size != 1:
-        raise SedscaleError(f"a Dask partition mixes catalog partitions {indices.tolist()}")
-    index = int(indices[0])
-    post = load_posterior_cached(spec.flow, spec.flow_sha256)
-    support = load_support_cached(spec.support, spec.support_sha256) if spec.support else None
-    table = infer_frame(part, post, model_for(post), support, spec.options, spec.z_range, index, spec.keep,
-                        spec.absent_bands)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    data = sink.getvalue().to_pybytes()
-    name = partition_filename(index)
-    atomic_write_bytes(Path(spec.work_dir) / name, data)
-    status = table.column("status").to_numpy(zero_copy_only=False)
-    reasons: dict[str, int] = {}
-    for r in table.column("reason").to_pylist():
-        for label in reason_labels(r):
-            reasons[label] = reasons.get(label, 0) + 1
-    values, counts = np.unique(status, return_counts=True)
-    return _summary_frame([{
-        "partition": index,
-        "file": name,
-        "rows": table.num_rows,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
-        "status_counts": json.dumps(dict(zip(values.tolist(), counts.tolist())), sort_keys=True),
-        "reason_counts": json.dumps(reasons, sort_keys=True),
-        "seconds": round(time.perf_counter() - start, 3),
-    }])
-
-
-_SUMMARY_DTYPES = {
-    "partition": "int64", "file": "object", "rows": "int64", "sha256": "object", "bytes": "int64",
-    "status_counts": "object", "reason_counts": "object", "seconds": "float64",
-}
-
-
-def _summary_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(_SUMMARY_DTYPES)).astype(_SUMMARY_DTYPES)
-
-
-# --------------------------------------------------------------------------- manifest
-def read_run_manifest(work_dir: str | os.PathLike) -> dict | None:
-    """The manifest of a catalog run's work directory, or None."""
-    path = Path(work_dir) / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: corrupt manifest ({exc}); move the directory aside") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ConfigError(f"{path}: not a sedscale catalog-run manifest")
-    if manifest.get("version") != MANIFEST_VERSION:
-        raise ConfigError(f"{path}: manifest version {manifest.get('version')!r}, this sedscale reads {MANIFEST_VERSION}")
-    return manifest
-
-
-def write_run_manifest(work_dir: str | os.PathLike, manifest: dict) -> None:
-    """Write the manifest atomically (partitions sorted by index)."""
-    manifest = dict(manifest)
-    manifest["partitions"] = {k: manifest["partitions"][k] for k in sorted(manifest["partitions"], key=int)}
-    atomic_write_bytes(Path(work_dir) / MANIFEST_NAME, (json.dumps(manifest, indent=1) + "\n").encode())
-
-
-def check_work_dir(plan: CatalogPlan, resume: bool) -> tuple[dict | None, dict]:
-    """Check that ``plan`` may use its work directory (read-only); see :func:`verify_work_dir`."""
-    return verify_work_dir(plan.work_dir, plan.config_hash, plan.identity, plan.n_partitions, resume)
-
-
-def verify_work_dir(work: Path, config_hash: str, identity: dict, n_partitions: int,
-                    resume: bool) -> tuple[dict | None, dict]:
-    """Check that a run (``config_hash``) may use the work directory ``work`` (read-only).
-
-    Returns
-    -------
-    manifest : dict or None
-        The existing manifest of this run (None for a new run).
-    verified : dict
-        Its partition entries whose files exist with the recorded sha256.
-
-    Raises
-    ------
-    ConfigError
-        The directory holds another run or foreign files, or an unfinished
-        run of this configuration and ``resume`` is False.
-    """
-    if work.exists() and not work.is_dir():
-        raise ConfigError(f"work directory {work} exists and is not a directory")
-    manifest = read_run_manifest(work) if work.is_dir() else None
-    if manifest is None:
-        foreign = [p for p in work.iterdir() if not p.name.endswith(".tmp") and p.name != "x_support.npz"] \
-            if work.is_dir() else []
-        if foreign:
-            raise ConfigError(f"work directory {work} is not empty and holds no {MANIFEST_NAME}; "
-                              "choose another --out or --work-dir")
-        return None, {}
-    if manifest["config_hash"] != config_hash:
-        raise ConfigError(
-            f"work directory {work} holds a different run (config {manifest['config_hash'][:12]} != "
-            f"{config_hash[:12]}: {describe_differences(manifest.get('identity', {}), identity)}); "
-            "nothing was overwritten: choose another --out / --work-dir or rerun with the original options"
-        )
-    good = {
-        k: e for k, e in manifest["partitions"].items()
-        if (work / e["file"]).is_file() and file_sha256(work / e["file"]) == e["sha256"]
-    }
-    if len(good) < n_partitions and not resume:
-        raise ConfigError(
-            f"work directory {work} holds an unfinished run of this configuration "
-            f"({len(good)}/{n_partitions} partitions); pass --resume to continue it"
-        )
-    return manifest, good
-
-
-def clear_work_dir(work: str | os.PathLike) -> int:
-    """Delete a catalog run's manifest and partitions (``--overwrite``); returns the files removed.
-
-    Only a directory holding a catalog-run manifest, partition files,
-    temporary files and a cached x-support is touched; the x-support (which
-    a plan may already point to) is kept, and the directory is removed when
-    nothing else is left.
-
-    Raises
-    ------
-    ConfigError
-        ``work`` holds anything else (nothing is deleted then).
-    """
-    work = Path(work)
-    if not work.exists():
-        return 0
-    if not work.is_dir():
-        raise ConfigError(f"work directory {work} exists and is not a directory; not removed")
-    read_run_manifest(work)  # refuses a foreign manifest
-    ours = re.compile(r"^(_manifest\.json|_metadata|part-\d{6}\.parquet|mcmc-(subset|fallback)-\d{9}\.parquet|"
-                      r"x_support\.npz|\..*\.tmp)$")
-    files = list(work.iterdir())
-    foreign = [p.name for p in files if not (p.is_file() and ours.match(p.name))]
-    if foreign:
-        raise ConfigError(f"work directory {work} holds files that are not a catalog run's ({', '.join(foreign[:5])}); "
-                          "not removed")
-    removed = [p for p in files if p.name != "x_support.npz"]
-    for path in removed:
-        path.unlink()
-    if len(removed) == len(files):
-        work.rmdir()
-    return len(removed)
-
-
-def open_work_dir(work: Path, config_hash: str, identity: dict, n_partitions: int, resume: bool) -> dict:
-    """Create or reopen a run's work directory; the manifest, holding only verified partitions.
-
-    Raises
-    ------
-    ConfigError
-        As :func:`verify_work_dir`.
-    """
-    manifest, good = verify_work_dir(work, config_hash, identity, n_partitions, resume)
-    if manifest is None:
-        work.mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "config_hash": config_hash,
-            "identity": identity,
-            "n_partitions": n_partitions,
-            "partitions": {},
-        }
-    manifest["partitions"] = good
-    write_run_manifest(work, manifest)
-    remove_temporary_files(work)
-    return manifest
-
-
-# --------------------------------------------------------------------------- driver
 @dataclass
 class CatalogSummary:
     """Outcome of :func:`run_catalog`.
@@ -970,7 +353,7 @@ def _execute(plan: CatalogPlan, todo: list[int], client, record: Callable[[dict]
     ddf = dd.from_pandas(frame, chunksize=size, sort=False)
     if ddf.npartitions != plan.n_partitions:
         raise SedscaleError(f"Dask split the catalog into {ddf.npartitions} partitions, expected {plan.n_partitions}")
-    results = ddf.partitions[todo].map_partitions(infer_partition, plan.spec, meta=_summary_frame([]))
+    results = ddf.partitions[todo].map_partitions(infer_partition, plan.spec, meta=summary_frame([]))
     parts = results.to_delayed()
     if client is None:
         for part in parts:
@@ -987,164 +370,3 @@ def _execute(plan: CatalogPlan, todo: list[int], client, record: Callable[[dict]
     finally:
         # On error or interrupt, stop queued partitions; finished ones are in the manifest.
         client.cancel(futures)
-
-
-def assembled_parts(plan: CatalogPlan, manifest: dict) -> Iterator[pa.Table]:
-    """The partition tables in order, each checked against its slice of the input ids.
-
-    One partition is in memory at a time, so catalogs of any size (and with
-    samples) are assembled in bounded memory.
-
-    Raises
-    ------
-    SedscaleError
-        A partition is missing, or rows are lost, duplicated or out of order.
-    """
-    parts = manifest["partitions"]
-    missing = [i for i in range(plan.n_partitions) if str(i) not in parts]
-    if missing:
-        raise SedscaleError(f"partitions {missing[:10]} are not finished; rerun with --resume")
-    expected = plan.catalog["id"].to_numpy()
-    offset = 0
-    for i in range(plan.n_partitions):
-        table = pq.read_table(plan.work_dir / parts[str(i)]["file"]).replace_schema_metadata(None)
-        ids = table.column("id").to_numpy(zero_copy_only=False)
-        if not np.array_equal(ids, expected[offset : offset + len(ids)]):
-            raise SedscaleError(
-                f"partition {i} ({parts[str(i)]['file']}) does not hold input rows {offset}..{offset + len(ids) - 1} "
-                f"in order; delete {plan.work_dir} and rerun"
-            )
-        offset += len(ids)
-        yield table
-    if offset != expected.size:
-        raise SedscaleError(f"the partitions hold {offset} rows, the catalog {expected.size}; delete {plan.work_dir} and rerun")
-
-
-def write_outputs(plan: CatalogPlan, manifest: dict, fallback: dict | None = None) -> None:
-    """Assemble the partitions into every output file (Parquet streamed, FITS in memory), with units and provenance.
-
-    ``fallback`` (row -> MCMC columns, :func:`~sedscale.infer.catalog_mcmc.run_catalog_mcmc`)
-    replaces those rows and adds the ``method`` and ``mcmc_*`` columns.
-    """
-    first = pq.read_schema(plan.work_dir / manifest["partitions"]["0"]["file"]).empty_table().replace_schema_metadata(None)
-    if fallback is not None:
-        first = next(patched_tables(iter([first]), {}))
-    schema = with_units(first, column_units(plan, first.column_names), catalog_metadata(plan)).schema
-
-    def parts() -> Iterator[pa.Table]:
-        tables = assembled_parts(plan, manifest)
-        return patched_tables(tables, fallback) if fallback is not None else tables
-
-    for out in plan.outputs:
-        if output_format(out) == "parquet":
-            write_parquet_stream((t.cast(schema) for t in parts()), out, schema)
-        else:
-            write_fits(pa.concat_tables(parts()).cast(schema), out, fits_header(plan))
-
-
-def write_dataset_metadata(work: Path, files: Sequence[str]) -> Path:
-    """``_metadata`` of the partition files: the work directory opens as one table, in input order.
-
-    ``pandas.read_parquet(work)``, ``pyarrow.dataset.dataset(work)`` and
-    ``dask.dataframe.read_parquet(work)`` then read the partitions of a
-    survey-size run without assembling a single file (files starting with
-    ``_``, such as the run manifest, are not data).
-    """
-    collected = []
-    schema = None
-    for name in files:
-        parquet = pq.ParquetFile(work / name)
-        schema = schema or parquet.schema_arrow
-        meta = parquet.metadata
-        meta.set_file_path(name)
-        collected.append(meta)
-    path = work / "_metadata"
-    atomic_write(path, lambda tmp: pq.write_metadata(schema, tmp, metadata_collector=collected))
-    return path
-
-
-def column_units(plan: CatalogPlan, columns: Sequence[str]) -> dict[str, str]:
-    """Unit of every output column (``""`` where dimensionless or unknown)."""
-    bands = plan.posterior.bands
-    base = {**{c: "mag(AB)" for c in bands.columns("mag_")}, **{c: "mag" for c in bands.columns("sigma_")}}
-    return output_units(plan.posterior, columns, base)
-
-
-def output_units(post, columns: Sequence[str], base: dict[str, str]) -> dict[str, str]:
-    """Units of output columns: ``base`` ones as given; summaries and samples carry their quantity's unit."""
-    qunits = quantity_units(post)
-    units = {}
-    for col in columns:
-        if col in base:
-            units[col] = base[col]
-            continue
-        stem = col.removeprefix("samples_")
-        for stat in STAT_NAMES:
-            if stem.endswith("_" + stat):
-                stem = stem[: -len(stat) - 1]
-                break
-        units[col] = qunits.get(stem, "")
-    return units
-
-
-def catalog_metadata(plan: CatalogPlan) -> dict[str, str]:
-    """Provenance stored with the catalog (Parquet ``sedscale.*`` keys)."""
-    meta = plan.posterior.metadata
-    training_set = meta.get("training_set") or {}
-    entries = {
-        "format": CATALOG_FORMAT,
-        "version": __version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": str(plan.posterior.path),
-        "checkpoint_sha256": plan.spec.flow_sha256,
-        "training_set_sha256": training_set.get("manifest_sha256") or "",
-        "training_set_config_hash": training_set.get("config_hash") or "",
-        "model": meta["model"]["name"],
-        "flow": json.dumps(meta["flow"], sort_keys=True),
-        "prior": json.dumps(meta["prior"], sort_keys=True),
-        "param_names": json.dumps(list(plan.posterior.param_names)),
-        "x_columns": json.dumps(list(plan.posterior.x_columns)),
-        "z_range": json.dumps(list(plan.spec.z_range)),
-        "options": json.dumps(asdict(plan.spec.options), sort_keys=True),
-        "percentiles": json.dumps(list(PERCENTILES)),
-        "stats": json.dumps(list(STAT_NAMES)),
-        "statuses": json.dumps(list(STATUSES)),
-        "support": json.dumps(plan.support.describe() if plan.support else None, sort_keys=True),
-        "catalog_sources": json.dumps(list(plan.catalog.attrs.get("sources", []))),
-        "flux_unit": str(plan.catalog.attrs.get("flux_unit", "")),
-        "catalog_sha256": plan.identity["catalog_sha256"],
-        "config_hash": plan.config_hash,
-        "mcmc": json.dumps(plan.mcmc.identity() if plan.mcmc else None, sort_keys=True),
-    }
-    return {META_PREFIX + k: v for k, v in entries.items()}
-
-
-def fits_header(plan: CatalogPlan) -> dict[str, object]:
-    """FITS keywords carrying the same provenance as the Parquet metadata."""
-    meta = plan.posterior.metadata
-    training_set = meta.get("training_set") or {}
-    opts = plan.spec.options
-    return {
-        "ORIGIN": "sedscale",
-        "SEDSCVER": (__version__, "sedscale version"),
-        "CATFMT": (CATALOG_FORMAT, "file format"),
-        "MODEL": (meta["model"]["name"], "forward model"),
-        "FLOWKIND": (meta["flow"]["kind"], "flow architecture"),
-        "CKPTPATH": (str(plan.posterior.path), "checkpoint"),
-        "CKPTHASH": (plan.spec.flow_sha256, "sha256 of the checkpoint weights"),
-        "TRAINHSH": (training_set.get("manifest_sha256") or "", "sha256 of the training-set manifest"),
-        "CATHASH": (plan.identity["catalog_sha256"], "sha256 of the input photometry"),
-        "FLUXUNIT": (str(plan.catalog.attrs.get("flux_unit", ""))[:60], "unit the input fluxes were read in"),
-        "RUNHASH": (plan.config_hash, "catalog run identity"),
-        "NSAMPLE": (opts.n_samples, "posterior samples per galaxy"),
-        "NDERIVED": (opts.n_derived, "samples per galaxy for derived properties"),
-        "SEED": (opts.seed, "sampling seed"),
-        "ERRFLOOR": (opts.error_floor or 0.0, "[mag] error floor added in quadrature"),
-        "ZMIN": (plan.spec.z_range[0], "training redshift range, low"),
-        "ZMAX": (plan.spec.z_range[1], "training redshift range, high"),
-        "SUPPTHR": (plan.support.threshold if plan.support else -1.0, "x-support k-NN distance threshold"),
-        "SUPPK": (plan.support.k if plan.support else 0, "x-support k"),
-        "STATS": (",".join(STAT_NAMES), "column suffixes: percentiles, mean"),
-        "PARAMS": json.dumps(list(plan.posterior.param_names)),
-        "PRIOR": json.dumps(meta["prior"], sort_keys=True),
-    }

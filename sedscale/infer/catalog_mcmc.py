@@ -45,13 +45,8 @@ from ..errors import ConfigError
 from ..io.atomic import atomic_write_bytes
 from ..simulate.manifest import file_sha256
 from ..units import POGSON
-from ..validate.mcmc import (
-    GalaxyObservation,
-    MCMCConfig,
-    PhotometryLogPosterior,
-    mcmc_task,
-    run_mcmc,
-)
+from ..validate.mcmc import GalaxyObservation, MCMCConfig, PhotometryLogPosterior, mcmc_task, run_mcmc
+from .catalog_worker import load_posterior_cached, model_for
 from .quality import STATUS_MCMC_NOT_CONVERGED, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT, check_photometry
 from .rows import sample_quantities, summary_columns
 from .summaries import clip_to_prior
@@ -252,8 +247,6 @@ def fallback_task(galaxy: GalaxyObservation, flow: str, flow_sha256: str, config
         :func:`~sedscale.infer.rows.summary_columns` (``n_draws``: model
         evaluations; ``acceptance`` NaN), and :data:`FALLBACK_COLUMNS`.
     """
-    from .catalog import load_posterior_cached, model_for
-
     post = load_posterior_cached(flow, flow_sha256)
     model = model_for(post)
     logpost = PhotometryLogPosterior(model, galaxy.flux, galaxy.flux_sigma, galaxy.z)

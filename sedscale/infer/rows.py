@@ -21,7 +21,7 @@ from .quality import STATUS_BAD_INPUT, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_
 from .summaries import clip_to_prior, derived_quantities, physical_quantities, summarize
 
 if TYPE_CHECKING:
-    from .catalog import CatalogOptions
+    from .catalog_plan import CatalogOptions
 
 #: Flow samples per seeded ``Posterior.draw`` call (galaxies x samples); the
 #: seeds, hence the samples, depend on it.  The coupling sampler runs the flow

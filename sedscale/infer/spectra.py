@@ -60,7 +60,9 @@ from ..io.sdss import read_sdss_spectra, rest_luminosity
 from ..observe.layout import LOG_NORM_COLUMN, MISSING_LOG_SIGMA, SPECTRUM_X_COLUMNS, drop_elements, spectrum_x
 from ..observe.spectra import DIGS_WAVELENGTH
 from ..observe.spectral_noise import spectral_noise_model
-from .catalog import CATALOG_FORMAT, CatalogOptions, load_posterior_cached, model_for, output_units
+from .catalog_output import CATALOG_FORMAT, output_units
+from .catalog_plan import CatalogOptions
+from .catalog_worker import load_posterior_cached, model_for
 from .posterior import Posterior
 from .quality import STATUSES
 from .rows import posterior_rows
@@ -499,7 +501,7 @@ def _chunk_recorder(tables: dict, work_dir, identity: dict, n_chunks: int, resum
     if work_dir is None:
         return tables.__setitem__
     from ..simulate.manifest import partition_filename
-    from .catalog import open_work_dir, write_run_manifest
+    from .catalog_workdir import open_work_dir, write_run_manifest
 
     work = Path(work_dir)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,423 @@
+"""What a catalog run computes and on what: options, the partition spec, the plan.
+
+:func:`plan_catalog` reads the catalog, loads and checks the checkpoint,
+resolves the x-support and hashes everything the partitions depend on (the
+run identity), before any cluster starts.  The pipeline is described in
+:mod:`sedscale.infer.catalog`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..io.atomic import check_writable
+from ..io.catalog import ColumnMapping, canonical_columns, load_column_mapping, output_format, read_catalog
+from ..observe.filters import SDSS_BANDS
+from ..observe.layout import PHOTOMETRY_X_COLUMNS
+from ..simulate.manifest import file_sha256
+from ..units import nanomaggies_to_mag
+from .posterior import DEFAULT_MAX_PROPOSALS
+from .support import XSupport, fit_support_from_simulation, support_path
+
+if TYPE_CHECKING:
+    from .catalog_mcmc import CatalogMCMC
+
+log = logging.getLogger(__name__)
+
+#: Bump when the partition layout changes incompatibly (part of the run identity).
+SCHEMA_VERSION = 3
+DEFAULT_PARTITION_SIZE = 250
+DEFAULT_N_SAMPLES = 1000
+#: Seconds a partition may spend redrawing samples that left the prior box
+#: (a guard: the per-galaxy draw budgets normally end the redraws first).
+DEFAULT_MAX_TIME = 60.0
+#: Draw budget (flow draws per requested sample) of galaxies already flagged
+#: outside the training support: their posterior is flagged anyway, so they
+#: are not worth the full budget (docs/catalog.md: measured on the NSA rows).
+DEFAULT_MAX_PROPOSALS_OUTSIDE = 5.0
+
+
+@dataclass(frozen=True)
+class CatalogOptions:
+    """What to compute for every galaxy.
+
+    Parameters
+    ----------
+    n_samples : int
+        Posterior samples per galaxy.
+    partition_size : int
+        Galaxies per Dask partition (one task, one Parquet file each).
+    save_samples : bool
+        Store the samples (parameters and derived properties) as
+        fixed-size list columns ``samples_<quantity>``.
+    seed : int
+        Partition ``i`` samples with seeds derived from ``(seed, i)``.
+    max_time : float or None
+        Seconds a partition may spend redrawing samples rejected for
+        leaving the prior box; galaxies still short are flagged
+        ``sampling_timeout``.  None: no limit.  A wall-clock guard: the
+        draw budgets below normally stop the redraws first.
+    max_proposals : float
+        Flow draws a galaxy may spend per requested sample (K); a galaxy
+        whose draws land in the prior box less often than 1/K stops short,
+        flagged, so it costs at most ~K times a normal galaxy.
+    max_proposals_outside : float
+        The same for galaxies flagged outside the training support (never
+        more than ``max_proposals``).
+    derived_samples : int or None
+        Samples per galaxy (the first ones) for the derived properties;
+        None: all.  For the dirichlet model derived properties cost about a
+        tenth of sampling per sample (closed-form bin integrals); for models
+        without a binned SFH (node weights) about as much as sampling.
+        Fewer trade percentile precision for speed.
+    check_support : bool
+        Score every galaxy against the training x distribution.
+    error_floor : float or None
+        Band-masked flows: magnitudes added in quadrature to every
+        uncertainty (calibration; users often add 0.02-0.05).  None: the
+        smallest uncertainty the flow was trained on (its noise model's
+        ``sigma_min``), so that no band claims more precision than the flow
+        has seen.  SEDflow-layout flows take no floor.
+    """
+
+    n_samples: int = DEFAULT_N_SAMPLES
+    partition_size: int = DEFAULT_PARTITION_SIZE
+    save_samples: bool = False
+    seed: int = 0
+    max_time: float | None = DEFAULT_MAX_TIME
+    max_proposals: float = DEFAULT_MAX_PROPOSALS
+    max_proposals_outside: float = DEFAULT_MAX_PROPOSALS_OUTSIDE
+    derived_samples: int | None = None
+    check_support: bool = True
+    error_floor: float | None = None
+
+    def __post_init__(self):
+        for name in ("n_samples", "partition_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.max_time is not None and not self.max_time >= 0:
+            raise ConfigError(f"max_time must be >= 0 seconds or None, got {self.max_time!r}")
+        for name in ("max_proposals", "max_proposals_outside"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (np.isfinite(value) and value >= 1):
+                raise ConfigError(f"{name} must be a number >= 1 (flow draws per sample), got {value!r}")
+        if self.derived_samples is not None and (
+            isinstance(self.derived_samples, bool) or not isinstance(self.derived_samples, int) or self.derived_samples < 1
+        ):
+            raise ConfigError(f"derived_samples must be a positive integer or None, got {self.derived_samples!r}")
+        if self.error_floor is not None and not (np.isfinite(self.error_floor) and 0 <= self.error_floor <= 1):
+            raise ConfigError(f"error_floor must be in [0, 1] mag, got {self.error_floor!r}")
+
+    @property
+    def n_derived(self) -> int:
+        """Samples per galaxy used for derived properties."""
+        return min(self.derived_samples or self.n_samples, self.n_samples)
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """Everything a worker needs for any partition of a run (small and picklable).
+
+    Attributes
+    ----------
+    flow : str
+        Checkpoint weights path; ``flow_sha256`` its hash (checked on load).
+    support : str or None
+        x-support file; ``support_sha256`` its hash.
+    z_range : (float, float)
+        Training redshift range (outside: ``bad_input``).
+    options : CatalogOptions
+    work_dir : str
+        Where partition files go.
+    keep : tuple of str
+        Extra input columns carried into the output.
+    absent_bands : tuple of str
+        Bands of the flow the catalog does not have (masked, not named in reasons).
+    """
+
+    flow: str
+    flow_sha256: str
+    support: str | None
+    support_sha256: str | None
+    z_range: tuple
+    options: CatalogOptions
+    work_dir: str
+    keep: tuple = ()
+    absent_bands: tuple = ()
+
+
+@dataclass
+class CatalogPlan:
+    """A configured catalog run (see :func:`plan_catalog`).
+
+    Attributes
+    ----------
+    catalog : pandas.DataFrame
+        Canonical input rows (``attrs``: sources, n_rows_read, n_duplicates).
+    posterior : Posterior
+    support : XSupport or None
+    spec : PartitionSpec
+    outputs : list of Path
+    identity : dict
+    config_hash : str
+    mcmc : CatalogMCMC or None
+        Galaxies sent to MCMC once the partitions are done (a benchmark
+        subset, the fallback); not part of ``identity``: adding them to a
+        finished run recomputes no partition.
+    """
+
+    catalog: pd.DataFrame
+    posterior: object
+    support: XSupport | None
+    spec: PartitionSpec
+    outputs: list
+    identity: dict
+    config_hash: str
+    mcmc: CatalogMCMC | None = None
+
+    @property
+    def n_partitions(self) -> int:
+        return max(1, -(-len(self.catalog) // self.spec.options.partition_size))
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.spec.work_dir)
+
+
+def default_work_dir(out: str | os.PathLike) -> Path:
+    """Partition directory of an output file: ``<out>.parts``."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def plan_catalog(
+    catalog: str | os.PathLike | Sequence[str | os.PathLike],
+    flow: str | os.PathLike,
+    outputs: str | os.PathLike | Sequence[str | os.PathLike],
+    options: CatalogOptions | None = None,
+    *,
+    mapping: ColumnMapping | str | os.PathLike | Sequence[str] | None = None,
+    keep: Sequence[str] = (),
+    support: str | os.PathLike | None = None,
+    support_sims: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    mcmc: CatalogMCMC | None = None,
+) -> CatalogPlan:
+    """Read the catalog, load and check the checkpoint, resolve the x-support, hash the run.
+
+    Parameters
+    ----------
+    catalog : path or sequence of paths
+        NSA FITS files, or FITS/Parquet/CSV tables with ``mapping``.
+    flow : path
+        Checkpoint directory (or its ``.pt``/``.json``) of a photometric flow.
+    outputs : path or sequence of paths
+        ``.parquet`` and/or ``.fits`` files to write.
+    options : CatalogOptions, optional
+    mapping : ColumnMapping, YAML path or ``key=value`` strings, optional
+        Column mapping of non-NSA catalogs; strings are parsed for the
+        checkpoint's band set (``{band}`` expands to its bands).
+    keep : sequence of str
+        Extra input columns to carry into the output.
+    support : path, optional
+        x-support file; default ``x_support.npz`` beside the checkpoint.
+    support_sims : path, optional
+        Training set to build the x-support from when there is none yet
+        (default: the training-set path recorded in the checkpoint).
+    work_dir : path, optional
+        Partition directory; default ``<first output>.parts``.
+    mcmc : CatalogMCMC, optional
+        A benchmark subset and/or the fallback sent to MCMC after the partitions.
+
+    Raises
+    ------
+    SedscaleError
+        Unreadable catalog, incompatible checkpoint, no x-support, bad outputs.
+    """
+    from . import Posterior
+
+    options = options or CatalogOptions()
+    outputs = [Path(outputs)] if isinstance(outputs, (str, os.PathLike)) else [Path(o) for o in outputs]
+    if not outputs:
+        raise ConfigError("give at least one output file (.parquet or .fits)")
+    for out in outputs:
+        output_format(out)
+        check_writable(out)
+    check_writable(Path(work_dir) if work_dir else default_work_dir(outputs[0]), "work directory")
+    post = Posterior.load(flow)
+    if tuple(post.x_columns) != PHOTOMETRY_X_COLUMNS and not post.band_masked:
+        raise ConfigError(
+            f"{flow} is not a photometric checkpoint (x: {', '.join(post.x_columns[:3])}, ...); "
+            "spectral checkpoints take SDSS spectra, not photometric catalogs"
+        )
+    bands = post.bands.bands
+    mapping = load_column_mapping(mapping, bands=bands)
+    keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
+    df = read_catalog(catalog, mapping=mapping, keep=keep, bands=bands)
+    if len(df) == 0:
+        raise ConfigError(f"catalog {catalog} holds no rows")
+    df.attrs["flux_warning"] = implausible_flux_scale(df, bands)
+    reserved = set(output_columns_fixed(bands)) & {k.lower() for k in keep}
+    if reserved:
+        raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
+    options = replace(options, error_floor=resolve_error_floor(post, options.error_floor))
+    work = Path(work_dir) if work_dir else default_work_dir(outputs[0])
+    xsupport, support_file = (None, None)
+    if options.check_support:
+        xsupport, support_file = resolve_support(post, flow, support, support_sims, cache_dir=work)
+    spec = PartitionSpec(
+        flow=str(Path(post.path).resolve()),
+        flow_sha256=post.metadata["weights"]["sha256"],
+        support=str(support_file.resolve()) if support_file else None,
+        support_sha256=file_sha256(support_file) if support_file else None,
+        z_range=training_z_range(post.metadata),
+        options=options,
+        work_dir=str(work.resolve()),
+        keep=tuple(k.lower() for k in keep),
+        absent_bands=tuple(df.attrs.get("absent_bands", ())),
+    )
+    identity = {
+        "schema_version": SCHEMA_VERSION,
+        "catalog_sha256": catalog_digest(df, bands),
+        "n_rows": len(df),
+        "checkpoint_sha256": spec.flow_sha256,
+        "support_sha256": spec.support_sha256,
+        "z_range": list(spec.z_range),
+        "options": asdict(options),
+        "keep": list(spec.keep),
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return CatalogPlan(catalog=df, posterior=post, support=xsupport, spec=spec, outputs=outputs, identity=identity,
+                       config_hash=digest, mcmc=mcmc if mcmc is not None and mcmc.active else None)
+
+
+def resolve_error_floor(post, error_floor: float | None) -> float:
+    """The error floor (mag) a run uses with checkpoint ``post`` (see :class:`CatalogOptions`).
+
+    Raises
+    ------
+    ConfigError
+        A floor for a SEDflow-layout checkpoint, whose x has no place for it.
+    """
+    if not post.band_masked:
+        if error_floor:
+            raise ConfigError(f"{post.path}: this checkpoint (SEDflow x layout) takes no error floor")
+        return 0.0
+    if error_floor is None:
+        return float((post.metadata.get("photometric_noise") or {}).get("sigma_min", 0.0))
+    return float(error_floor)
+
+
+def training_z_range(metadata: dict) -> tuple[float, float]:
+    """Redshift range of a checkpoint's training set (from its metadata)."""
+    z = (metadata.get("training_set") or {}).get("redshift") or {}
+    try:
+        return float(z["low"]), float(z["high"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError("the checkpoint does not record its training redshift range (training_set.redshift)") from None
+
+
+def catalog_digest(df: pd.DataFrame, bands: Sequence[str] = SDSS_BANDS) -> str:
+    """sha256 of the canonical input columns of ``bands`` (identifies the catalog content)."""
+    cols = list(canonical_columns(bands))
+    hashed = pd.util.hash_pandas_object(df[cols], index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+def resolve_support(post, flow, support=None, support_sims=None, cache_dir: Path | None = None) -> tuple[XSupport, Path]:
+    """Load (or build once) the x-support reference of a checkpoint.
+
+    Order: ``support`` if given; ``x_support.npz`` beside the checkpoint;
+    else it is fitted to ``support_sims`` or to the training set recorded in
+    the checkpoint and saved beside the checkpoint (or in ``cache_dir`` when
+    that is read-only).
+
+    Raises
+    ------
+    ConfigError
+        No reference can be found or built, or it belongs to another
+        training set than the checkpoint's.
+    """
+    training_set = post.metadata.get("training_set") or {}
+    if support is not None:
+        path = Path(support)
+        found = XSupport.load(path)
+    else:
+        path = support_path(flow)
+        cached = (cache_dir / path.name) if cache_dir else None
+        if not path.is_file() and cached is not None and cached.is_file():
+            path = cached
+        if path.is_file():
+            found = XSupport.load(path)
+        else:
+            sims = Path(support_sims) if support_sims else Path((post.metadata.get("training_set") or {}).get("path", ""))
+            if not (sims / "_manifest.json").is_file():
+                raise ConfigError(
+                    f"no x-support reference for {flow} ({path} does not exist) and its training set "
+                    f"{str(sims) or '(unrecorded)'} is not on this machine: pass --support FILE or --support-sims DIR "
+                    "(the training simulation), or --no-support-check to skip out-of-support detection"
+                )
+            log.info("fitting the x-support reference to %s", sims)
+            found = fit_support_from_simulation(sims, post.x_columns, post.metadata.get("photometric_noise"))
+            path = _save_support(found, path, cached)
+    if tuple(found.columns) != tuple(post.x_columns):
+        raise ConfigError(f"{path}: x-support columns {list(found.columns)} are not the checkpoint's x layout")
+    # The simulation is a deterministic function of its configuration, so an equal
+    # config hash is the same training set even when the manifest digest (older
+    # checkpoints hashed run times too) differs.
+    for key in ("config_hash", "manifest_sha256"):
+        have, expected = found.provenance.get(key), training_set.get(key)
+        if have and expected:
+            if have != expected:
+                raise ConfigError(
+                    f"{path} was built from another training set ({key} {have[:12]}) than the checkpoint's "
+                    f"({expected[:12]}); delete it or pass --support-sims with the checkpoint's training set"
+                )
+            break
+    return found, path
+
+
+def _save_support(support: XSupport, path: Path, fallback: Path | None) -> Path:
+    try:
+        return support.save(path)
+    except OSError:
+        if fallback is None:
+            raise
+        fallback.parent.mkdir(parents=True, exist_ok=True)
+        return support.save(fallback)
+
+
+PLAUSIBLE_MEDIAN_MAG = (10.0, 26.0)
+
+
+def implausible_flux_scale(df: pd.DataFrame, bands: Sequence[str]) -> str:
+    """A warning when the catalog's median magnitude is far from any galaxy survey's (a wrong flux unit?), else ''."""
+    mag = nanomaggies_to_mag(df[[f"flux_{b}" for b in bands]].to_numpy(dtype=float))
+    mag = mag[np.isfinite(mag)]
+    if not mag.size:
+        return ""
+    median = float(np.median(mag))
+    lo, hi = PLAUSIBLE_MEDIAN_MAG
+    if lo <= median <= hi:
+        return ""
+    return (f"the median magnitude of the catalog is {median:.1f} with fluxes in {df.attrs.get('flux_unit', '?')}, far "
+            f"outside {lo:g}-{hi:g} mag: is the flux unit right?")
+
+
+def output_columns_fixed(bands: Sequence[str] = SDSS_BANDS) -> tuple[str, ...]:
+    """Columns every posterior catalog of a flow over ``bands`` starts with (before kept columns and summaries)."""
+    return ("id", "z", *(f"mag_{b}" for b in bands), *(f"sigma_{b}" for b in bands), "bands_used", "status",
+            "reason", "support_score", "n_samples", "n_draws", "acceptance")

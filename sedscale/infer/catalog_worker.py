@@ -1,0 +1,161 @@
+"""The worker side of a catalog run: one partition of rows -> one Parquet file.
+
+:func:`infer_partition` is the Dask task; :func:`infer_frame` the same work on
+a block of rows without Dask.  Checkpoints, x-supports and forward models are
+loaded once per worker process.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ConfigError, SedscaleError
+from ..io.atomic import atomic_write_bytes
+from ..simulate.manifest import file_sha256, partition_filename
+from .catalog_plan import CatalogOptions, PartitionSpec
+from .quality import check_photometry, reason_labels
+from .rows import posterior_rows
+from .support import XSupport
+
+
+@lru_cache(maxsize=2)
+def load_posterior_cached(path: str, sha256: str, x_columns: tuple | None = None):
+    """The checkpoint at ``path`` (weights sha256 ``sha256``, x layout ``x_columns`` if given), loaded once per process."""
+    from . import Posterior
+
+    post = Posterior.load(path, x_columns=x_columns)
+    if post.metadata["weights"]["sha256"] != sha256:
+        raise ConfigError(f"{path} changed since the run was planned (weights sha256 differs)")
+    return post
+
+
+@lru_cache(maxsize=2)
+def load_support_cached(path: str, sha256: str) -> XSupport:
+    """The x-support file at ``path``, loaded once per process."""
+    if file_sha256(path) != sha256:
+        raise ConfigError(f"{path} changed since the run was planned (sha256 differs)")
+    return XSupport.load(path)
+
+
+def model_for(post):
+    """The checkpoint's forward model from the per-process model cache.
+
+    Shared with the simulator's cache (:func:`sedscale.simulate.load_model`),
+    so a process builds the model's SSP library (seconds) only once.
+    """
+    from ..simulate import load_model
+
+    options = post.metadata["model"].get("options") or {}
+    return load_model((post.model_name, tuple(sorted(options.items()))))
+
+
+def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, options: CatalogOptions, z_range,
+                partition: int, keep: Sequence[str] = (), absent: Sequence[str] = ()) -> pa.Table:
+    """Posterior-catalog rows of a block of canonical catalog rows (the work of one partition).
+
+    Parameters
+    ----------
+    part : pandas.DataFrame
+        Canonical rows (``id``, ``z``, fluxes, ivars, kept columns).
+    post : Posterior
+    model : ForwardModel
+        The checkpoint's forward model (derived properties).
+    support : XSupport or None
+    options : CatalogOptions
+    z_range : (float, float)
+        Training redshift range.
+    partition : int
+        Partition index (seeds).
+    keep : sequence of str
+        Kept input columns to copy.
+    absent : sequence of str
+        Bands the catalog does not have (masked, not named in reasons).
+
+    Returns
+    -------
+    pyarrow.Table
+        The rows in input order (columns: :func:`output_columns_fixed`,
+        kept columns, summaries, optional samples).
+    """
+    started = time.perf_counter()
+    bands = post.bands
+    checked = check_photometry(
+        part[list(bands.columns("flux_"))].to_numpy(), part[list(bands.columns("flux_ivar_"))].to_numpy(),
+        part["z"].to_numpy(), z_range, masked=post.band_masked, error_floor=options.error_floor or 0.0,
+        bands=bands.bands, absent=tuple(absent),
+    )
+    rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
+                             options, partition, started)
+    cols: dict[str, pa.Array] = {"id": pa.array(part["id"].to_numpy()), "z": pa.array(part["z"].to_numpy(np.float64))}
+    for name in keep:
+        cols[name] = pa.array(part[name].to_numpy())
+    for k, name in enumerate(bands.columns("mag_")):
+        cols[name] = pa.array(checked.mag[:, k].astype(np.float32))
+    for k, name in enumerate(bands.columns("sigma_")):
+        cols[name] = pa.array(checked.mag_sigma[:, k].astype(np.float32))
+    cols["bands_used"] = pa.array(checked.bands_used.tolist(), pa.string())
+    for name in rows.column_names:
+        cols[name] = rows.column(name)
+    return pa.table(cols)
+
+
+def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:
+    """Dask task: infer one catalog partition and write ``part-NNNNNN.parquet`` atomically.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row: ``partition``, ``file``, ``rows``, ``sha256``, ``bytes``,
+        ``status_counts`` and ``reason_counts`` (JSON), ``seconds``.
+    """
+    start = time.perf_counter()
+    if len(part) == 0:
+        return summary_frame([])
+    indices = part["_partition"].unique()
+    if indices.size != 1:
+        raise SedscaleError(f"a Dask partition mixes catalog partitions {indices.tolist()}")
+    index = int(indices[0])
+    post = load_posterior_cached(spec.flow, spec.flow_sha256)
+    support = load_support_cached(spec.support, spec.support_sha256) if spec.support else None
+    table = infer_frame(part, post, model_for(post), support, spec.options, spec.z_range, index, spec.keep,
+                        spec.absent_bands)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    name = partition_filename(index)
+    atomic_write_bytes(Path(spec.work_dir) / name, data)
+    status = table.column("status").to_numpy(zero_copy_only=False)
+    reasons: dict[str, int] = {}
+    for r in table.column("reason").to_pylist():
+        for label in reason_labels(r):
+            reasons[label] = reasons.get(label, 0) + 1
+    values, counts = np.unique(status, return_counts=True)
+    return summary_frame([{
+        "partition": index,
+        "file": name,
+        "rows": table.num_rows,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "status_counts": json.dumps(dict(zip(values.tolist(), counts.tolist())), sort_keys=True),
+        "reason_counts": json.dumps(reasons, sort_keys=True),
+        "seconds": round(time.perf_counter() - start, 3),
+    }])
+
+
+_SUMMARY_DTYPES = {
+    "partition": "int64", "file": "object", "rows": "int64", "sha256": "object", "bytes": "int64",
+    "status_counts": "object", "reason_counts": "object", "seconds": "float64",
+}
+
+
+def summary_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(_SUMMARY_DTYPES)).astype(_SUMMARY_DTYPES)
