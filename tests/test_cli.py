@@ -1,6 +1,8 @@
 """The ``sedscale`` command: one entry point dispatching to every tool."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -13,3 +15,23 @@ def test_sedscale_command_dispatches_to_every_tool(capsys):
         with pytest.raises(SystemExit) as info:
             main([name, "--help"])
         assert info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_shipped_flow_and_cluster_templates_are_package_data(tmp_path, monkeypatch):
+    """A non-editable install finds the default flow and the cluster YAMLs inside the package, from any directory."""
+    import sedscale
+    from sedscale.cluster.config import PACKAGE_CONFIG_DIR, resolve_config_path
+    from sedscale.shipped import DEFAULT_FLOW_NAME, FLOW_ENV, default_flow, resolve_checkpoint
+    from sedscale.train.checkpoint import checkpoint_observable
+
+    package = Path(sedscale.__file__).parent
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(FLOW_ENV, raising=False)
+    assert Path(default_flow()) == package / "data" / "checkpoints" / DEFAULT_FLOW_NAME
+    assert resolve_checkpoint(DEFAULT_FLOW_NAME) == Path(default_flow())
+    assert checkpoint_observable(DEFAULT_FLOW_NAME) == "photometry"
+    assert resolve_checkpoint("no_such_flow") == Path("no_such_flow")  # not shipped: the path as given
+    assert resolve_config_path("slurm") == PACKAGE_CONFIG_DIR / "slurm.yaml"
+    assert PACKAGE_CONFIG_DIR.parent.parent == package
+    monkeypatch.setenv(FLOW_ENV, "checkpoints/mine")
+    assert default_flow() == "checkpoints/mine"

@@ -8,7 +8,7 @@ Examples
     bin/run_catalog sdss.parquet --columns z=zspec flux=flux_{band} flux_err=fluxerr_{band} flux_unit=uJy
     bin/run_catalog cat.fits --columns z=Z flux=NMGY[2:7] flux_ivar=NMGY_IVAR[2:7] flux_unit=nanomaggy --error-floor 0.02
     bin/run_catalog ... --resume            # continue after a killed worker or job
-    bin/run_catalog ... --cluster slurm     # cluster_configs/slurm.yaml (or a YAML path)
+    bin/run_catalog ... --cluster slurm     # the shipped slurm.yaml template (or a YAML path)
     bin/run_catalog ... --mcmc-subset 20    # + ANPE-vs-MCMC benchmark of 20 galaxies (<out>.mcmc.parquet)
     bin/run_catalog ... --fallback mcmc     # MCMC posteriors for the galaxies the flow cannot serve
     bin/run_catalog ../shared/data/sdss_spectra --flow checkpoints/delayed_tau_spectra --out spectra.parquet
@@ -21,11 +21,11 @@ With a spectral checkpoint the inputs are SDSS spec-PLATE-MJD-FIBER.fits files
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..shipped import DEFAULT_FLOW_NAME, default_flow
 from . import add_worker_timeout, announced_client, cluster_from_args, interrupted_resumable, run_guarded, run_resumable
 
 PROG = "run_catalog"
@@ -35,11 +35,6 @@ MIN_SAMPLES_FOR_INTERVALS = 100
 #: Catalogs larger than this keep their partition directory (a partitioned Parquet dataset).
 KEEP_PARTS_ABOVE = 100_000
 MOCK_PROG = "make_mock_catalog"
-#: The checkpoint shipped with sedscale, used when --flow is not given.
-#: The checkpoint used without --flow: $SEDSCALE_FLOW, else the one shipped in a source checkout.
-DEFAULT_FLOW = Path(os.environ.get("SEDSCALE_FLOW")
-                    or Path(__file__).resolve().parents[2] / "checkpoints" / "dirichlet_survey")
-
 
 def build_parser() -> argparse.ArgumentParser:
     from ..infer.catalog_plan import (
@@ -59,15 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="catalog files: NSA FITS, or FITS/Parquet/CSV with --columns/--column-map; for a spectral --flow, "
         "SDSS spectrum files/directories or a Parquet spectra table",
     )
-    p.add_argument("--flow", default=str(DEFAULT_FLOW),
-                   help=f"checkpoint directory (default: $SEDSCALE_FLOW, else {DEFAULT_FLOW})")
+    p.add_argument("--flow", default=default_flow(),
+                   help="checkpoint directory or shipped flow name (default: $SEDSCALE_FLOW, else the shipped "
+                        f"{DEFAULT_FLOW_NAME})")
     p.add_argument(
         "--out", action="append", metavar="FILE",
         help="output .parquet or .fits; repeat for both (default: posteriors.parquet)",
     )
     p.add_argument(
         "--cluster", default="local",
-        help="'local', 'slurm' (cluster_configs/<name>.yaml), a YAML path, or 'none' to run in this process "
+        help="'local', 'slurm' (templates shipped in sedscale/data/cluster/), a YAML path, or 'none' to run in this process "
         "(default: local)",
     )
     p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (Parquet partitions + _manifest.json)")
     p.add_argument(
         "--cluster", default="local",
-        help="cluster config: 'local', 'slurm' (cluster_configs/<name>.yaml) or a YAML path (default: local)",
+        help="cluster config: 'local', 'slurm' (templates shipped in sedscale/data/cluster/) or a YAML path (default: local)",
     )
     p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     p.add_argument(

@@ -6,15 +6,11 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from ..errors import ConfigError
 from .config import ClusterConfig
 from .plugins import WorkerTuning, thread_environment
 from .slurm import check_job_request, wait_for_workers
-
-#: The folder holding the ``sedscale`` package when it runs from a checkout.
-_CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def local_cluster_kwargs(config: ClusterConfig) -> dict:
@@ -39,15 +35,13 @@ def local_cluster_kwargs(config: ClusterConfig) -> dict:
 def slurm_cluster_kwargs(config: ClusterConfig) -> dict:
     """Keyword arguments of :class:`dask_jobqueue.SLURMCluster` for ``config``.
 
-    Adds to the user's ``job`` options: thread-limit exports and, when
-    sedscale runs from a source checkout, a ``PYTHONPATH`` export so the
-    workers import the same code; ``--lifetime``/``--lifetime-stagger``
-    worker arguments; the dashboard address and network interface.
+    Adds to the user's ``job`` options: thread-limit exports;
+    ``--lifetime``/``--lifetime-stagger`` worker arguments; the dashboard
+    address and network interface.  Workers run this interpreter
+    (``job.python``, default ``sys.executable``), in which sedscale is installed.
     """
     job = dict(config.job)
     prologue = [f"export {k}={v}" for k, v in thread_environment(config.threads_per_worker).items()]
-    if (_CHECKOUT_ROOT / "setup.cfg").is_file():
-        prologue.append(f"export PYTHONPATH={_CHECKOUT_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}")
     job["job_script_prologue"] = prologue + list(job.get("job_script_prologue", []))
     extra_args = list(job.get("worker_extra_args", []))
     if config.lifetime:

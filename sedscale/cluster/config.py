@@ -11,9 +11,11 @@ code.  Two kinds are supported:
     the job walltime kills them; the cluster is then kept at its size by
     adaptive scaling, which submits replacement jobs (walltime rotation).
 
-``cluster_configs/local.yaml`` and ``cluster_configs/slurm.yaml`` in the
-repository are documented templates; :func:`load_cluster_config` accepts
-either a path or one of those names.
+The documented templates ``local.yaml`` and ``slurm.yaml`` ship inside the
+package (``sedscale/data/cluster/``; ``cluster_configs/`` in a source
+checkout points there); :func:`load_cluster_config` accepts a path or a
+name, looked up in ``$SEDSCALE_CLUSTER_CONFIG_DIR`` first, so a site can keep
+its own ``slurm.yaml`` without editing the installed package.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ from ..errors import ConfigError
 
 #: Environment variable naming a folder of named cluster configs.
 CONFIG_DIR_ENV = "SEDSCALE_CLUSTER_CONFIG_DIR"
-_REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "cluster_configs"
+#: The shipped templates (package data).
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "data" / "cluster"
 
 _COMMON_KEYS = {"type", "dashboard_address", "interface"}
 _LOCAL_KEYS = _COMMON_KEYS | {"threads_per_worker", "n_workers", "memory_limit", "local_directory"}
@@ -145,7 +148,7 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     """Find a cluster config: an existing file, or a name such as ``"local"``.
 
     Names are looked up as ``<name>.yaml`` in ``$SEDSCALE_CLUSTER_CONFIG_DIR``
-    and then in the repository's ``cluster_configs/``.
+    and then among the templates shipped with the package.
 
     Raises
     ------
@@ -157,7 +160,7 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
         return path
     name = str(name_or_path)
     dirs = [Path(os.environ[CONFIG_DIR_ENV])] if os.environ.get(CONFIG_DIR_ENV) else []
-    dirs.append(_REPO_CONFIG_DIR)
+    dirs.append(PACKAGE_CONFIG_DIR)
     if os.sep not in name and not name.endswith((".yaml", ".yml")):
         for d in dirs:
             candidate = d / f"{name}.yaml"

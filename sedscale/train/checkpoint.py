@@ -24,6 +24,7 @@ import torch
 
 from ..errors import SedscaleError
 from ..io.atomic import atomic_write_bytes
+from ..shipped import resolve_checkpoint
 
 CHECKPOINT_FORMAT = "sedscale.posterior"
 CHECKPOINT_VERSION = 1
@@ -107,8 +108,8 @@ def read_weights(path: Path, record: dict) -> dict:
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """``(weights, sidecar)`` paths of a checkpoint given as directory, .pt or .json."""
-    path = Path(path)
+    """``(weights, sidecar)`` paths of a checkpoint given as directory, .pt, .json or shipped name."""
+    path = resolve_checkpoint(path)
     if path.is_dir():
         path = path / DEFAULT_WEIGHTS
     if path.suffix == ".json":
@@ -130,7 +131,7 @@ def checkpoint_observable(path: str | os.PathLike) -> str:
 def existing_checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """:func:`checkpoint_paths` of a checkpoint that is there; CheckpointError (one line) otherwise."""
     weights, sidecar = checkpoint_paths(path)
-    if not Path(path).exists() or not (weights.exists() or sidecar.exists()):
+    if not resolve_checkpoint(path).exists() or not (weights.exists() or sidecar.exists()):
         raise CheckpointError(f"no checkpoint at {path}: give a checkpoint directory (holding {DEFAULT_WEIGHTS} "
                               "and its .json sidecar) or its weights file")
     return weights, sidecar
