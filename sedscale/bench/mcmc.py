@@ -94,7 +94,8 @@ def speedup_rows(results) -> pd.DataFrame:
 def main(argv: Sequence[str] | None = None) -> int:
     from ..cluster import load_cluster_config, open_client
     from ..infer import Posterior
-    from ..validate.mcmc import MCMCConfig, run_mcmc_benchmark
+    from ..validate.mcmc import MCMCConfig
+    from ..validate.mcmc_benchmark import run_mcmc_benchmark
     from ..validate.report import (
         markdown_table,
         noise_for_checkpoint,

@@ -45,7 +45,8 @@ from ..errors import ConfigError
 from ..io.atomic import atomic_write_bytes
 from ..simulate.manifest import file_sha256
 from ..units import POGSON
-from ..validate.mcmc import GalaxyObservation, MCMCConfig, PhotometryLogPosterior, mcmc_task, run_mcmc
+from ..validate.mcmc import MCMCConfig, PhotometryLogPosterior, run_mcmc
+from ..validate.mcmc_benchmark import GalaxyObservation, mcmc_task
 from .catalog_worker import load_posterior_cached, model_for
 from .quality import STATUS_MCMC_NOT_CONVERGED, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT, check_photometry
 from .rows import sample_quantities, summary_columns

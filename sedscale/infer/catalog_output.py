@@ -22,7 +22,7 @@ from .._version import __version__
 from ..errors import SedscaleError
 from ..io.atomic import atomic_write
 from ..io.catalog import META_PREFIX, output_format, with_units, write_fits, write_parquet_stream
-from ..models.base import DERIVED_UNITS
+from ..models.derived import DERIVED_UNITS
 from .catalog_mcmc import patched_tables
 from .catalog_plan import CatalogPlan
 from .quality import STATUSES

@@ -10,8 +10,9 @@ Use :func:`get_model` to build a model by name::
 from __future__ import annotations
 
 from ..errors import ParameterError
-from .base import DERIVED_UNITS, ZSUN, ForwardModel, StarFormation
+from .base import ZSUN, ForwardModel, StarFormation
 from .delayed_tau import DelayedTauModel
+from .derived import DERIVED_UNITS
 from .dirichlet import DirichletModel
 from .priors import Parameter, Prior, simplex_to_unit_cube, unit_cube_to_simplex
 from .provabgs import ProvabgsModel

@@ -19,7 +19,7 @@ from pathlib import Path
 from .._version import __version__
 from ..errors import ConfigError
 from ..io.lock import exclusive_run
-from ..models.base import DERIVED_UNITS
+from ..models.derived import DERIVED_UNITS
 from ..observe.filters import SDSS_FILTERS
 from ..observe.layout import (
     FLUX_COLUMNS,

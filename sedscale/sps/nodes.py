@@ -196,3 +196,27 @@ def build_node_library(
         native_lum=lum.astype(np.float32),
         native_surviving=grid.surviving_mass_fraction,
     )
+
+def bracket_log(grid_z: np.ndarray, z: np.ndarray):
+    """Bracketing indices and weights for linear interpolation in log Z (clipped)."""
+    lg = np.log10(grid_z)
+    x = np.clip(np.log10(np.maximum(z, 1e-30)), lg[0], lg[-1])
+    i = np.clip(np.searchsorted(lg, x, side="right") - 1, 0, lg.size - 2)
+    return i, (x - lg[i]) / (lg[i + 1] - lg[i])
+
+
+def bracket_lin(grid: np.ndarray, x: np.ndarray):
+    """Bracketing indices and weights for linear interpolation on ``grid`` (clipped)."""
+    x = np.clip(x, grid[0], grid[-1])
+    i = np.clip(np.searchsorted(grid, x, side="right") - 1, 0, grid.size - 2)
+    return i, (x - grid[i]) / (grid[i + 1] - grid[i])
+
+
+def bilinear(values: np.ndarray, ages: np.ndarray, metallicities: np.ndarray, age, z) -> np.ndarray:
+    """``values`` (n_z, n_age, m) bilinearly interpolated in (age, log Z) -> (n, m)."""
+    ia, wa = bracket_lin(ages, age)
+    iz, wz = bracket_log(metallicities, z)
+    wa = wa.astype(values.dtype)[:, None]
+    wz = wz.astype(values.dtype)[:, None]
+    v = values
+    return (1 - wz) * ((1 - wa) * v[iz, ia] + wa * v[iz, ia + 1]) + wz * ((1 - wa) * v[iz + 1, ia] + wa * v[iz + 1, ia + 1])

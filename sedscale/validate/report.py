@@ -54,7 +54,8 @@ from .calibration import (
     stratified_summary,
     summarize_calibration,
 )
-from .mcmc import GalaxyObservation, MCMCConfig, photometry_chi2, run_mcmc_benchmark
+from .mcmc import MCMCConfig, photometry_chi2
+from .mcmc_benchmark import GalaxyObservation, run_mcmc_benchmark
 
 #: Spawn key of the test-set random streams: far above any training partition index.
 TEST_STREAM_KEY = 2**31 - 1
@@ -320,7 +321,7 @@ def posterior_chunk_task(flow_path: str, x: np.ndarray, theta_true: np.ndarray, 
         ``logp_true`` (n,), and ``sample_wall_s`` / ``sample_cpu_s`` /
         ``logp_cpu_s`` of this chunk.
     """
-    from .mcmc import _load_posterior
+    from .mcmc_benchmark import load_posterior as _load_posterior
 
     post = _load_posterior(str(flow_path))
     wall0, cpu0 = time.perf_counter(), time.process_time()
