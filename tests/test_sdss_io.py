@@ -14,12 +14,10 @@ from sedscale.io.sdss import (
     read_sdss_spectra,
     read_sdss_spectrum,
     rest_luminosity,
-    smooth_resample,
-    smoothing_weights,
     spectra_table,
     sppixmask,
-    vacuum_to_air,
 )
+from sedscale.observe.smoothing import smooth_resample, smoothing_weights, vacuum_to_air
 from sedscale.observe.spectra import (
     DIGS_WAVELENGTH,
     SPECTRUM_WAVE_EDGES,

@@ -229,7 +229,7 @@ def test_plot_corner(tmp_path, use_corner):
 
 
 def test_verdict_needs_calibration_information_and_fit():
-    from sedscale.validate.report import verdict
+    from sedscale.validate.diagnostics import verdict
 
     def calib(contraction, passed):
         names = ["log_mass", "log_zsol", "tau_ism", "joint_hpd", "joint_tarp"]

@@ -86,7 +86,7 @@ def agreement(results) -> dict:
 
 def speedup_rows(results) -> pd.DataFrame:
     """One row per galaxy: MCMC and ANPE costs and their ratio."""
-    from ..validate.report import speedup_table
+    from ..validate.render import speedup_table
 
     return speedup_table(pd.DataFrame([r.summary for r in results]))
 
@@ -96,14 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..infer import Posterior
     from ..validate.mcmc import MCMCConfig
     from ..validate.mcmc_benchmark import run_mcmc_benchmark
-    from ..validate.report import (
-        markdown_table,
-        noise_for_checkpoint,
-        observations_from_test_set,
-        redshift_from_metadata,
-        simulate_test_set,
-        validation_streams,
-    )
+    from ..validate.render import markdown_table
+    from ..validate.report import observations_from_test_set
+    from ..validate.test_set import noise_for_checkpoint, redshift_from_metadata, simulate_test_set, validation_streams
 
     args = build_parser().parse_args(argv)
     if args.until_converged:
@@ -144,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"\n{name}: no converged galaxy")
     if args.out:
-        from ..validate.report import write_text
+        from ..validate.render import write_text
 
         record = {
             "flow": str(args.flow),

@@ -128,7 +128,8 @@ def open_client(config: ClusterConfig, report: Callable[[str], None] | None = No
         try:
             client.register_plugin(WorkerTuning(config.threads_per_worker))
             if config.kind == "slurm":
-                wait_for_workers(client, lambda: [getattr(j, "job_id", None) for j in list(cluster.workers.values())],
+                wait_for_workers(client, lambda: [str(j.job_id) for j in list(cluster.workers.values())
+                                                  if getattr(j, "job_id", None)],
                                  config.worker_timeout, report or (lambda line: None))
             yield client
         finally:

@@ -101,18 +101,18 @@ def partition_limits(queue: str | None = None) -> PartitionLimits:
     """
     rows = [line.split("|") for line in _run(["sinfo", "-h", "-o", "%P|%c|%m|%l|%a"]).splitlines() if line.strip()]
     by_name: dict[str, list] = {}
-    default = None
+    default: str | None = None
     for name, cpus, mem, limit, avail in rows:
         if name.endswith("*"):
             name = name[:-1]
             default = name
         by_name.setdefault(name, []).append((cpus, mem, limit, avail))
-    name = queue or default
-    if name not in by_name:
-        raise ConfigError(f"SLURM partition {name!r} does not exist here; partitions: {', '.join(sorted(by_name))}")
-    nodes = by_name[name]
+    chosen = queue or default
+    if chosen is None or chosen not in by_name:
+        raise ConfigError(f"SLURM partition {chosen!r} does not exist here; partitions: {', '.join(sorted(by_name))}")
+    nodes = by_name[chosen]
     return PartitionLimits(
-        name=name,
+        name=chosen,
         cpus=max(int(re.sub(r"\D", "", c) or 0) for c, _, _, _ in nodes),
         memory_mb=max(int(re.sub(r"\D", "", m) or 0) for _, m, _, _ in nodes),
         time_limit_s=max(slurm_seconds(t) for _, _, t, _ in nodes),

@@ -31,6 +31,7 @@ from .support import XSupport, fit_support_from_simulation, support_path
 
 if TYPE_CHECKING:
     from .catalog_mcmc import CatalogMCMC
+    from .posterior import Posterior
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class CatalogPlan:
     """
 
     catalog: pd.DataFrame
-    posterior: object
+    posterior: Posterior
     support: XSupport | None
     spec: PartitionSpec
     outputs: list

@@ -26,6 +26,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,7 +104,7 @@ class CouplingSampler:
             from zuko.transforms import MonotonicAffineTransform
         except ImportError:
             return None
-        net = getattr(flow.estimator, "net", None)
+        net: Any = getattr(flow.estimator, "net", None)
         if type(net) is not Flow or type(net.transform) is not LazyComposedTransform:
             return None
         if not hasattr(flow.estimator, "_embedding_net"):
@@ -144,7 +145,8 @@ class CouplingSampler:
 
         Call under ``torch.inference_mode()`` or ``torch.no_grad()``.
         """
-        c = self.flow.estimator._embedding_net(self.flow._condition(x))
+        estimator: Any = self.flow.estimator
+        c = estimator._embedding_net(self.flow._condition(x))
         b, d = c.shape[0], self.loc.numel()
         # The same draws as zuko's base distribution, all at once: loc + N(0, 1) * scale, shape (n, b, d).
         z = self.loc + torch.randn((n, b, d), dtype=self.loc.dtype) * self.scale
@@ -452,9 +454,9 @@ class Posterior:
             if not first and max_time is not None and time.perf_counter() - start > max_time:
                 result.timed_out[idx[active]] = True
                 break
-            theta = self._sample_flow(per_galaxy, xt[active])  # (per_galaxy, b, d)
-            ok = self.flow.in_support(theta).numpy()
-            theta = theta.numpy()
+            drawn_t = self._sample_flow(per_galaxy, xt[active])  # (per_galaxy, b, d)
+            ok = self.flow.in_support(drawn_t).numpy()
+            theta = drawn_t.numpy()
             finite = np.isfinite(theta).all(axis=-1)
             ok &= finite
             drawn[active] += per_galaxy

@@ -152,7 +152,7 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
         x, used, _ = masked_photometry_x(np.where(band_bad, np.nan, flux), ivar_to_sigma(ivar), z, error_floor)
     else:
         x, used = photometry_x(flux, ivar, z), ~band_bad
-    bad = np.zeros(z.shape[0], dtype=bool) if masked else band_bad.any(axis=1)
+    bad = np.zeros(z.shape[0], dtype=bool) if masked else np.asarray(band_bad.any(axis=1))
     for mask in per_row.values():
         bad |= mask
     reason = np.full(z.shape[0], "", dtype=object)

@@ -473,8 +473,7 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
                 i = futures[future]
                 record(i, future.result())
                 bar.update(len(chunks[i]))
-    tables = [tables[i] for i in range(len(chunks))]
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables([tables[i] for i in range(len(chunks))])
     base = {LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", **{f"bestfit_{p.name}": p.unit for p in post.prior.parameters}}
     units = output_units(post, table.column_names, base)
     return with_units(table, units, catalog_provenance(post, sha, support, options, obs, identity["inputs_sha256"]))

@@ -286,6 +286,8 @@ def fit_support_from_simulation(sims: str | os.PathLike, columns, photometric_no
 
     sims = Path(sims)
     manifest = read_manifest(sims)
+    if manifest is None:
+        raise MissingDataError(f"no finished simulation at {sims} to build the x-support from")
     provenance = {"training_set": str(sims), "manifest_sha256": manifest_digest(manifest),
                   "config_hash": manifest["config_hash"]}
     ts = open_training_set(sims)

@@ -311,7 +311,7 @@ def _band_columns(value, key: str, source: str, bands: tuple[str, ...]) -> dict[
     raise ConfigError(f"{source}: '{key}' must be a '{{band}}' template, a list or a mapping")
 
 
-def load_column_mapping(spec: str | os.PathLike | Sequence[str] | Mapping | None,
+def load_column_mapping(spec: ColumnMapping | str | os.PathLike | Sequence[str] | Mapping | None,
                         bands: Sequence[str] = SDSS_BANDS) -> ColumnMapping | None:
     """A :class:`ColumnMapping` for ``bands`` from a YAML path, ``key=value`` strings or a dict (None passes through)."""
     if spec is None or isinstance(spec, ColumnMapping):

@@ -335,6 +335,7 @@ class ForwardModel(abc.ABC):
                 lib, k, slice(split, None), dtype
             )
         if sf.burst_fraction is not None:
+            assert sf.burst_age is not None and sf.burst_z is not None  # set together with the fraction
             has = np.flatnonzero(sf.burst_fraction > 0)
             burst = bilinear(lib.native_lum, lib.native_ages, lib.metallicities, sf.burst_age[has], sf.burst_z[has])
             burst = (burst * sf.burst_fraction[has, None]).astype(dtype)

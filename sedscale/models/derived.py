@@ -102,6 +102,8 @@ def node_derived(sf: StarFormation, lib: NodeLibrary, mass_tables: dict) -> dict
     for window in SFR_WINDOWS_YR:
         formed[window] = sf.cum_mass[:, window_node(lib, window)]
     if sf.burst_fraction is not None:
+        # A model with a burst sets its fraction, age and metallicity together.
+        assert sf.burst_age is not None and sf.burst_z is not None
         fb = sf.burst_fraction
         surv_b = bilinear(
             lib.native_surviving[..., None], lib.native_ages, lib.metallicities, sf.burst_age, sf.burst_z

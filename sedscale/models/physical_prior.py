@@ -39,6 +39,7 @@ import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import special, stats
@@ -134,7 +135,7 @@ def _validated(config: dict) -> dict:
     missing = [k for k in ("sfh",) + SCALAR_BLOCKS if k not in config]
     if missing:
         raise ConfigError(f"prior {config.get('name', '?')!r} lacks block(s) {missing}")
-    out = {"name": str(config.get("name", "custom"))}
+    out: dict[str, Any] = {"name": str(config.get("name", "custom"))}
     sfh = config["sfh"] if isinstance(config["sfh"], dict) else {"kind": config["sfh"]}
     if sfh.get("kind") == "dirichlet":
         out["sfh"] = {"kind": "dirichlet"}

@@ -24,6 +24,7 @@ from ..units import LSUN_ERG_S, NANOMAGGY_CGS
 from .base import ZSUN, ForwardModel
 from .delayed_tau import MIN_AGE_YR
 from .dirichlet import dirichlet_bin_edges
+from .provabgs import ProvabgsModel
 
 _N_FINE = 6000
 
@@ -38,6 +39,7 @@ def sfr_and_z(model: ForwardModel, phys_row: dict, tage_yr: float, t_yr: np.ndar
     """SFR (arbitrary units) and Z at lookback times ``t_yr`` for one galaxy."""
     name = model.name
     if name == "provabgs":
+        assert isinstance(model, ProvabgsModel)
         sfr = phys_row["beta"] @ model.bases.sfh_at(t_yr / 1e9)
         z = model.metallicity(phys_row["gamma"][None, :], (t_yr / 1e9)[None, :])[0]
     elif name == "dirichlet":
@@ -118,6 +120,7 @@ def reference_spectrum(model: ForwardModel, theta_row: np.ndarray, z: float, wav
     mass = mass / mass.sum()
     burst = None
     if model.name == "provabgs":
+        assert isinstance(model, ProvabgsModel)
         f_burst = phys["f_burst"] if phys["t_burst"] < tage / 1e9 else 0.0
         mass = mass * (1 - f_burst)
         if f_burst > 0:

@@ -28,7 +28,8 @@ from ..errors import ConfigError, SedscaleError
 from ..observe.layout import SPECTRUM_X_COLUMNS
 from ..observe.spectral_noise import spectral_noise_model
 from .calibration import CalibrationThresholds, compute_calibration, summarize_calibration
-from .report import markdown_table, posterior_contraction, posterior_percentiles, sample_test_set, write_parquet, write_text
+from .diagnostics import posterior_contraction, posterior_percentiles, sample_test_set
+from .render import markdown_table, write_parquet, write_text
 
 #: NMAD: 1.4826 x median absolute deviation (= sigma for a Gaussian).
 NMAD_SCALE = 1.4826
