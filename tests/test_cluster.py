@@ -218,6 +218,51 @@ def test_real_slurm_catalog_with_an_mcmc_subset(tmp_path, repo_root):
     assert queued.stdout.strip() == "" or "COMPLETING" in queued.stdout
 
 
+@pytest.mark.skipif(_slurm_partition() is None, reason="no SLURM cluster with an idle node (see .ci/slurm_setup.sh)")
+def test_real_slurm_job_cancelled_mid_run_loses_nothing_after_resume(tmp_path, repo_root):
+    """scancel of the worker job mid-catalog: the driver is stopped (SIGTERM), --resume finishes the run."""
+    import signal
+    import time
+
+    import pandas as pd
+
+    from sedscale.infer.catalog import read_run_manifest
+
+    cluster_yaml = tmp_path / "slurm.yaml"
+    cluster_yaml.write_text(json.dumps({
+        "type": "slurm", "jobs": 1, "dashboard_address": ":0",
+        "job": {"queue": _slurm_partition(), "cores": 1, "processes": 1, "memory": "3GB", "walltime": "00:10:00",
+                "local_directory": str(tmp_path), "job_name": "sedscale-cancelled"},
+    }))
+    out = tmp_path / "mock.parquet"
+    cmd = [sys.executable, str(repo_root / "bin" / "run_catalog"), str(repo_root / "catalogs" / "mock_nsa_dirichlet.fits"),
+           "--out", str(out), "--cluster", str(cluster_yaml), "--partition-size", "50", "--n-samples", "300",
+           "--no-progress", "--keep-parts"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    work = tmp_path / "mock.parquet.parts"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        manifest = read_run_manifest(work) if (work / "_manifest.json").exists() else None
+        if manifest and len(manifest["partitions"]) >= 2:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    subprocess.run(["scancel", "-n", "sedscale-cancelled"], check=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "--resume" in stdout + stderr
+    done = len(read_run_manifest(work)["partitions"])
+    assert 2 <= done < 20
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"{20 - done} run, {done} already done, 20 in total" in resumed.stdout
+    df = pd.read_parquet(out)
+    assert len(df) == 1000 and df["id"].is_unique
+    queued = subprocess.run(["squeue", "-h", "-n", "sedscale-cancelled", "-o", "%i %T"], capture_output=True, text=True)
+    assert queued.stdout.strip() == "" or "COMPLETING" in queued.stdout
+
+
 def test_a_busy_dashboard_port_gives_no_warning():
     """The CLI prints the dashboard URL it got; Dask's 'port already in use' warning must not reach the user."""
     import socket
