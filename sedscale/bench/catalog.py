@@ -192,8 +192,8 @@ def _main(argv: Sequence[str] | None) -> int:
         options = CatalogOptions(
             n_samples=n_samples, partition_size=args.partition_size, derived_samples=args.derived_samples
         )
-        with tempfile.TemporaryDirectory(prefix="sedscale-bench-catalog-") as tmp:
-            tmp = Path(tmp)
+        with tempfile.TemporaryDirectory(prefix="sedscale-bench-catalog-") as tmp_name:
+            tmp = Path(tmp_name)
             outputs = [tmp / "mock.parquet"]
             plans = [plan_catalog(args.catalog, args.flow, outputs[0], options, support_sims=args.support_sims)]
             if args.nsa:

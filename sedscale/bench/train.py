@@ -23,11 +23,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 #: Name -> (preset, flow overrides, training overrides) of the configurations compared.
-CONFIGS = {
+CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "sedflow/b50": ("sedflow", {}, {}),
     "sedflow/b500": ("sedflow", {}, {"batch_size": 500, "learning_rate": 1e-3}),
     "sedflow/b2000": ("sedflow", {}, {"batch_size": 2000, "learning_rate": 1e-3}),
@@ -72,7 +73,7 @@ def training_throughput(ts, config, seconds: float) -> dict:
     opt = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
     split = Split("train", config.val_fraction, config.seed)
     rows, steps = 0, 0
-    wall0 = cpu0 = None
+    wall0 = cpu0 = 0.0  # set when the warm-up ends
     for epoch in range(1_000_000):
         rng = np.random.default_rng(epoch)
         for theta, x in shuffled_batches(ts, split, config.batch_size, config.shuffle_buffer, rng):
@@ -195,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..train import open_training_set
 
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory(prefix="sedscale-bench-train-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="sedscale-bench-train-") as tmp_name:
+        tmp = Path(tmp_name)
         sims = Path(args.sims) if args.sims else simulate_set(args.n, tmp / "sims")
         ts = open_training_set(sims)
         x_eval = _eval_observations(ts, args.galaxies)

@@ -365,7 +365,8 @@ def _mock_main(argv: Sequence[str] | None) -> int:
     args = build_mock_parser().parse_args(argv)
     if "mock" not in Path(args.out).name.lower():
         raise ConfigError(f"{args.out}: a mock catalog's file name must say 'mock'")
-    model, z_range, options = args.model, args.z_range, {}
+    model, z_range = args.model, args.z_range
+    options: dict = {}
     if args.flow:
         meta = read_json(checkpoint_paths(args.flow)[1])
         model = model or meta["model"]["name"]

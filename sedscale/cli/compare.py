@@ -74,16 +74,16 @@ def _main(argv: Sequence[str] | None) -> int:
         mismatched &= matched
         print(f"{PROG}: {int(mismatched.sum())} of {int(matched.sum())} matches dropped: |z_ref - z| > {args.max_dz:g} "
               "(different objects)")
-    ref = np.where(mismatched, np.nan, ref[args.ref_mass])
+    ref_mass = np.where(mismatched, np.nan, ref[args.ref_mass])
     if args.ref_linear:
         with np.errstate(divide="ignore", invalid="ignore"):
-            ref = np.where(ref > 0, np.log10(ref), np.nan)
-    ref = ref + args.ref_offset
-    result = compare_masses(cat, ref, column=args.column, label=args.label or args.ref_mass)
+            ref_mass = np.where(ref_mass > 0, np.log10(ref_mass), np.nan)
+    ref_mass = ref_mass + args.ref_offset
+    result = compare_masses(cat, ref_mass, column=args.column, label=args.label or args.ref_mass)
     print(result.format(), flush=True)
     if args.out:
         write_report(result, args.out)
-        plot_comparison(cat, ref, result, args.out + ".png")
+        plot_comparison(cat, ref_mass, result, args.out + ".png")
         print(f"{PROG}: wrote {args.out}.md, {args.out}.json, {args.out}.png", flush=True)
     return 0
 

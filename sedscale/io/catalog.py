@@ -74,6 +74,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -227,7 +228,7 @@ class ColumnMapping:
             if unknown or not subset or len(set(subset)) != len(subset):
                 raise ConfigError(f"{source}: 'bands: {','.join(subset)}' must name distinct bands of the flow's set {bands}")
             bands = subset
-        kwargs = {"partial": bands != flow_bands}
+        kwargs: dict[str, Any] = {"partial": bands != flow_bands}
         kwargs.update({k: _band_columns(d[k], k, source, bands) for k in _BAND_KEYS if d.get(k) is not None})
         kwargs["bands"] = bands
         for key in ("id", "z", "flux_unit", "format"):
@@ -412,9 +413,9 @@ def read_table_columns(path: str | os.PathLike, columns: Sequence[str],
     fmt = "text" if text_names is not None else catalog_format(path)
     present = table_columns(path, () if fmt == "text" and text_names is None else text_names)
     lookup = {c.lower(): c for c in present}
-    element = {c: _VECTOR_ELEMENT.match(c) for c in columns}
+    matches = {c: _VECTOR_ELEMENT.match(c) for c in columns}
     # NAME[k] reads element k of the vector column NAME (when no column is literally called so).
-    element = {c: (m.group(1), int(m.group(2))) for c, m in element.items() if m and c.lower() not in lookup}
+    element = {c: (m.group(1), int(m.group(2))) for c, m in matches.items() if m and c.lower() not in lookup}
     columns = list(columns)
     wanted = [element[c][0] if c in element else c for c in columns]
     missing = [c for c in wanted if c.lower() not in lookup]
@@ -626,6 +627,7 @@ def _flux_unit(path: Path, mapping: ColumnMapping) -> tuple[str, str]:
         The mapping gives no unit and the file none (or one sedscale does not
         know), or the mapping's unit contradicts the file's.
     """
+    assert mapping.flux is not None  # called for flux (not magnitude) mappings only
     flux_cols = [mapping.flux[b] for b in mapping.bands]
     in_file = set(column_units(path, flux_cols).values()) if mapping.format != "text" and not mapping.names else set()
     known = {_FILE_FLUX_UNITS.get(u, _FILE_FLUX_UNITS.get(u.lower())) for u in in_file}
@@ -635,7 +637,7 @@ def _flux_unit(path: Path, mapping: ColumnMapping) -> tuple[str, str]:
                               f"{', '.join(sorted(in_file))}; fix the mapping or the file")
         return mapping.flux_unit, "column mapping"
     if len(known) == 1 and None not in known:
-        return known.pop(), f"file unit {', '.join(sorted(in_file))!s}"
+        return cast(str, known.pop()), f"file unit {', '.join(sorted(in_file))!s}"
     given = f"the file gives {', '.join(sorted(in_file))}" if in_file else "the file gives none"
     raise ConfigError(
         f"{path}: the flux columns need a unit ({given}): add flux_unit=<unit> to the column mapping, "
@@ -758,7 +760,7 @@ def fits_unit(unit: str) -> str:
     return unit
 
 
-def write_fits(table: pa.Table, path: str | os.PathLike, header: Mapping[str, object] = ()) -> Path:
+def write_fits(table: pa.Table, path: str | os.PathLike, header: Mapping[str, object] | None = None) -> Path:
     """Write ``table`` as a FITS binary table atomically, with TUNIT per column.
 
     Parameters
@@ -782,7 +784,7 @@ def write_fits(table: pa.Table, path: str | os.PathLike, header: Mapping[str, ob
     with warnings.catch_warnings():
         # Long JSON provenance values are written with CONTINUE cards on purpose.
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        for key, value in dict(header).items():
+        for key, value in dict(header or {}).items():
             hdu.header[key] = value
         return atomic_write(path, lambda tmp: fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, overwrite=True))
 
@@ -811,7 +813,7 @@ def _fits_code(dtype: np.dtype) -> str:
     return codes[key]
 
 
-def write_catalog(table: pa.Table, path: str | os.PathLike, header: Mapping[str, object] = ()) -> Path:
+def write_catalog(table: pa.Table, path: str | os.PathLike, header: Mapping[str, object] | None = None) -> Path:
     """Write a posterior catalog as Parquet or FITS (chosen by the suffix of ``path``)."""
     if output_format(path) == "parquet":
         return write_parquet(table, path)

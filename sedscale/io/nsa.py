@@ -145,7 +145,7 @@ def _to_frame(data: np.ndarray, extra: Sequence[str], bands: Sequence[str]) -> p
     cols = {"id": np.asarray(data["NSAID"], dtype=np.int64), "z": np.asarray(data["Z"], dtype=np.float64)}
     cols.update({f"flux_{b}": flux[:, k] for k, b in enumerate(bands)})
     cols.update({f"flux_ivar_{b}": ivar[:, k] for k, b in enumerate(bands)})
-    if "MASS" in data.dtype.names:
+    if "MASS" in (data.dtype.names or ()):
         cols["mass_nsa"] = np.asarray(data["MASS"], dtype=np.float64)
     for name in extra:
         # FITS columns are big-endian; pandas wants native byte order.

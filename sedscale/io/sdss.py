@@ -91,6 +91,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import fitsio
 import numpy as np
@@ -285,16 +286,22 @@ def read_sdss_file(path: str | os.PathLike, need_specobj: bool = True) -> dict:
         raise SpectrumFormatError(f"{path}: no such file")
     try:
         coadd, specobj, extra = _read_hdus(path, need_specobj)
-        raw = {name: np.asarray(coadd[name], dtype=np.float64) for name in COADD_COLUMNS}
+        raw: dict[str, Any] = {name: np.asarray(coadd[name], dtype=np.float64) for name in COADD_COLUMNS}
         raw["and_mask"] = np.asarray(coadd["and_mask"], dtype=np.int64)
         if any(v.ndim != 1 for v in raw.values()):
             raise SpectrumFormatError(f"{path}: COADD columns are not scalar per pixel")
         if specobj is not None and len(specobj) != 1:
             raise SpectrumFormatError(f"{path}: SPECOBJ has {len(specobj)} rows, expected 1")
-        names = extra.dtype.names if extra is not None else ()
-        ids = {c: int(extra[c][0]) for c in SPECOBJ_ID_COLUMNS} if set(SPECOBJ_ID_COLUMNS) <= set(names) else None
+        ids: dict[str, int] | None = None
+        vdisp = np.nan
+        if extra is not None:
+            names = extra.dtype.names or ()
+            if set(SPECOBJ_ID_COLUMNS) <= set(names):
+                ids = {c: int(extra[c][0]) for c in SPECOBJ_ID_COLUMNS}
+            if "VDISP" in names:
+                vdisp = float(extra["VDISP"][0])
         raw["id"] = _spectrum_id(path, ids)
-        raw["vdisp"] = float(extra["VDISP"][0]) if "VDISP" in names else np.nan
+        raw["vdisp"] = vdisp
         if specobj is None:
             raw.update(z=np.nan, zwarning=-1, spec_class="")
         else:

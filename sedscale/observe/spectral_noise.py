@@ -35,6 +35,7 @@ uncertainty the flow is told, and which elements are observed:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +139,8 @@ class SpectralNoiseModel:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown spectral noise options {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kwargs)
 
     def observable_elements(self, wave=DIGS_WAVELENGTH) -> np.ndarray:
         """Elements this model ever observes (boolean over ``wave``).
@@ -174,14 +176,16 @@ class SpectralNoiseModel:
         wave = np.asarray(wave, dtype=np.float64)
         if f.ndim != 2 or f.shape[1] != wave.size:
             raise ParameterError(f"spectra must have shape (n, {wave.size}), got {f.shape}")
-        n, m = f.shape
+        n: int = f.shape[0]
+        m: int = f.shape[1]
         if self.kind == "fractional":
             noisy = f + self.fraction * np.abs(f) * rng.standard_normal((n, m))
             sigma = self.fraction * np.abs(noisy)
             good = np.ones((n, m), dtype=bool)
         else:
             norm = np.abs(f[:, normalization_window(wave)]).mean(axis=1)[:, None]
-            log_snr = rng.uniform(*np.log(self.snr_range), size=n)
+            log_snr_low, log_snr_high = np.log(self.snr_range)
+            log_snr = rng.uniform(log_snr_low, log_snr_high, size=n)
             tilt = rng.uniform(*self.tilt_range, size=n)
             half_p = rng.uniform(*self.poisson_range, size=n)[:, None] / 2
             spike = np.where(rng.random((n, m)) < self.spike_rate, rng.uniform(*self.spike_range, size=(n, m)), 1.0)

@@ -120,6 +120,7 @@ class SimulationConfig:
         """
         if self.z_catalog is not None:
             return redshift_from_catalog(self.z_catalog, self.z_column, z_max=z_max)
+        assert self.z_range is not None  # __post_init__ requires one of z_range and z_catalog
         low, high = (float(v) for v in self.z_range)
         dist = UniformRedshift(low, high) if self.z_spacing == "uniform" else SurveyRedshift(low, high)
         if high > z_max:
@@ -135,7 +136,7 @@ class SimulationConfig:
             "seed": self.seed,
             "partition_size": self.partition_size,
             "noise_model": self.noise_model,
-            "z_range": list(self.z_range) if self.z_catalog is None else None,
+            "z_range": list(self.z_range) if self.z_catalog is None and self.z_range is not None else None,
             **({"z_spacing": self.z_spacing} if self.z_spacing != "uniform" else {}),
             "z_catalog": self.z_catalog,
             "z_column": self.z_column,

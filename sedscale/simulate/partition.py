@@ -138,7 +138,7 @@ def draw_valid(model, noise, redshift, rows: int, streams) -> Draws:
         redshift range or prior does not overlap the noise model's flux range).
     """
     theta_rng, z_rng, noise_rng = streams
-    keep = {k: [] for k in ("theta", "z", "flux_true", "flux", "flux_sigma", "mag", "mag_sigma")}
+    keep: dict[str, list[np.ndarray]] = {k: [] for k in ("theta", "z", "flux_true", "flux", "flux_sigma", "mag", "mag_sigma")}
     dropped: dict[str, int] = {}
     n_kept = n_drawn = 0
     while n_kept < rows:
@@ -304,6 +304,7 @@ def simulate_partition(index: int, spec: TaskSpec) -> dict:
     model = load_model(spec.model_key)
     streams = partition_streams(spec.seed, index)
     first_id = index * spec.partition_size
+    dropped: dict[str, int]
     if spec.observable == "spectrum":
         theta, z, spectra = draw_spectra(model, spec.redshift, spec.rows(index), streams)
         derived = model.derived(theta, z)

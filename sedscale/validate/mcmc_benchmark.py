@@ -186,7 +186,7 @@ def run_mcmc_benchmark(client, galaxies, flow_path: str, config: MCMCConfig, n_a
     """
     galaxies = list(galaxies)
     if client is None:
-        results = []
+        results: list = []
         for g in galaxies:
             results.append(mcmc_task(g, flow_path, config, n_anpe_samples))
             log(_progress_line(results[-1]))
@@ -197,7 +197,7 @@ def run_mcmc_benchmark(client, galaxies, flow_path: str, config: MCMCConfig, n_a
         mcmc_task, galaxies, flow_path=str(flow_path), config=config, n_anpe_samples=n_anpe_samples, pure=False
     )
     index = {f.key: i for i, f in enumerate(futures)}
-    results: list = [None] * len(futures)
+    results = [None] * len(futures)
     for fut in as_completed(futures):
         res = fut.result()
         results[index[fut.key]] = res

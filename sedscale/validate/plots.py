@@ -5,7 +5,9 @@ atomically (temporary file + rename) to the given path.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
 import matplotlib
 
@@ -137,9 +139,9 @@ def plot_ppc(chi2, path, dof: int, chi2_truth=None) -> Path:
     top = np.percentile(chi2, 99) if chi2.size else 1.0
     bins = np.linspace(0, max(top, stats.chi2.ppf(0.999, dof)), 50)
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
-    ax.hist(chi2, bins=bins, density=True, histtype="stepfilled", alpha=0.6, label="posterior-median SED")
+    ax.hist(chi2, bins=bins.tolist(), density=True, histtype="stepfilled", alpha=0.6, label="posterior-median SED")
     if chi2_truth is not None:
-        ax.hist(np.asarray(chi2_truth), bins=bins, density=True, histtype="step", color="k", label="true SED")
+        ax.hist(np.asarray(chi2_truth), bins=bins.tolist(), density=True, histtype="step", color="k", label="true SED")
     ax.plot(bins, stats.chi2.pdf(bins, dof), color="C3", label=f"chi2({dof})")
     ax.set_xlabel("chi2 of the fluxes")
     ax.legend(fontsize=7)
@@ -186,10 +188,10 @@ def plot_corner(mcmc, anpe, names, path, truth=None, labels=None, use_corner: bo
         for j in range(mcmc.shape[1])
     ]
     ranges = [(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5) for lo, hi in ranges]
-    corner = None
+    corner: ModuleType | None = None
     if use_corner:
         try:
-            import corner
+            corner = importlib.import_module("corner")
         except ImportError:
             corner = None
     if corner is not None:

@@ -121,6 +121,7 @@ def render_summary(info: dict, calib: pd.DataFrame, strata: pd.DataFrame, ppc: d
         "for the exact posterior; lower means the posterior's SEDs fit the data worse than the truth's."),
     ]
     if mcmc is not None and len(mcmc):
+        assert comparison is not None  # the marginal comparison comes with the MCMC results
         cfg = info["mcmc_config"]
         out += [
             "",

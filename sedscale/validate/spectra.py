@@ -35,7 +35,7 @@ from .render import markdown_table, write_parquet, write_text
 NMAD_SCALE = 1.4826
 
 
-def simulate_spectral_test_set(model, n: int, seed: int, noise, z_range=(0.01, 0.06)) -> dict:
+def simulate_spectral_test_set(model, n: int, seed: int, noise, z_range: tuple[float, float] = (0.01, 0.06)) -> dict:
     """Fresh prior draws, their noiseless spectra and one noisy, masked realization.
 
     Returns

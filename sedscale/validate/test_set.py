@@ -158,7 +158,7 @@ def strata_band(test: pd.DataFrame, bands) -> str:
     counts = {b: int(np.isfinite(test[f"mag_{b}"]).sum()) for b in bands if f"mag_{b}" in test}
     if counts.get(STRATA_BAND, 0) >= len(test) // 2:
         return STRATA_BAND
-    return max(counts, key=counts.get)
+    return max(counts, key=counts.__getitem__)
 
 
 #: Derived properties calibrated beside the parameters: name, function of ``model.derived``, rank range.
