@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError
-from ..io.atomic import atomic_write_bytes
+from ..io.atomic import write_table
 from ..simulate.manifest import file_sha256
 from ..units import POGSON
 from ..validate.mcmc import MCMCConfig, PhotometryLogPosterior, run_mcmc
@@ -286,12 +286,6 @@ def _catalog_rows(plan, manifest: dict) -> pd.DataFrame:
                       for i in range(plan.n_partitions)], ignore_index=True)
 
 
-def _table_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
-
-
 def _benchmark_table(res, row: int, catalog_id) -> pa.Table:
     """A benchmark result as rows (one per parameter) with the galaxy's diagnostics and costs."""
     comp = res.comparison.copy()
@@ -368,9 +362,7 @@ def run_catalog_mcmc(plan, manifest: dict, client, request: CatalogMCMC, write_m
     def record(job, result) -> None:
         kind, row = job
         table = _benchmark_table(result, row, ids[row]) if kind == "subset" else result
-        data = _table_bytes(table)
-        atomic_write_bytes(plan.work_dir / name[job], data)
-        done[name[job]] = {"file": name[job], "sha256": hashlib.sha256(data).hexdigest()}
+        done[name[job]] = write_table(plan.work_dir / name[job], table)
         write_manifest(manifest)
         outcome.run += 1
         log(f"mcmc: {kind} galaxy {ids[row]} (row {row}) done, {outcome.run}/{len(todo)}: "
@@ -399,7 +391,7 @@ def run_catalog_mcmc(plan, manifest: dict, client, request: CatalogMCMC, write_m
         outcome.benchmark = pd.concat([tables[("subset", int(r))].to_pandas() for r in outcome.subset_rows],
                                       ignore_index=True)
         outcome.table = mcmc_table_path(plan.outputs[0])
-        atomic_write_bytes(outcome.table, _table_bytes(pa.Table.from_pandas(outcome.benchmark, preserve_index=False)))
+        write_table(outcome.table, pa.Table.from_pandas(outcome.benchmark, preserve_index=False))
     outcome.fallback = {int(r): tables[("fallback", int(r))] for r in outcome.fallback_rows}
     outcome.wall_s = time.perf_counter() - start
     return outcome

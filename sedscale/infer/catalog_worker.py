@@ -6,7 +6,6 @@ loaded once per worker process.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -16,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import ConfigError, SedscaleError
-from ..io.atomic import atomic_write_bytes
+from ..io.atomic import write_table
 from ..simulate.manifest import file_sha256, partition_filename
 from .catalog_plan import CatalogOptions, PartitionSpec
 from .quality import check_photometry, reason_labels
@@ -128,11 +126,7 @@ def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:
     support = load_support_cached(spec.support, spec.support_sha256) if spec.support else None
     table = infer_frame(part, post, model_for(post), support, spec.options, spec.z_range, index, spec.keep,
                         spec.absent_bands)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    data = sink.getvalue().to_pybytes()
-    name = partition_filename(index)
-    atomic_write_bytes(Path(spec.work_dir) / name, data)
+    written = write_table(Path(spec.work_dir) / partition_filename(index), table)
     status = table.column("status").to_numpy(zero_copy_only=False)
     reasons: dict[str, int] = {}
     for r in table.column("reason").to_pylist():
@@ -141,10 +135,7 @@ def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:
     values, counts = np.unique(status, return_counts=True)
     return summary_frame([{
         "partition": index,
-        "file": name,
-        "rows": table.num_rows,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
+        **written,
         "status_counts": json.dumps(dict(zip(values.tolist(), counts.tolist())), sort_keys=True),
         "reason_counts": json.dumps(reasons, sort_keys=True),
         "seconds": round(time.perf_counter() - start, 3),

@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 
 from .._version import __version__
 from ..errors import ConfigError
-from ..io.atomic import atomic_write_bytes
+from ..io.atomic import write_table
 from ..io.catalog import META_PREFIX, with_units, write_catalog
 from ..io.sdss import read_sdss_spectra, rest_luminosity
 from ..observe.layout import LOG_NORM_COLUMN, MISSING_LOG_SIGMA, SPECTRUM_X_COLUMNS, drop_elements, spectrum_x
@@ -509,13 +509,7 @@ def _chunk_recorder(tables: dict, work_dir, identity: dict, n_chunks: int, resum
         tables[int(key)] = pq.read_table(work / entry["file"]).replace_schema_metadata(None)
 
     def record(i: int, table: pa.Table) -> None:
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        data = sink.getvalue().to_pybytes()
-        name = partition_filename(i)
-        atomic_write_bytes(work / name, data)
-        manifest["partitions"][str(i)] = {"file": name, "rows": table.num_rows,
-                                          "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        manifest["partitions"][str(i)] = write_table(work / partition_filename(i), table)
         write_run_manifest(work, manifest)
         tables[i] = table
 

@@ -43,6 +43,31 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
+def write_table(path: str | os.PathLike, table) -> dict:
+    """Write a pyarrow table as a Parquet file (zstd) atomically; its manifest record.
+
+    The bytes are made in memory, so the recorded sha256 is that of the file
+    written (equal tables give equal files: partitions recomputed after a
+    killed worker are identical).
+
+    Returns
+    -------
+    dict
+        ``file`` (the name), ``rows``, ``sha256`` and ``bytes``.
+    """
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    atomic_write_bytes(path, data)
+    return {"file": Path(path).name, "rows": table.num_rows, "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data)}
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     """Fail now, not after the work, if ``path`` cannot be written (its folder is created on write).
 

@@ -13,17 +13,15 @@ never of the worker, the number of workers or the order of execution:
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import SedscaleError
-from ..io.atomic import atomic_write_bytes
+from ..io.atomic import write_table
 from ..observe.layout import (
     FLUX_COLUMNS,
     FLUX_SIGMA_COLUMNS,
@@ -41,7 +39,6 @@ from .redshift import CatalogRedshift, UniformRedshift
 ID_COLUMN = "sim_id"
 #: A partition gives up when fewer than 1 draw in this many is valid.
 MAX_DRAWS_PER_ROW = 200
-_PARQUET_COMPRESSION = "zstd"
 
 
 @dataclass(frozen=True)
@@ -282,13 +279,6 @@ def build_table(param_names, draws: Draws, derived: dict, first_id: int, metadat
     return _columns_table(columns, derived, metadata)
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    """Serialize a table to Parquet in memory (deterministic for equal tables)."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=_PARQUET_COMPRESSION)
-    return sink.getvalue().to_pybytes()
-
-
 def simulate_partition(index: int, spec: TaskSpec) -> dict:
     """Simulate partition ``index`` and write its Parquet file atomically.
 
@@ -322,17 +312,15 @@ def simulate_partition(index: int, spec: TaskSpec) -> dict:
         derived = model.derived(draws.theta, draws.z)
         table = build_table(model.param_names, draws, derived, first_id, spec.metadata)
         n_drawn, dropped = draws.n_drawn, draws.dropped
-    data = parquet_bytes(table)
-    name = partition_filename(index)
-    atomic_write_bytes(Path(spec.out) / name, data)
+    record = write_table(Path(spec.out) / partition_filename(index), table)
     return {
         "index": index,
-        "file": name,
-        "rows": table.num_rows,
+        "file": record["file"],
+        "rows": record["rows"],
         "drawn": n_drawn,
         "dropped": dict(sorted(dropped.items())),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
+        "sha256": record["sha256"],
+        "bytes": record["bytes"],
         "seconds": round(time.perf_counter() - start, 3),
         "cpu_seconds": round(time.thread_time() - cpu_start, 3),
     }

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import stats
 
-from ..io.atomic import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes, write_table
 from .diagnostics import verdict
 
 
@@ -19,9 +18,7 @@ def write_parquet(df: pd.DataFrame, path: Path, metadata: dict | None = None) ->
     table = pa.Table.from_pandas(df, preserve_index=False)
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    atomic_write_bytes(Path(path), sink.getvalue().to_pybytes())
+    write_table(path, table)
     return Path(path)
 
 
