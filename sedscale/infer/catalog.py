@@ -347,6 +347,8 @@ def _execute(plan: CatalogPlan, todo: list[int], client, record: Callable[[dict]
         return
     import dask.dataframe as dd
 
+    from ..cluster.execute import run_tasks
+
     size = plan.spec.options.partition_size
     frame = plan.catalog.copy()
     frame["_partition"] = np.arange(len(frame)) // size
@@ -354,19 +356,9 @@ def _execute(plan: CatalogPlan, todo: list[int], client, record: Callable[[dict]
     if ddf.npartitions != plan.n_partitions:
         raise SedscaleError(f"Dask split the catalog into {ddf.npartitions} partitions, expected {plan.n_partitions}")
     results = ddf.partitions[todo].map_partitions(infer_partition, plan.spec, meta=summary_frame([]))
-    parts = results.to_delayed()
-    if client is None:
-        for part in parts:
-            for row in part.compute(scheduler="synchronous").to_dict("records"):
-                record(row)
-        return
-    from distributed import as_completed
 
-    futures = client.compute(parts)
-    try:
-        for future in as_completed(futures):
-            for row in future.result().to_dict("records"):
-                record(row)
-    finally:
-        # On error or interrupt, stop queued partitions; finished ones are in the manifest.
-        client.cancel(futures)
+    def record_part(_, frame) -> None:
+        for row in frame.to_dict("records"):
+            record(row)
+
+    run_tasks(results.to_delayed(), client, record_part)

@@ -369,22 +369,12 @@ def run_catalog_mcmc(plan, manifest: dict, client, request: CatalogMCMC, write_m
             + (f"converged={result.summary['converged']}, {result.summary['mcmc_cpu_s']:.0f} CPU-s"
                if kind == "subset" else f"status {table.column('status')[0].as_py()}"))
 
-    if client is None:
-        for job in todo:
-            fn, args = submit(job)
-            record(job, fn(*args))
-    elif todo:
-        from distributed import as_completed
+    import dask
 
-        futures = {}
-        for job in todo:
-            fn, args = submit(job)
-            futures[client.submit(fn, *args, pure=False)] = job
-        try:
-            for future in as_completed(futures):
-                record(futures[future], future.result())
-        finally:
-            client.cancel(list(futures))
+    from ..cluster.execute import run_tasks
+
+    tasks = [dask.delayed(fn, pure=False)(*args) for fn, args in map(submit, todo)]
+    run_tasks(tasks, client, lambda k, result: record(todo[k], result))
 
     tables = {job: pq.read_table(plan.work_dir / name[job]) for job in jobs}
     if outcome.subset_rows.size:

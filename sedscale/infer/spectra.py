@@ -460,19 +460,19 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
     identity = run_identity(sha, support, options, fit, obs)
     record = _chunk_recorder(tables, work_dir, identity, len(chunks), resume)
     todo = [i for i in range(len(chunks)) if i not in tables]
-    if client is None:
-        for i in todo:
-            record(i, infer_spectra_chunk(chunks[i], *args, i, fit))
-    else:
-        from distributed import as_completed
-        from tqdm.auto import tqdm
+    import dask
+    from tqdm.auto import tqdm
 
-        futures = {client.submit(infer_spectra_chunk, chunks[i], *args, i, fit, pure=False): i for i in todo}
-        with tqdm(total=sum(len(chunks[i]) for i in todo), unit="spectrum", disable=not progress) as bar:
-            for future in as_completed(futures):
-                i = futures[future]
-                record(i, future.result())
-                bar.update(len(chunks[i]))
+    from ..cluster.execute import run_tasks
+
+    tasks = [dask.delayed(infer_spectra_chunk, pure=False)(chunks[i], *args, i, fit) for i in todo]
+    with tqdm(total=sum(len(chunks[i]) for i in todo), unit="spectrum", disable=not progress) as bar:
+
+        def record_chunk(k: int, table: pa.Table) -> None:
+            record(todo[k], table)
+            bar.update(len(chunks[todo[k]]))
+
+        run_tasks(tasks, client, record_chunk)
     table = pa.concat_tables([tables[i] for i in range(len(chunks))])
     base = {LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", **{f"bestfit_{p.name}": p.unit for p in post.prior.parameters}}
     units = output_units(post, table.column_names, base)

@@ -364,22 +364,14 @@ def _execute(todo: list[int], spec: TaskSpec, client, record: Callable[[dict], N
     import dask
     import dask.bag as db
 
+    from ..cluster.execute import run_tasks
+
     # One Delayed for the spec: a single graph node shared by all tasks.
     spec_node = dask.delayed(spec, pure=True)
     bag = db.from_sequence(todo, npartitions=len(todo)).map(simulate_partition, spec=spec_node)
-    parts = bag.to_delayed()
-    if client is None:
-        for part in parts:
-            for result in part.compute(scheduler="synchronous"):
-                record(result)
-        return
-    from distributed import as_completed
 
-    futures = client.compute(parts)
-    try:
-        for future in as_completed(futures):
-            for result in future.result():
-                record(result)
-    finally:
-        # On error or interrupt, stop queued partitions; finished ones are in the manifest.
-        client.cancel(futures)
+    def record_part(_, results: list[dict]) -> None:
+        for result in results:
+            record(result)
+
+    run_tasks(bag.to_delayed(), client, record_part)
