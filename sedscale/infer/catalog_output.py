@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -28,10 +29,13 @@ from .catalog_plan import CatalogPlan
 from .quality import STATUSES
 from .summaries import PERCENTILES, STAT_NAMES
 
+if TYPE_CHECKING:
+    from .posterior import Posterior
+
 CATALOG_FORMAT = "sedscale.posterior_catalog"
 
 
-def quantity_units(post) -> dict[str, str]:
+def quantity_units(post: Posterior) -> dict[str, str]:
     """Unit of every summarized quantity: parameters (prior), derived (model), others dimensionless."""
     units = {p.name: p.unit for p in post.prior.parameters}
     units.update({k: v for k, v in DERIVED_UNITS.items() if k not in units})
@@ -123,7 +127,7 @@ def column_units(plan: CatalogPlan, columns: Sequence[str]) -> dict[str, str]:
     return output_units(plan.posterior, columns, base)
 
 
-def output_units(post, columns: Sequence[str], base: dict[str, str]) -> dict[str, str]:
+def output_units(post: Posterior, columns: Sequence[str], base: dict[str, str]) -> dict[str, str]:
     """Units of output columns: ``base`` ones as given; summaries and samples carry their quantity's unit."""
     qunits = quantity_units(post)
     units = {}

@@ -305,7 +305,7 @@ def plan_catalog(
                        config_hash=digest, mcmc=mcmc if mcmc is not None and mcmc.active else None)
 
 
-def resolve_error_floor(post, error_floor: float | None) -> float:
+def resolve_error_floor(post: Posterior, error_floor: float | None) -> float:
     """The error floor (mag) a run uses with checkpoint ``post`` (see :class:`CatalogOptions`).
 
     Raises
@@ -338,7 +338,8 @@ def catalog_digest(df: pd.DataFrame, bands: Sequence[str] = SDSS_BANDS) -> str:
     return hashlib.sha256(hashed.tobytes()).hexdigest()
 
 
-def resolve_support(post, flow, support=None, support_sims=None, cache_dir: Path | None = None) -> tuple[XSupport, Path]:
+def resolve_support(post: Posterior, flow, support=None, support_sims=None,
+                    cache_dir: Path | None = None) -> tuple[XSupport, Path]:
     """Load (or build once) the x-support reference of a checkpoint.
 
     Order: ``support`` if given; ``x_support.npz`` beside the checkpoint;

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,10 @@ from .catalog_plan import CatalogOptions, PartitionSpec
 from .quality import check_photometry, reason_labels
 from .rows import posterior_rows
 from .support import XSupport
+
+if TYPE_CHECKING:
+    from ..models.base import ForwardModel
+    from .posterior import Posterior
 
 
 @lru_cache(maxsize=2)
@@ -44,7 +49,7 @@ def load_support_cached(path: str, sha256: str) -> XSupport:
     return XSupport.load(path)
 
 
-def model_for(post):
+def model_for(post: Posterior) -> ForwardModel:
     """The checkpoint's forward model from the per-process model cache.
 
     Shared with the simulator's cache (:func:`sedscale.simulate.load_model`),
@@ -56,8 +61,9 @@ def model_for(post):
     return load_model((post.model_name, tuple(sorted(options.items()))))
 
 
-def infer_frame(part: pd.DataFrame, post, model, support: XSupport | None, options: CatalogOptions, z_range,
-                partition: int, keep: Sequence[str] = (), absent: Sequence[str] = ()) -> pa.Table:
+def infer_frame(part: pd.DataFrame, post: Posterior, model: ForwardModel, support: XSupport | None,
+                options: CatalogOptions, z_range, partition: int, keep: Sequence[str] = (),
+                absent: Sequence[str] = ()) -> pa.Table:
     """Posterior-catalog rows of a block of canonical catalog rows (the work of one partition).
 
     Parameters

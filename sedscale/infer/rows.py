@@ -21,7 +21,9 @@ from .quality import STATUS_BAD_INPUT, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_
 from .summaries import clip_to_prior, derived_quantities, physical_quantities, summarize
 
 if TYPE_CHECKING:
+    from ..models.base import ForwardModel
     from .catalog_plan import CatalogOptions
+    from .posterior import Posterior
 
 #: Flow samples per seeded ``Posterior.draw`` call (galaxies x samples); the
 #: seeds, hence the samples, depend on it.  The coupling sampler runs the flow
@@ -35,7 +37,7 @@ def _chunk_seed(seed: int, partition: int, chunk: int) -> int:
     return int(np.random.SeedSequence([seed, partition, chunk]).generate_state(1)[0])
 
 
-def draw_samples(post, x: np.ndarray, options: CatalogOptions, partition: int, started: float | None = None,
+def draw_samples(post: Posterior, x: np.ndarray, options: CatalogOptions, partition: int, started: float | None = None,
                  outside: np.ndarray | None = None) -> SampleResult:
     """Sample all galaxies of a partition in seeded chunks, under one redraw time limit.
 
@@ -91,7 +93,7 @@ class SampleQuantities(NamedTuple):
     assessed: list
 
 
-def sample_quantities(post, model, theta: np.ndarray, z: np.ndarray, n_derived: int) -> SampleQuantities:
+def sample_quantities(post: Posterior, model: ForwardModel, theta: np.ndarray, z: np.ndarray, n_derived: int) -> SampleQuantities:
     """Parameters, physical parameters and derived properties of posterior samples.
 
     Parameters
@@ -129,7 +131,7 @@ def sample_quantities(post, model, theta: np.ndarray, z: np.ndarray, n_derived: 
     return SampleQuantities(quantities, list(derived), assessed)
 
 
-def summary_columns(post, model, quantities: SampleQuantities, z: np.ndarray, good: np.ndarray, n: int,
+def summary_columns(post: Posterior, model: ForwardModel, quantities: SampleQuantities, z: np.ndarray, good: np.ndarray, n: int,
                     n_samples, n_draws, acceptance, save_samples: bool) -> dict[str, pa.Array]:
     """Sampling, summary, contraction and (optionally) sample columns of ``n`` rows, ``good`` of them sampled.
 
@@ -186,8 +188,8 @@ def _short_reason(drawn: SampleResult, j: int, n_samples: int) -> str:
     return f"sampling_timeout:{got}"
 
 
-def posterior_rows(post, model, x, z, bad, reason, support, options, partition: int, started: float | None = None,
-                   support_x=None):
+def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, support, options, partition: int,
+                   started: float | None = None, support_x=None):
     """Status, support, sampling and summary columns of a block of galaxies.
 
     Parameters
