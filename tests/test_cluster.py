@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -128,19 +129,29 @@ def _slurm_partition() -> str | None:
     return None
 
 
+def _slurm_yaml(tmp_path, job_name: str, *, jobs: int = 1, extra: dict | None = None, **job) -> Path:
+    """A cluster YAML of ``jobs`` 1-core SLURM jobs on the idle partition (``job``: more or other job keys)."""
+    path = tmp_path / "slurm.yaml"
+    path.write_text(json.dumps({
+        "type": "slurm", "jobs": jobs, "dashboard_address": ":0", **(extra or {}),
+        "job": {"queue": _slurm_partition(), "cores": 1, "processes": 1, "memory": "3GB", "walltime": "00:10:00",
+                "local_directory": str(tmp_path), "job_name": job_name, **job},
+    }))
+    return path
+
+
+def _left_in_queue(job_name: str) -> bool:
+    """Whether SLURM still holds a job of that name (other than completing)."""
+    queued = subprocess.run(["squeue", "-h", "-n", job_name, "-o", "%i %T"], capture_output=True, text=True).stdout
+    return queued.strip() != "" and "COMPLETING" not in queued
+
+
 @pytest.mark.skipif(_slurm_partition() is None, reason="no SLURM cluster with an idle node (see .ci/slurm_setup.sh)")
 def test_real_slurm_simulation(tmp_path, repo_root):
     """bin/run_simulate --cluster <slurm yaml>: 2 SLURM jobs run the Dask workers."""
     logs = tmp_path / "slurm_logs"
     logs.mkdir()
-    cluster_yaml = tmp_path / "slurm.yaml"
-    cluster_yaml.write_text(json.dumps({
-        "type": "slurm",
-        "job": {"queue": _slurm_partition(), "cores": 1, "processes": 1, "memory": "3GB", "walltime": "00:10:00",
-                "local_directory": str(tmp_path), "log_directory": str(logs), "job_name": "sedscale-test"},
-        "jobs": 2,
-        "dashboard_address": ":0",
-    }))
+    cluster_yaml = _slurm_yaml(tmp_path, "sedscale-test", jobs=2, log_directory=str(logs))
     out = tmp_path / "sims"
     cmd = [sys.executable, str(repo_root / "bin" / "run_simulate"), "--model", "dirichlet", "--n", "1000",
            "--partition-size", "250", "--out", str(out), "--cluster", str(cluster_yaml), "--no-progress"]
@@ -176,20 +187,14 @@ def test_real_slurm_refusals_leave_no_job_behind(tmp_path, repo_root):
            "--out", str(tmp_path / "sims"), "--no-progress"]
     proc = subprocess.run(run + ["--cluster", "slurm"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "cannot run the job request: job.cores 16 >" in proc.stderr
-    cluster_yaml = tmp_path / "slurm.yaml"
     # A job SLURM holds back (here: may not begin for an hour) never gives a worker.
-    cluster_yaml.write_text(json.dumps({
-        "type": "slurm", "jobs": 1, "dashboard_address": ":0", "worker_timeout": 3,
-        "job": {"queue": _slurm_partition(), "cores": 1, "processes": 1, "memory": "2GB", "walltime": "00:05:00",
-                "local_directory": str(tmp_path), "job_name": "sedscale-timeout",
-                "job_extra_directives": ["--begin=now+3600"]},
-    }))
+    cluster_yaml = _slurm_yaml(tmp_path, "sedscale-timeout", extra={"worker_timeout": 3}, memory="2GB",
+                               walltime="00:05:00", job_extra_directives=["--begin=now+3600"])
     proc = subprocess.run(run + ["--cluster", str(cluster_yaml)], capture_output=True, text=True, timeout=120,
                           cwd=tmp_path)
     assert proc.returncode == 2 and "no Dask worker after 3 s: SLURM jobs 1 PENDING (BeginTime)" in proc.stderr
     assert "waiting for SLURM workers" in proc.stdout and "1 PENDING (BeginTime)" in proc.stdout
-    queued = subprocess.run(["squeue", "-h", "-n", "sedscale-timeout", "-o", "%i %T"], capture_output=True, text=True)
-    assert queued.stdout.strip() == "" or "COMPLETING" in queued.stdout  # cancelled with the cluster
+    assert not _left_in_queue("sedscale-timeout")  # cancelled with the cluster
 
 
 @pytest.mark.skipif(_slurm_partition() is None, reason="no SLURM cluster with an idle node (see .ci/slurm_setup.sh)")
@@ -197,12 +202,7 @@ def test_real_slurm_catalog_with_an_mcmc_subset(tmp_path, repo_root):
     """bin/run_catalog --cluster slurm: posteriors and a benchmark galaxy sent to MCMC on the SLURM worker."""
     import pandas as pd
 
-    cluster_yaml = tmp_path / "slurm.yaml"
-    cluster_yaml.write_text(json.dumps({
-        "type": "slurm", "jobs": 1, "dashboard_address": ":0",
-        "job": {"queue": _slurm_partition(), "cores": 1, "processes": 1, "memory": "3GB", "walltime": "00:10:00",
-                "local_directory": str(tmp_path), "job_name": "sedscale-catalog"},
-    }))
+    cluster_yaml = _slurm_yaml(tmp_path, "sedscale-catalog")
     out = tmp_path / "mock.parquet"
     cmd = [sys.executable, str(repo_root / "bin" / "run_catalog"), str(repo_root / "catalogs" / "mock_nsa_dirichlet.fits"),
            "--out", str(out), "--cluster", str(cluster_yaml), "--n-samples", "100", "--mcmc-subset", "1",
@@ -214,8 +214,7 @@ def test_real_slurm_catalog_with_an_mcmc_subset(tmp_path, repo_root):
     assert len(pd.read_parquet(out)) == 1000
     bench = pd.read_parquet(tmp_path / "mock.mcmc.parquet")
     assert bench["galaxy_id"].nunique() == 1 and bench["worker"].str.startswith("tcp://").all()
-    queued = subprocess.run(["squeue", "-h", "-n", "sedscale-catalog", "-o", "%i %T"], capture_output=True, text=True)
-    assert queued.stdout.strip() == "" or "COMPLETING" in queued.stdout
+    assert not _left_in_queue("sedscale-catalog")
 
 
 @pytest.mark.skipif(_slurm_partition() is None, reason="no SLURM cluster with an idle node (see .ci/slurm_setup.sh)")
@@ -228,12 +227,7 @@ def test_real_slurm_job_cancelled_mid_run_loses_nothing_after_resume(tmp_path, r
 
     from sedscale.infer.catalog import read_run_manifest
 
-    cluster_yaml = tmp_path / "slurm.yaml"
-    cluster_yaml.write_text(json.dumps({
-        "type": "slurm", "jobs": 1, "dashboard_address": ":0",
-        "job": {"queue": _slurm_partition(), "cores": 1, "processes": 1, "memory": "3GB", "walltime": "00:10:00",
-                "local_directory": str(tmp_path), "job_name": "sedscale-cancelled"},
-    }))
+    cluster_yaml = _slurm_yaml(tmp_path, "sedscale-cancelled")
     out = tmp_path / "mock.parquet"
     cmd = [sys.executable, str(repo_root / "bin" / "run_catalog"), str(repo_root / "catalogs" / "mock_nsa_dirichlet.fits"),
            "--out", str(out), "--cluster", str(cluster_yaml), "--partition-size", "50", "--n-samples", "300",
@@ -259,8 +253,7 @@ def test_real_slurm_job_cancelled_mid_run_loses_nothing_after_resume(tmp_path, r
     assert f"{20 - done} run, {done} already done, 20 in total" in resumed.stdout
     df = pd.read_parquet(out)
     assert len(df) == 1000 and df["id"].is_unique
-    queued = subprocess.run(["squeue", "-h", "-n", "sedscale-cancelled", "-o", "%i %T"], capture_output=True, text=True)
-    assert queued.stdout.strip() == "" or "COMPLETING" in queued.stdout
+    assert not _left_in_queue("sedscale-cancelled")
 
 
 def test_a_busy_dashboard_port_gives_no_warning():

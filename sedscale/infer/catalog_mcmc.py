@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError
 from ..io.atomic import write_table
-from ..simulate.manifest import file_sha256
+from ..simulate.manifest import verified_entries
 from ..units import POGSON
 from ..validate.mcmc import MCMCConfig, PhotometryLogPosterior, run_mcmc
 from ..validate.mcmc_benchmark import GalaxyObservation, mcmc_task
@@ -320,6 +320,10 @@ def run_catalog_mcmc(plan, manifest: dict, client, request: CatalogMCMC, write_m
     -------
     MCMCOutcome
     """
+    import dask
+
+    from ..cluster.execute import run_tasks
+
     start = time.perf_counter()
     identity = {**request.identity(), "run": plan.config_hash}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -341,8 +345,8 @@ def run_catalog_mcmc(plan, manifest: dict, client, request: CatalogMCMC, write_m
     )
     jobs = [("subset", int(r)) for r in outcome.subset_rows] + [("fallback", int(r)) for r in outcome.fallback_rows]
     name = {job: f"mcmc-{job[0]}-{job[1]:09d}.parquet" for job in jobs}
-    verified = {job for job in jobs if (e := done.get(name[job])) and (plan.work_dir / e["file"]).is_file()
-                and file_sha256(plan.work_dir / e["file"]) == e["sha256"]}
+    kept = verified_entries(plan.work_dir, done)
+    verified = {job for job in jobs if name[job] in kept}
     todo = [job for job in jobs if job not in verified]
     outcome.reused = len(verified)
     if todo:
@@ -368,10 +372,6 @@ def run_catalog_mcmc(plan, manifest: dict, client, request: CatalogMCMC, write_m
         log(f"mcmc: {kind} galaxy {ids[row]} (row {row}) done, {outcome.run}/{len(todo)}: "
             + (f"converged={result.summary['converged']}, {result.summary['mcmc_cpu_s']:.0f} CPU-s"
                if kind == "subset" else f"status {table.column('status')[0].as_py()}"))
-
-    import dask
-
-    from ..cluster.execute import run_tasks
 
     tasks = [dask.delayed(fn, pure=False)(*args) for fn, args in map(submit, todo)]
     run_tasks(tasks, client, lambda k, result: record(todo[k], result))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io.atomic import atomic_write_bytes
-from ..simulate.manifest import describe_differences, file_sha256, remove_temporary_files
+from ..simulate.manifest import describe_differences, remove_temporary_files, verified_entries
 from .catalog_plan import CatalogPlan
 
 MANIFEST_NAME = "_manifest.json"
@@ -83,10 +83,7 @@ def verify_work_dir(work: Path, config_hash: str, identity: dict, n_partitions: 
             f"{config_hash[:12]}: {describe_differences(manifest.get('identity', {}), identity)}); "
             "nothing was overwritten: choose another --out / --work-dir or rerun with the original options"
         )
-    good = {
-        k: e for k, e in manifest["partitions"].items()
-        if (work / e["file"]).is_file() and file_sha256(work / e["file"]) == e["sha256"]
-    }
+    good = verified_entries(work, manifest["partitions"])
     if len(good) < n_partitions and not resume:
         raise ConfigError(
             f"work directory {work} holds an unfinished run of this configuration "

@@ -147,6 +147,7 @@ class SurveyNoise:
         noise += self.error_floor * flux_true / POGSON * rng.standard_normal((n, n_band))
         n_masked = np.where(rng.random(n) < self.p_all_bands, 0, rng.integers(1, self.max_masked + 1, n))
         keys = rng.random((n, n_band))
+        absent = np.zeros((n, n_band), dtype=bool)
         if self.band_patterns is not None:
             weights = np.asarray(self.pattern_weights)
             absent = ~np.asarray(self.band_patterns, dtype=bool)[rng.choice(weights.size, n, p=weights / weights.sum())]
@@ -154,9 +155,7 @@ class SurveyNoise:
             keys[absent] = 2.0
             n_masked = np.minimum(n_masked, np.maximum(n_band - absent.sum(axis=1) - MIN_BANDS, 0))
         rank = np.argsort(np.argsort(keys, axis=1), axis=1)
-        masked = rank < n_masked[:, None]
-        if self.band_patterns is not None:
-            masked |= absent
+        masked = (rank < n_masked[:, None]) | absent
         if self.p_missing is not None:
             missing = masked | (rng.random((n, n_band)) < np.asarray(self.p_missing))
             masked = np.where((n_band - missing.sum(axis=1) >= MIN_BANDS)[:, None], missing, masked)

@@ -94,12 +94,12 @@ def write_manifest(out: str | os.PathLike, manifest: dict) -> None:
     atomic_write_bytes(Path(out) / MANIFEST_NAME, text.encode())
 
 
-def verified_partitions(out: str | os.PathLike, manifest: dict) -> dict[str, dict]:
-    """Manifest entries whose file exists with the recorded sha256."""
-    out = Path(out)
+def verified_entries(directory: str | os.PathLike, entries: dict[str, dict]) -> dict[str, dict]:
+    """The manifest entries (``file``, ``sha256``, ...) whose file in ``directory`` exists with the recorded sha256."""
+    directory = Path(directory)
     good = {}
-    for key, entry in manifest["partitions"].items():
-        path = out / entry["file"]
+    for key, entry in entries.items():
+        path = directory / entry["file"]
         if path.is_file() and file_sha256(path) == entry["sha256"]:
             good[key] = entry
     return good

@@ -46,7 +46,7 @@ from .manifest import (
     new_manifest,
     prepare_output,
     remove_temporary_files,
-    verified_partitions,
+    verified_entries,
     write_manifest,
 )
 from .partition import ID_COLUMN, TaskSpec, simulate_partition
@@ -248,7 +248,7 @@ def check_output(plan: RunPlan, resume: bool) -> tuple[dict | None, dict]:
     manifest = prepare_output(config.out, plan.config_hash, plan.identity)
     if manifest is None:
         return None, {}
-    good = verified_partitions(config.out, manifest)
+    good = verified_entries(config.out, manifest["partitions"])
     if len(good) < config.n_partitions and not resume:
         raise ConfigError(
             f"output directory {config.out} holds an unfinished run of this configuration "
