@@ -604,3 +604,9 @@ def test_mcmc_subset_and_fallback_in_the_same_run(tiny_flow, tmp_path):
     assert pick.size == 9 and pick.max() < 30 and np.array_equal(pick, select_subset(rows, tuple("ugriz"), 9, seed=1))
     with pytest.raises(ConfigError, match="subset must be a non-negative integer"):
         CatalogMCMC(subset=-1)
+    # A zero budget is refused before any work, not replaced by the default.
+    from sedscale.cli.catalog import main
+
+    argv = [str(pushed), "--flow", str(tiny_flow), "--out", str(tmp_path / "z.parquet"), "--cluster", "none",
+            "--fallback", "mcmc", "--mcmc-max-iter", "0"]
+    assert main(argv) == 2 and not (tmp_path / "z.parquet.parts").exists()

@@ -310,7 +310,7 @@ def _mcmc_request(args):
 
     if not args.mcmc_subset and args.fallback == "none":
         return None
-    max_iter = args.mcmc_max_iter or DEFAULT_MAX_ITER
+    max_iter = DEFAULT_MAX_ITER if args.mcmc_max_iter is None else args.mcmc_max_iter
     config = MCMCConfig.until_converged(max_iter, check_every=min(2_000, max_iter),
                                         n_walkers=args.mcmc_walkers, sampler=args.mcmc_sampler, seed=args.seed)
     return CatalogMCMC(subset=args.mcmc_subset, fallback=args.fallback == "mcmc", config=config, seed=args.seed)
