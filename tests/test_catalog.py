@@ -219,6 +219,29 @@ def test_distributed_client_gives_the_same_catalog(tiny_flow, mock_catalog, tmp_
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet"))
 
 
+def test_a_parquet_dataset_and_a_csv_file_give_the_catalog_of_the_nsa_file(tiny_flow, mock_catalog, tmp_path):
+    """Workers read their own rows (Parquet row groups across files, CSV seeks): same posteriors as the NSA file."""
+    import pyarrow as pa
+
+    options = CatalogOptions(n_samples=20, partition_size=60, seed=1)
+    rows = read_catalog(mock_catalog)
+    (tmp_path / "ds").mkdir()
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    pq.write_table(table.slice(0, 100), tmp_path / "ds" / "part-0.parquet", row_group_size=25)
+    pq.write_table(table.slice(100), tmp_path / "ds" / "part-1.parquet", row_group_size=25)
+    rows.to_csv(tmp_path / "cat.csv", index=False)
+    mapping = ["id=id", "z=z", "flux=flux_{band}", "flux_ivar=flux_ivar_{band}", "flux_unit=nanomaggy"]
+    outputs = {}
+    for name, source in (("nsa", mock_catalog), ("parquet", tmp_path / "ds"), ("csv", tmp_path / "cat.csv")):
+        plan = plan_catalog(source, tiny_flow, tmp_path / f"{name}.parquet", options,
+                            mapping=None if name == "nsa" else mapping)
+        run_catalog(plan)
+        outputs[name] = pd.read_parquet(tmp_path / f"{name}.parquet")
+    assert len(outputs["nsa"]) == len(rows)
+    pd.testing.assert_frame_equal(outputs["parquet"], outputs["nsa"], check_dtype=False)
+    pd.testing.assert_frame_equal(outputs["csv"], outputs["nsa"], check_dtype=False)
+
+
 def test_real_nsa_rows_run_without_crash_and_every_row_is_accounted_for(tiny_flow, shared_data, tmp_path):
     files = sorted((shared_data / "nsa_lcs").glob("*.fits"))
     if not files:
@@ -230,7 +253,7 @@ def test_real_nsa_rows_run_without_crash_and_every_row_is_accounted_for(tiny_flo
     df = pd.read_parquet(tmp_path / "nsa.parquet")
     assert summary.n_rows_read == 3947 and summary.n_duplicates == 3947 - 3418
     assert len(df) == 3418 and df["id"].is_unique
-    assert list(df["id"]) == list(plan.catalog["id"])
+    assert list(df["id"]) == list(plan.source.read()["id"])
     assert set(df["status"]) <= set(STATUSES) and sum(summary.status_counts.values()) == 3418
     # The NSA subset holds non-positive fluxes and a zero ivar: flagged, never sampled.
     bad = df[df["status"] == "bad_input"]
@@ -344,7 +367,7 @@ def test_a_flow_of_the_other_kind_is_refused_before_any_work(mock_catalog, tiny_
     assert main([str(spectra[0]), "--flow", str(tiny_flow), "--out", str(out), "--cluster", "none"]) == 2
     assert "is an SDSS spectrum file" in capsys.readouterr().err and not out.exists()
     assert main([str(folder), "--flow", str(tiny_flow), "--out", str(out), "--cluster", "none"]) == 2
-    assert "is a directory, but the flow" in capsys.readouterr().err
+    assert "is an SDSS spectrum file" in capsys.readouterr().err
     assert main([str(spectra[0]), "--flow", str(tmp_path / "nope"), "--out", str(out), "--cluster", "none"]) == 2
     err = capsys.readouterr().err
     assert f"no checkpoint at {tmp_path / 'nope'}:" in err and "nope.json" not in err
@@ -535,7 +558,7 @@ def test_a_partition_without_usable_rows_has_the_schema_of_the_others(mock_run):
     from sedscale.infer.catalog import infer_frame, model_for
 
     plan, _, _ = mock_run
-    part = plan.catalog.iloc[:4].copy()
+    part = plan.source.read(max_rows=4)
     part["z"] = np.nan
     table = infer_frame(part, plan.posterior, model_for(plan.posterior), plan.support, plan.spec.options,
                         plan.spec.z_range, 0)
@@ -610,3 +633,46 @@ def test_mcmc_subset_and_fallback_in_the_same_run(tiny_flow, tmp_path):
     argv = [str(pushed), "--flow", str(tiny_flow), "--out", str(tmp_path / "z.parquet"), "--cluster", "none",
             "--fallback", "mcmc", "--mcmc-max-iter", "0"]
     assert main(argv) == 2 and not (tmp_path / "z.parquet.parts").exists()
+
+
+def test_killed_worker_damaged_and_foreign_partitions_lose_and_duplicate_nothing(tiny_flow, mock_catalog, tmp_path):
+    """A worker SIGKILLed mid-run, then a truncated partition and one of another run: the catalog of a clean run."""
+    import os
+    import shutil
+    import signal
+
+    from sedscale.cluster import cluster_config_from_dict, open_client
+
+    options = CatalogOptions(n_samples=20, partition_size=20, seed=4)
+    run_catalog(plan_catalog(mock_catalog, tiny_flow, tmp_path / "clean.parquet", options))
+    clean = pd.read_parquet(tmp_path / "clean.parquet")
+    plan = plan_catalog(mock_catalog, tiny_flow, tmp_path / "run.parquet", options)
+    config = {"type": "local", "n_workers": 2, "threads_per_worker": 1, "memory_limit": "auto",
+              "dashboard_address": None}
+    killed, seen = [], []
+    with open_client(cluster_config_from_dict(config)) as client:
+        def kill_a_busy_worker(entry):
+            seen.append(entry["file"])
+            if killed:
+                return
+            pids, assigned = client.run(os.getpid), client.processing()
+            address = max(pids, key=lambda a: len(assigned.get(a, ())))
+            os.kill(pids[address], signal.SIGKILL)
+            killed.append(len(assigned.get(address, ())))
+
+        summary = run_catalog(plan, client, on_partition=kill_a_busy_worker)
+    assert killed and killed[0] >= 1  # the killed worker held unfinished partitions
+    assert sorted(seen) == [f"part-{i:06d}.parquet" for i in range(plan.n_partitions)]  # each once
+    assert summary.galaxies_run == len(clean)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run.parquet"), clean)
+    # A truncated partition file and a partition file of another run (other seed) in its place.
+    other = plan_catalog(mock_catalog, tiny_flow, tmp_path / "other.parquet", CatalogOptions(n_samples=20, partition_size=20,
+                                                                                          seed=5))
+    run_catalog(other)
+    work = plan.work_dir
+    data = (work / "part-000002.parquet").read_bytes()
+    (work / "part-000002.parquet").write_bytes(data[: len(data) // 2])
+    shutil.copy(other.work_dir / "part-000005.parquet", work / "part-000005.parquet")
+    again = run_catalog(plan, resume=True)
+    assert (again.partitions_run, again.partitions_skipped) == (2, plan.n_partitions - 2)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run.parquet"), clean)

@@ -94,7 +94,7 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
     torch.set_num_threads(1)
     post, opts = plan.posterior, plan.spec.options
     model = model_for(post)
-    df = plan.catalog
+    df = plan.source.read(max_rows=4 * n_galaxies)
     bands = post.bands
     checked = check_photometry(df[list(bands.columns("flux_"))], df[list(bands.columns("flux_ivar_"))], df["z"],
                                plan.spec.z_range, masked=post.band_masked, error_floor=opts.error_floor or 0.0,
@@ -209,7 +209,7 @@ def _main(argv: Sequence[str] | None) -> int:
             results = bench_cluster(plans, args.workers)
             for plan, r, out in zip(plans, results, outputs):
                 s = r["summary"]
-                sources = plan.catalog.attrs.get("sources", ["?"])
+                sources = plan.source.sources or ["?"]
                 c = costliest_galaxy(out)
                 print(
                     f"{sources[0]}{' ...' if len(sources) > 1 else ''}: "

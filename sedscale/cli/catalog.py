@@ -144,39 +144,44 @@ def _mapping(args):
 def _check_input_kind(paths: Sequence[str], flow: str, spectral: bool) -> None:
     """Refuse, before any work, inputs of the other kind than the flow's (spectra vs a photometric table).
 
-    SDSS spectrum files carry a ``COADD`` HDU; photometric catalogs do not,
-    and are never directories.
+    SDSS spectrum files carry a ``COADD`` HDU; photometric catalogs do not.
+    A directory given to a photometric flow is checked by its first files.
 
     Raises
     ------
     ConfigError
         Naming the first mismatching file, what it holds and what the flow expects.
     """
+    from ..io.source import expand_catalog_paths
+
+    for name in paths:
+        files = [Path(name)]
+        if files[0].is_dir() and not spectral:
+            files = expand_catalog_paths(files[0])[:5]
+        for path in files:
+            _check_file_kind(path, flow, spectral)
+
+
+def _check_file_kind(path: Path, flow: str, spectral: bool) -> None:
+    """ConfigError when a FITS file is a spectrum and the flow photometric, or the other way round."""
     from astropy.io import fits
 
     from ..errors import ConfigError
 
-    for name in paths:
-        path = Path(name)
-        if path.is_dir() and not spectral:
-            raise ConfigError(
-                f"{path} is a directory, but the flow {flow} takes photometric catalog files (FITS, Parquet, CSV, "
-                "text); for a directory of SDSS spectra use a spectral flow (e.g. checkpoints/delayed_tau_spectra)"
-            )
-        if not path.is_file() or not path.name.lower().endswith((".fits", ".fits.gz", ".fit")):
-            continue
-        with fits.open(path) as hdus:
-            is_spectrum = "COADD" in [hdu.name for hdu in hdus]
-        if spectral and not is_spectrum:
-            raise ConfigError(
-                f"{path} is not an SDSS spectrum file (no COADD HDU; a photometric catalog?), but the flow {flow} "
-                "is conditioned on spectra: use a photometric flow (e.g. checkpoints/dirichlet_survey) for catalogs"
-            )
-        if not spectral and is_spectrum:
-            raise ConfigError(
-                f"{path} is an SDSS spectrum file (COADD HDU), but the flow {flow} is conditioned on photometry: "
-                "use a spectral flow (e.g. checkpoints/delayed_tau_spectra) for spectra"
-            )
+    if not path.is_file() or not path.name.lower().endswith((".fits", ".fits.gz", ".fit")):
+        return
+    with fits.open(path) as hdus:
+        is_spectrum = "COADD" in [hdu.name for hdu in hdus]
+    if spectral and not is_spectrum:
+        raise ConfigError(
+            f"{path} is not an SDSS spectrum file (no COADD HDU; a photometric catalog?), but the flow {flow} "
+            "is conditioned on spectra: use a photometric flow (e.g. checkpoints/dirichlet_survey) for catalogs"
+        )
+    if not spectral and is_spectrum:
+        raise ConfigError(
+            f"{path} is an SDSS spectrum file (COADD HDU), but the flow {flow} is conditioned on photometry: "
+            "use a spectral flow (e.g. checkpoints/delayed_tau_spectra) for spectra"
+        )
 
 
 def _spectral_main(args, options) -> int:
@@ -226,6 +231,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from ..cluster import limit_threads
     from ..errors import ConfigError
     from ..infer.catalog import CatalogOptions, plan_catalog, run_catalog
+    from ..io.source import DEDUP_MAX_ROWS
 
     args = build_parser().parse_args(argv)
     options = CatalogOptions(
@@ -267,13 +273,14 @@ def _main(argv: Sequence[str] | None) -> int:
         removed = clear_work_dir(plan.work_dir)
         if removed:
             print(f"{PROG}: --overwrite: removed the earlier run's work directory ({removed} files)", flush=True)
-    cat = plan.catalog.attrs
-    if cat.get("flux_warning"):
-        print(f"{PROG}: warning: {cat['flux_warning']}", file=sys.stderr, flush=True)
+    source = plan.source
+    if plan.flux_warning:
+        print(f"{PROG}: warning: {plan.flux_warning}", file=sys.stderr, flush=True)
+    repeats = f"{source.n_duplicates} repeated ids dropped" if source.dedup_checked else \
+        f"ids not checked for repeats above {DEDUP_MAX_ROWS:,} rows"
     print(
-        f"{PROG}: {len(plan.catalog)} galaxies from {len(cat.get('sources', []))} file(s) "
-        f"({cat.get('n_duplicates', 0)} repeated ids dropped; fluxes in {cat.get('flux_unit', '?')}) "
-        f"-> {', '.join(map(str, plan.outputs))}",
+        f"{PROG}: {plan.n_galaxies} galaxies from {len(source.files)} file(s) "
+        f"({repeats}; fluxes in {source.flux_unit}) -> {', '.join(map(str, plan.outputs))}",
         flush=True,
     )
     print(
@@ -325,7 +332,7 @@ def _tidy_parts(plan, keep: bool) -> None:
 
     work = plan.work_dir
     size = sum(p.stat().st_size for p in work.iterdir() if p.is_file()) if work.is_dir() else 0
-    if keep or len(plan.catalog) > KEEP_PARTS_ABOVE or plan.mcmc is not None:
+    if keep or plan.n_galaxies > KEEP_PARTS_ABOVE or plan.mcmc is not None:
         print(f"{PROG}: partitions kept in {work} ({size / 2**20:.1f} MiB)", flush=True)
         return
     clear_work_dir(work)

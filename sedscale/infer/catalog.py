@@ -13,13 +13,18 @@ Example::
 
 How it works
 ------------
-* The driver reads the catalog (:func:`sedscale.io.catalog.read_catalog`),
-  loads the checkpoint once to validate it, resolves the x-support
-  reference (:mod:`sedscale.infer.support`) and hashes everything that
-  determines the output (the run identity).
-* The catalog becomes a Dask dataframe with ``partition_size`` rows per
-  partition; ``map_partitions`` runs :func:`infer_partition` on each one.
-  A worker loads the flow and the support reference once per process
+* The driver opens the catalog (:func:`sedscale.io.source.open_catalog`:
+  schemas, row counts, the id column when repeated ids must be dropped,
+  the first rows as a check; never every row's photometry), loads the
+  checkpoint once to validate it, resolves the x-support reference
+  (:mod:`sedscale.infer.support`) and hashes everything that determines
+  the output (the run identity).
+* The catalog becomes a Dask dataframe of ``partition_size``-row
+  partitions that the workers read themselves
+  (``dask.dataframe.from_map`` over the partitions' row ranges: FITS rows,
+  Parquet row groups, seeks into CSV/text files), and ``map_partitions``
+  runs :func:`infer_partition` on each one.  The driver's memory does not
+  grow with the catalog (beyond the ids).  A worker loads the flow and the support reference once per process
   (cached, never shipped with tasks), checks the inputs
   (:mod:`sedscale.infer.quality`), samples every good galaxy of the
   partition in large batches under ``torch.inference_mode()`` with a per-partition
@@ -27,7 +32,9 @@ How it works
   samples in batches, summarizes them (:mod:`sedscale.infer.summaries`),
   and writes the partition's rows as one Parquet file atomically.
 * The driver records each finished partition (row count, sha256) in
-  ``_manifest.json`` of the work directory as soon as it lands.  ``resume``
+  ``_manifest.json`` of the work directory as soon as it lands (the file
+  is rewritten at most every few seconds when it is large:
+  :class:`sedscale.io.runs.ManifestWriter`).  ``resume``
   keeps verified partitions and redoes the rest; partition contents are a
   function of (seed, partition index) only, so a partition recomputed after
   a killed worker is identical and nothing is lost or duplicated.
@@ -78,9 +85,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SedscaleError
 from ..io.lock import exclusive_run
-from ..simulate.manifest import remove_temporary_files
+from ..io.runs import ManifestWriter, remove_temporary_files
+from ..io.source import CatalogPartition, ReadSpec, read_partition
 from .catalog_mcmc import CatalogMCMC, MCMCOutcome, run_catalog_mcmc
 from .catalog_output import (
     CATALOG_FORMAT,
@@ -102,7 +109,6 @@ from .catalog_plan import (
     CatalogOptions,
     CatalogPlan,
     PartitionSpec,
-    catalog_digest,
     default_work_dir,
     implausible_flux_scale,
     output_columns_fixed,
@@ -144,7 +150,6 @@ __all__ = [
     "CatalogSummary",
     "PartitionSpec",
     "assembled_parts",
-    "catalog_digest",
     "catalog_metadata",
     "check_work_dir",
     "clear_work_dir",
@@ -290,10 +295,10 @@ def _run_catalog(plan: CatalogPlan, client, resume: bool, progress: bool,
     todo = [i for i in range(plan.n_partitions) if str(i) not in done]
     summary = CatalogSummary(
         outputs=list(plan.outputs), work_dir=work, config_hash=plan.config_hash,
-        n_rows_read=int(plan.catalog.attrs.get("n_rows_read", len(plan.catalog))),
-        n_duplicates=int(plan.catalog.attrs.get("n_duplicates", 0)),
-        n_galaxies=len(plan.catalog), n_partitions=plan.n_partitions, partitions_skipped=len(done),
+        n_rows_read=plan.source.n_rows_read, n_duplicates=plan.source.n_duplicates,
+        n_galaxies=plan.n_galaxies, n_partitions=plan.n_partitions, partitions_skipped=len(done),
     )
+    save_manifest = ManifestWriter(work, manifest)
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
@@ -305,7 +310,7 @@ def _run_catalog(plan: CatalogPlan, client, resume: bool, progress: bool,
         entry["status_counts"] = json.loads(row["status_counts"])
         entry["reason_counts"] = json.loads(row["reason_counts"])
         done[str(int(row["partition"]))] = entry
-        write_run_manifest(work, manifest)
+        save_manifest()
         summary.partitions_run += 1
         summary.galaxies_run += int(row["rows"])
         if bar is not None:
@@ -317,6 +322,7 @@ def _run_catalog(plan: CatalogPlan, client, resume: bool, progress: bool,
     try:
         _execute(plan, todo, client, record)
     finally:
+        save_manifest.flush()
         if bar is not None:
             bar.close()
     # Debris of workers killed mid-write during this run (every partition is recorded now).
@@ -338,27 +344,29 @@ def _run_catalog(plan: CatalogPlan, client, resume: bool, progress: bool,
 
 def _partition_rows(plan: CatalogPlan, index: int) -> int:
     size = plan.spec.options.partition_size
-    return min(size, len(plan.catalog) - index * size)
+    return min(size, plan.n_galaxies - index * size)
 
 
 def _execute(plan: CatalogPlan, todo: list[int], client, record: Callable[[dict], None]) -> None:
-    """Map :func:`infer_partition` over the Dask dataframe partitions ``todo``."""
+    """Map :func:`infer_partition` over the Dask dataframe of input partitions ``todo``, read by the workers."""
     if not todo:
         return
     import dask.dataframe as dd
 
     from ..cluster.execute import run_tasks
 
-    size = plan.spec.options.partition_size
-    frame = plan.catalog.copy()
-    frame["_partition"] = np.arange(len(frame)) // size
-    ddf = dd.from_pandas(frame, chunksize=size, sort=False)
-    if ddf.npartitions != plan.n_partitions:
-        raise SedscaleError(f"Dask split the catalog into {ddf.npartitions} partitions, expected {plan.n_partitions}")
-    results = ddf.partitions[todo].map_partitions(infer_partition, plan.spec, meta=summary_frame([]))
+    meta = read_partition(plan.partition(0), plan.source.spec).iloc[:0].assign(_partition=np.int64(0))
+    ddf = dd.from_map(_read_input, [plan.partition(i) for i in todo], spec=plan.source.spec, meta=meta,
+                      enforce_metadata=False, label="read-catalog")
+    results = ddf.map_partitions(infer_partition, plan.spec, meta=summary_frame([]))
 
     def record_part(_, frame) -> None:
         for row in frame.to_dict("records"):
             record(row)
 
     run_tasks(results.to_delayed(), client, record_part)
+
+
+def _read_input(part: CatalogPartition, spec: ReadSpec):
+    """Dask task: one input partition's canonical rows, tagged with the partition index."""
+    return read_partition(part, spec).assign(_partition=np.int64(part.index))

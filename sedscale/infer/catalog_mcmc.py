@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError
 from ..io.atomic import write_table
-from ..simulate.manifest import verified_entries
+from ..io.runs import verified_entries
 from ..units import POGSON
 from ..validate.mcmc import MCMCConfig, PhotometryLogPosterior, run_mcmc
 from ..validate.mcmc_benchmark import GalaxyObservation, mcmc_task
@@ -213,11 +213,15 @@ def select_fallback(rows: pd.DataFrame) -> np.ndarray:
     return np.flatnonzero(rows["status"].isin(FALLBACK_STATUSES).to_numpy())
 
 
-def observations(plan, index: np.ndarray) -> list[GalaxyObservation]:
-    """What the MCMC of catalog rows ``index`` needs: fluxes and uncertainties as the flow saw them, z, x."""
+def observations(plan, index: np.ndarray) -> tuple[list[GalaxyObservation], np.ndarray]:
+    """What the MCMC of catalog rows ``index`` needs: fluxes and uncertainties as the flow saw them, z, x.
+
+    Returns the observations (``galaxy_id``: the row) and the rows' catalog ids;
+    only the input partitions holding the rows are read.
+    """
     post = plan.posterior
     bands = post.bands
-    part = plan.catalog.iloc[index]
+    part = plan.read_rows(index)
     flux = part[list(bands.columns("flux_"))].to_numpy(dtype=float)
     checked = check_photometry(flux, part[list(bands.columns("flux_ivar_"))].to_numpy(), part["z"].to_numpy(),
                                plan.spec.z_range, masked=post.band_masked,
@@ -227,7 +231,7 @@ def observations(plan, index: np.ndarray) -> list[GalaxyObservation]:
     flux = np.where(checked.used, flux, np.nan)
     return [GalaxyObservation(galaxy_id=int(i), flux=tuple(flux[k]), flux_sigma=tuple(sigma[k]),
                               z=float(part["z"].iloc[k]), x=tuple(checked.x[k].astype(float)))
-            for k, i in enumerate(index)]
+            for k, i in enumerate(index)], part["id"].to_numpy()
 
 
 # ------------------------------------------------------------------------------------- worker side
@@ -352,8 +356,8 @@ def run_catalog_mcmc(plan, manifest: dict, client, request: CatalogMCMC, write_m
     if todo:
         log(f"mcmc: {len(todo)} galaxies to run ({sum(k == 'subset' for k, _ in todo)} benchmark, "
             f"{sum(k == 'fallback' for k, _ in todo)} fallback), {outcome.reused} already done; {request.config}")
-    ids = plan.catalog["id"].to_numpy()
-    obs = dict(zip(todo, observations(plan, np.array([r for _, r in todo], dtype=np.int64)))) if todo else {}
+    galaxies, row_ids = observations(plan, np.array([r for _, r in todo], dtype=np.int64)) if todo else ([], np.array([]))
+    obs, ids = dict(zip(todo, galaxies)), {row: i for (_, row), i in zip(todo, row_ids.tolist())}
     opts = plan.spec.options
 
     def submit(job):

@@ -61,20 +61,21 @@ def assembled_parts(plan: CatalogPlan, manifest: dict) -> Iterator[pa.Table]:
     missing = [i for i in range(plan.n_partitions) if str(i) not in parts]
     if missing:
         raise SedscaleError(f"partitions {missing[:10]} are not finished; rerun with --resume")
-    expected = plan.catalog["id"].to_numpy()
+    expected = plan.source.ids  # known when the driver read them to drop repeats; else counts are checked
     offset = 0
     for i in range(plan.n_partitions):
         table = pq.read_table(plan.work_dir / parts[str(i)]["file"]).replace_schema_metadata(None)
         ids = table.column("id").to_numpy(zero_copy_only=False)
-        if not np.array_equal(ids, expected[offset : offset + len(ids)]):
+        rows = min(plan.spec.options.partition_size, plan.n_galaxies - offset)
+        if len(ids) != rows or (expected is not None and not np.array_equal(ids, expected[offset : offset + len(ids)])):
             raise SedscaleError(
-                f"partition {i} ({parts[str(i)]['file']}) does not hold input rows {offset}..{offset + len(ids) - 1} "
+                f"partition {i} ({parts[str(i)]['file']}) does not hold input rows {offset}..{offset + rows - 1} "
                 f"in order; delete {plan.work_dir} and rerun"
             )
         offset += len(ids)
         yield table
-    if offset != expected.size:
-        raise SedscaleError(f"the partitions hold {offset} rows, the catalog {expected.size}; delete {plan.work_dir} and rerun")
+    if offset != plan.n_galaxies:
+        raise SedscaleError(f"the partitions hold {offset} rows, the catalog {plan.n_galaxies}; delete {plan.work_dir} and rerun")
 
 
 def write_outputs(plan: CatalogPlan, manifest: dict, fallback: dict | None = None) -> None:
@@ -167,9 +168,9 @@ def catalog_metadata(plan: CatalogPlan) -> dict[str, str]:
         "stats": json.dumps(list(STAT_NAMES)),
         "statuses": json.dumps(list(STATUSES)),
         "support": json.dumps(plan.support.describe() if plan.support else None, sort_keys=True),
-        "catalog_sources": json.dumps(list(plan.catalog.attrs.get("sources", []))),
-        "flux_unit": str(plan.catalog.attrs.get("flux_unit", "")),
-        "catalog_sha256": plan.identity["catalog_sha256"],
+        "catalog_sources": json.dumps(plan.source.sources),
+        "flux_unit": plan.source.flux_unit,
+        "catalog_identity_sha256": plan.source.digest(),
         "config_hash": plan.config_hash,
         "mcmc": json.dumps(plan.mcmc.identity() if plan.mcmc else None, sort_keys=True),
     }
@@ -190,8 +191,8 @@ def fits_header(plan: CatalogPlan) -> dict[str, object]:
         "CKPTPATH": (str(plan.posterior.path), "checkpoint"),
         "CKPTHASH": (plan.spec.flow_sha256, "sha256 of the checkpoint weights"),
         "TRAINHSH": (training_set.get("manifest_sha256") or "", "sha256 of the training-set manifest"),
-        "CATHASH": (plan.identity["catalog_sha256"], "sha256 of the input photometry"),
-        "FLUXUNIT": (str(plan.catalog.attrs.get("flux_unit", ""))[:60], "unit the input fluxes were read in"),
+        "CATHASH": (plan.source.digest(), "sha256 of the input files' names, sizes, times"),
+        "FLUXUNIT": (plan.source.flux_unit[:60], "unit the input fluxes were read in"),
         "RUNHASH": (plan.config_hash, "catalog run identity"),
         "NSAMPLE": (opts.n_samples, "posterior samples per galaxy"),
         "NDERIVED": (opts.n_derived, "samples per galaxy for derived properties"),

@@ -1,9 +1,10 @@
 """What a catalog run computes and on what: options, the partition spec, the plan.
 
-:func:`plan_catalog` reads the catalog, loads and checks the checkpoint,
-resolves the x-support and hashes everything the partitions depend on (the
-run identity), before any cluster starts.  The pipeline is described in
-:mod:`sedscale.infer.catalog`.
+:func:`plan_catalog` opens the catalog (schemas, row counts and, to drop
+repeated ids, the id column: never the photometry of every row), loads and
+checks the checkpoint, resolves the x-support and hashes everything the
+partitions depend on (the run identity), before any cluster starts.  The
+pipeline is described in :mod:`sedscale.infer.catalog`.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..io.atomic import check_writable
-from ..io.catalog import ColumnMapping, canonical_columns, load_column_mapping, output_format, read_catalog
+from ..io.catalog import ColumnMapping, load_column_mapping, output_format
+from ..io.runs import file_sha256
+from ..io.source import CatalogPartition, CatalogSource, open_catalog
 from ..observe.filters import SDSS_BANDS
 from ..observe.layout import PHOTOMETRY_X_COLUMNS
-from ..simulate.manifest import file_sha256
 from ..units import nanomaggies_to_mag
 from .posterior import DEFAULT_MAX_PROPOSALS
 from .support import XSupport, fit_support_from_simulation, support_path
@@ -36,8 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Bump when the partition layout changes incompatibly (part of the run identity).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_PARTITION_SIZE = 250
+#: Rows read at planning time to check the flux scale (and that the files read at all).
+SAMPLE_ROWS = 10_000
 DEFAULT_N_SAMPLES = 1000
 #: Seconds a partition may spend redrawing samples that left the prior box
 #: (a guard: the per-galaxy draw budgets normally end the redraws first).
@@ -166,8 +170,9 @@ class CatalogPlan:
 
     Attributes
     ----------
-    catalog : pandas.DataFrame
-        Canonical input rows (``attrs``: sources, n_rows_read, n_duplicates).
+    source : CatalogSource
+        The input catalog, opened for partitioned reading (its rows are read
+        by the workers, a partition each).
     posterior : Posterior
     support : XSupport or None
     spec : PartitionSpec
@@ -178,9 +183,11 @@ class CatalogPlan:
         Galaxies sent to MCMC once the partitions are done (a benchmark
         subset, the fallback); not part of ``identity``: adding them to a
         finished run recomputes no partition.
+    flux_warning : str
+        Non-empty when the fluxes of the first rows look like another unit.
     """
 
-    catalog: pd.DataFrame
+    source: CatalogSource
     posterior: Posterior
     support: XSupport | None
     spec: PartitionSpec
@@ -188,10 +195,23 @@ class CatalogPlan:
     identity: dict
     config_hash: str
     mcmc: CatalogMCMC | None = None
+    flux_warning: str = ""
+
+    @property
+    def n_galaxies(self) -> int:
+        return self.source.n_rows
 
     @property
     def n_partitions(self) -> int:
-        return max(1, -(-len(self.catalog) // self.spec.options.partition_size))
+        return max(1, -(-self.n_galaxies // self.spec.options.partition_size))
+
+    def partition(self, index: int) -> CatalogPartition:
+        """Input partition ``index`` (row ranges of the files; read by :func:`~sedscale.io.source.read_partition`)."""
+        return self.source.partition(index, self.spec.options.partition_size)
+
+    def read_rows(self, rows) -> pd.DataFrame:
+        """Input rows at positions ``rows`` of the catalog, reading only their partitions."""
+        return self.source.read_rows(rows, self.spec.options.partition_size)
 
     @property
     def work_dir(self) -> Path:
@@ -222,7 +242,8 @@ def plan_catalog(
     Parameters
     ----------
     catalog : path or sequence of paths
-        NSA FITS files, or FITS/Parquet/CSV tables with ``mapping``.
+        NSA FITS files, or FITS/Parquet/CSV/text tables with ``mapping``;
+        directories and glob patterns expand to their catalog files.
     flow : path
         Checkpoint directory (or its ``.pt``/``.json``) of a photometric flow.
     outputs : path or sequence of paths
@@ -267,10 +288,11 @@ def plan_catalog(
     bands = post.bands.bands
     mapping = load_column_mapping(mapping, bands=bands)
     keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
-    df = read_catalog(catalog, mapping=mapping, keep=keep, bands=bands)
-    if len(df) == 0:
+    source = open_catalog(catalog, mapping=mapping, keep=keep, bands=bands)
+    if source.n_rows == 0:
         raise ConfigError(f"catalog {catalog} holds no rows")
-    df.attrs["flux_warning"] = implausible_flux_scale(df, bands)
+    # The first rows, read as a worker will read them: a broken file or a wrong unit stops the run here.
+    flux_warning = implausible_flux_scale(source.read(max_rows=SAMPLE_ROWS), bands)
     reserved = set(output_columns_fixed(bands)) & {k.lower() for k in keep}
     if reserved:
         raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
@@ -288,12 +310,12 @@ def plan_catalog(
         options=options,
         work_dir=str(work.resolve()),
         keep=tuple(k.lower() for k in keep),
-        absent_bands=tuple(df.attrs.get("absent_bands", ())),
+        absent_bands=tuple(source.absent_bands),
     )
     identity = {
         "schema_version": SCHEMA_VERSION,
-        "catalog_sha256": catalog_digest(df, bands),
-        "n_rows": len(df),
+        "catalog": source.identity(),
+        "n_rows": source.n_rows,
         "checkpoint_sha256": spec.flow_sha256,
         "support_sha256": spec.support_sha256,
         "z_range": list(spec.z_range),
@@ -301,8 +323,9 @@ def plan_catalog(
         "keep": list(spec.keep),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return CatalogPlan(catalog=df, posterior=post, support=xsupport, spec=spec, outputs=outputs, identity=identity,
-                       config_hash=digest, mcmc=mcmc if mcmc is not None and mcmc.active else None)
+    return CatalogPlan(source=source, posterior=post, support=xsupport, spec=spec, outputs=outputs, identity=identity,
+                       config_hash=digest, mcmc=mcmc if mcmc is not None and mcmc.active else None,
+                       flux_warning=flux_warning)
 
 
 def resolve_error_floor(post: Posterior, error_floor: float | None) -> float:
@@ -329,13 +352,6 @@ def training_z_range(metadata: dict) -> tuple[float, float]:
         return float(z["low"]), float(z["high"])
     except (KeyError, TypeError, ValueError):
         raise ConfigError("the checkpoint does not record its training redshift range (training_set.redshift)") from None
-
-
-def catalog_digest(df: pd.DataFrame, bands: Sequence[str] = SDSS_BANDS) -> str:
-    """sha256 of the canonical input columns of ``bands`` (identifies the catalog content)."""
-    cols = list(canonical_columns(bands))
-    hashed = pd.util.hash_pandas_object(df[cols], index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()
 
 
 def resolve_support(post: Posterior, flow, support=None, support_sims=None,

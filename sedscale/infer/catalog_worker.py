@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ..errors import ConfigError, SedscaleError
 from ..io.atomic import write_table
-from ..simulate.manifest import file_sha256, partition_filename
+from ..io.runs import file_sha256, partition_filename
 from .catalog_plan import CatalogOptions, PartitionSpec
 from .quality import check_photometry, reason_labels
 from .rows import posterior_rows

@@ -499,7 +499,7 @@ def _chunk_recorder(tables: dict, work_dir, identity: dict, n_chunks: int, resum
     """Load the verified chunks of ``work_dir`` into ``tables``; return ``record(i, table)`` for new ones."""
     if work_dir is None:
         return tables.__setitem__
-    from ..simulate.manifest import partition_filename
+    from ..io.runs import partition_filename
     from .catalog_workdir import open_work_dir, write_run_manifest
 
     work = Path(work_dir)

@@ -74,7 +74,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -86,12 +86,10 @@ from ..observe.filters import SDSS_BANDS
 from ..units import POGSON, mag_to_nanomaggies
 from .atomic import atomic_write
 from .nsa import (
-    NSA_BANDS,
     NSA_FLUX_COLUMNS,
     NSA_FLUX_IVAR_COLUMNS,
     REQUIRED_COLUMNS,
     CatalogFormatError,
-    read_nsa,
 )
 
 log = logging.getLogger(__name__)
@@ -341,19 +339,19 @@ def catalog_format(path: str | os.PathLike) -> str:
     )
 
 
-def _text_table(path: Path, names: Sequence[str] = ()) -> pd.DataFrame:
-    """A whitespace-separated text table; names from ``names`` or the ``#`` header line."""
+def _text_table(path: Path, names: Sequence[str] = (), rows: RowRange | None = None) -> pd.DataFrame:
+    """A whitespace-separated text table (or ``rows`` of it); names from ``names`` or the ``#`` header line."""
     try:
-        frame = pd.read_csv(path, sep=r"\s+", comment="#", header=None)
+        with _open_binary(path) as fh:
+            if rows is None:
+                frame = pd.read_csv(fh, sep=r"\s+", comment="#", header=None)
+            else:
+                fh.seek(rows.seek)
+                frame = rows.trim(pd.read_csv(fh, sep=r"\s+", comment="#", header=None, nrows=rows.stop - rows.seek_row))
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CatalogFormatError(f"{path}: unreadable text table: {_first_line(exc)}") from exc
-    if not names:
-        with open(path) as fh:
-            first = fh.readline()
-        names = first.lstrip("#").split() if first.startswith("#") else []
-        source = "its '#' header line"
-    else:
-        source = "'names'"
+    names = _text_names(path, names)
+    source = "'names'" if names else "its '#' header line"
     if len(names) != frame.shape[1]:
         raise CatalogFormatError(
             f"{path}: {source} names {len(names)} columns but the rows hold {frame.shape[1]}; "
@@ -361,6 +359,44 @@ def _text_table(path: Path, names: Sequence[str] = ()) -> pd.DataFrame:
         )
     frame.columns = list(names)
     return frame
+
+
+def _text_names(path: Path, names: Sequence[str] = ()) -> list[str]:
+    """Column names of a text table: ``names``, else its ``#`` header line (empty when it has none)."""
+    if names:
+        return list(names)
+    with _open_binary(path) as fh:
+        first = fh.readline().decode(errors="replace")
+    return first.lstrip("#").split() if first.startswith("#") else []
+
+
+def _open_binary(path: Path):
+    """A binary handle on a (possibly gzipped) text file; seekable either way."""
+    import gzip
+
+    return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
+
+
+class RowRange(NamedTuple):
+    """Rows ``start <= row < stop`` of one file (data rows, 0-based, header excluded).
+
+    ``seek`` is the byte offset of data row ``seek_row <= start`` in a text or
+    CSV file (0 and 0 for the others): line files are read from there, so no
+    reader scans a file from its top.
+    """
+
+    start: int
+    stop: int
+    seek: int = 0
+    seek_row: int = 0
+
+    def trim(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows of a line-file frame read from ``seek_row`` that belong to the range."""
+        frame = frame.iloc[self.start - self.seek_row :].reset_index(drop=True)
+        if len(frame) != self.stop - self.start:
+            raise CatalogFormatError(f"expected {self.stop - self.start} rows from data row {self.start}, read {len(frame)} "
+                                     "(the file changed since the run was planned?)")
+        return frame
 
 
 def table_columns(path: str | os.PathLike, text_names: Sequence[str] | None = None) -> list[str]:
@@ -376,7 +412,7 @@ def table_columns(path: str | os.PathLike, text_names: Sequence[str] | None = No
     path = _existing(path)
     fmt = "text" if text_names is not None else catalog_format(path)
     if fmt == "text":
-        return list(_text_table(path, text_names or ()).columns)
+        return _text_names(path, text_names or ())
     try:
         if fmt == "fits":
             import fitsio
@@ -391,10 +427,11 @@ def table_columns(path: str | os.PathLike, text_names: Sequence[str] | None = No
 
 
 def read_table_columns(path: str | os.PathLike, columns: Sequence[str],
-                       text_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+                       text_names: Sequence[str] | None = None, rows: RowRange | None = None) -> dict[str, np.ndarray]:
     """Read named scalar columns (matched case-insensitively) of a FITS, Parquet, CSV or text table.
 
-    ``text_names``: as for :func:`table_columns`.
+    ``text_names``: as for :func:`table_columns`.  ``rows``: read only this
+    row range (FITS row indices, Parquet row groups, a seek into line files).
 
     Returns
     -------
@@ -428,16 +465,17 @@ def read_table_columns(path: str | os.PathLike, columns: Sequence[str],
             import fitsio
 
             with fitsio.FITS(str(path)) as fits:
-                data = _fits_table_hdu(fits, path).read(columns=names)
+                hdu = _fits_table_hdu(fits, path)
+                data = hdu.read(columns=names, rows=None if rows is None else np.arange(rows.start, rows.stop))
             raw = {n: np.asarray(data[n]) for n in names}
         elif fmt == "parquet":
-            table = pq.read_table(path, columns=names)
+            table = _parquet_rows(path, names, rows)
             raw = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
         elif fmt == "text":
-            frame = _text_table(path, text_names or ())
+            frame = _text_table(path, text_names or (), rows)
             raw = {n: frame[n].to_numpy() for n in names}
         else:
-            frame = pd.read_csv(path, usecols=names)
+            frame = _csv_rows(path, present, names, rows)
             raw = {n: frame[n].to_numpy() for n in names}
     except (OSError, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise CatalogFormatError(f"{path}: unreadable {fmt} file (truncated or corrupt?): {_first_line(exc)}") from exc
@@ -455,6 +493,30 @@ def read_table_columns(path: str | os.PathLike, columns: Sequence[str],
             values = values.astype(values.dtype.newbyteorder("="))
         out[c] = values
     return out
+
+
+def _parquet_rows(path: Path, names: list[str], rows: RowRange | None) -> pa.Table:
+    """Columns ``names`` of a Parquet file, or of the row groups holding ``rows`` (sliced to them)."""
+    if rows is None:
+        return pq.read_table(path, columns=names)
+    pf = pq.ParquetFile(path)
+    sizes = [pf.metadata.row_group(k).num_rows for k in range(pf.metadata.num_row_groups)]
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    groups = [k for k in range(len(sizes)) if edges[k] < rows.stop and edges[k + 1] > rows.start]
+    table = pf.read_row_groups(groups, columns=names)
+    return table.slice(rows.start - int(edges[groups[0]]) if groups else 0, rows.stop - rows.start)
+
+
+def _csv_rows(path: Path, header: list[str], names: list[str], rows: RowRange | None) -> pd.DataFrame:
+    """Columns ``names`` of a CSV file, or of ``rows`` of it (read from the row's byte offset)."""
+    if rows is None:
+        return pd.read_csv(path, usecols=names)
+    with _open_binary(path) as fh:
+        fh.seek(rows.seek)
+        if rows.seek == 0:
+            fh.readline()  # the header line
+        frame = pd.read_csv(fh, header=None, names=header, usecols=names, nrows=rows.stop - rows.seek_row)
+    return rows.trim(frame)
 
 
 def _existing(path) -> Path:
@@ -493,10 +555,14 @@ def read_catalog(
 ) -> pd.DataFrame:
     """Read catalog files into the canonical photometry frame (see module docstring).
 
+    The whole catalog in memory: survey-scale runs read it a partition at a
+    time instead (:func:`sedscale.io.source.open_catalog`).
+
     Parameters
     ----------
     paths : path or iterable of paths
-        FITS, Parquet or CSV files, concatenated in the given order.
+        FITS, Parquet, CSV or text files, directories of them or glob
+        patterns, concatenated in the given order.
     mapping : ColumnMapping, optional
         Required unless every file is an NSA FITS file or already holds the
         canonical columns.
@@ -521,52 +587,9 @@ def read_catalog(
     ------
     MissingDataError, CatalogFormatError, ConfigError
     """
-    files = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
-    if not files:
-        raise ConfigError("no catalog file given")
-    keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
-    bands = tuple(bands if bands is not None else (mapping.bands if mapping else SDSS_BANDS))
-    if mapping is not None and tuple(mapping.bands) != bands and not (mapping.partial and set(mapping.bands) <= set(bands)):
-        raise ConfigError(f"the column mapping is for bands {mapping.bands}, the flow takes {bands}")
-    if mapping is None and all(is_nsa_file(_existing(f)) for f in files):
-        # A flow over more bands than the NSA's seven (the union set) sees the others masked.
-        nsa = [b.lower() for b in NSA_BANDS]
-        df = read_nsa(files, columns=keep, bands=[b for b in bands if b in nsa] or bands)
-        attrs = dict(df.attrs, format="nsa", flux_unit="nanomaggy (NSA NMGY)")
-        df = _with_absent_bands(df, bands)
-        df.attrs.update(attrs)
-        return df
-    canonical = canonical_columns(bands)
-    frames, units = [], []
-    for f in files:
-        if mapping is None:
-            lower = {c.lower() for c in table_columns(f)}
-            if not all(c in lower for c in canonical):
-                raise CatalogFormatError(
-                    f"{f}: neither an NSA catalog (NSAID, Z, NMGY, NMGY_IVAR) nor in sedscale's layout "
-                    f"({', '.join(canonical)}); give a column mapping (--columns / --column-map)"
-                )
-        frame, unit = _mapped_frame(f, mapping or _canonical_mapping(bands), keep)
-        frames.append(frame)
-        units.append(unit)
-    df = _with_absent_bands(pd.concat(frames, ignore_index=True), bands)
-    absent = df.attrs["absent_bands"]
-    n_read = len(df)
-    if mapping is not None and mapping.id is None:
-        # Without an id column the row number across all files is the id.
-        df["id"] = np.arange(n_read, dtype=np.int64)
-    df = df.drop_duplicates(subset="id", keep="first").reset_index(drop=True)
-    if n_read != len(df):
-        log.info("read_catalog: dropped %d rows repeating an id", n_read - len(df))
-    df.attrs.update(
-        sources=[str(f) for f in files],
-        flux_unit=", ".join(dict.fromkeys(units)),
-        format="mapped" if mapping is not None else "canonical",
-        n_rows_read=n_read,
-        n_duplicates=n_read - len(df),
-        absent_bands=absent,
-    )
-    return df
+    from .source import open_catalog
+
+    return open_catalog(paths, mapping=mapping, keep=keep, bands=bands).read()
 
 
 def _with_absent_bands(df: pd.DataFrame, bands: Sequence[str]) -> pd.DataFrame:
@@ -645,15 +668,28 @@ def _flux_unit(path: Path, mapping: ColumnMapping) -> tuple[str, str]:
     )
 
 
-def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> tuple[pd.DataFrame, str]:
-    """The canonical frame of one mapped file, and the flux unit it was read in (with its source)."""
-    wanted = mapping.source_columns() + [k for k in keep if k not in mapping.source_columns()]
-    text = mapping.names if (mapping.format == "text" or mapping.names) else None
-    raw = read_table_columns(path, wanted, text_names=text)
-    unit_used = "AB magnitudes"
-    if mapping.flux is not None:
-        unit, source = _flux_unit(path, mapping)
-        unit_used = f"{unit} ({source})"
+def mapped_columns(mapping: ColumnMapping, keep: Sequence[str]) -> list[str]:
+    """Every column a mapped file is read for: the mapping's and the kept ones."""
+    return mapping.source_columns() + [k for k in keep if k not in mapping.source_columns()]
+
+
+def text_names_of(mapping: ColumnMapping) -> tuple[str, ...] | None:
+    """The ``text_names`` argument of the readers for files of ``mapping`` (None: not a text table)."""
+    return mapping.names if (mapping.format == "text" or mapping.names) else None
+
+
+def flux_unit_of(path: Path, mapping: ColumnMapping) -> tuple[str | None, str]:
+    """The flux unit (a :data:`FLUX_UNITS` key, None for magnitudes) of a mapped file, and how it reads in words."""
+    if mapping.flux is None:
+        return None, "AB magnitudes"
+    unit, source = _flux_unit(path, mapping)
+    return unit, f"{unit} ({source})"
+
+
+def mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str], unit: str | None,
+                 rows: RowRange | None = None) -> pd.DataFrame:
+    """The canonical frame of one mapped file (or of ``rows`` of it), fluxes read in ``unit`` (see :func:`flux_unit_of`)."""
+    raw = read_table_columns(path, mapped_columns(mapping, keep), text_names=text_names_of(mapping), rows=rows)
 
     def bands(key) -> np.ndarray:
         cols = getattr(mapping, key)
@@ -661,6 +697,7 @@ def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> tu
 
     n = len(raw[mapping.z])
     if mapping.flux is not None:
+        assert unit is not None  # flux mappings always have one (flux_unit_of)
         scale = FLUX_UNITS[unit]
         flux = bands("flux") * scale
         if mapping.flux_ivar is not None:
@@ -685,7 +722,7 @@ def _mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str]) -> tu
     cols.update({f"flux_ivar_{b}": ivar[:, k] for k, b in enumerate(mapping.bands)})
     for name in keep:
         cols.setdefault(name.lower(), raw[name])
-    return pd.DataFrame(cols), unit_used
+    return pd.DataFrame(cols)
 
 
 def _as_float(values: np.ndarray, path, column: str) -> np.ndarray:

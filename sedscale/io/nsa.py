@@ -71,7 +71,7 @@ def _table_hdu(fits: fitsio.FITS, path: Path):
     raise CatalogFormatError(f"{path}: no table extension (truncated or not an NSA catalog?)")
 
 
-def read_nsa_file(path: str | os.PathLike, columns: Sequence[str] = ()) -> np.ndarray:
+def read_nsa_file(path: str | os.PathLike, columns: Sequence[str] = (), rows: tuple[int, int] | None = None) -> np.ndarray:
     """Read the NSA columns needed by sedscale from one FITS file.
 
     Parameters
@@ -81,6 +81,8 @@ def read_nsa_file(path: str | os.PathLike, columns: Sequence[str] = ()) -> np.nd
     columns : sequence of str
         Extra NSA column names to read besides :data:`REQUIRED_COLUMNS` and
         ``MASS`` (case-insensitive).
+    rows : (int, int), optional
+        Read only rows ``start <= row < stop``.
 
     Returns
     -------
@@ -108,7 +110,8 @@ def read_nsa_file(path: str | os.PathLike, columns: Sequence[str] = ()) -> np.nd
                 raise CatalogFormatError(f"{path}: missing NSA column(s) {', '.join(missing)}")
             if "MASS" in present and "MASS" not in wanted:
                 wanted.append("MASS")
-            data = hdu.read(columns=[present[c] for c in dict.fromkeys(wanted)])
+            data = hdu.read(columns=[present[c] for c in dict.fromkeys(wanted)],
+                            rows=None if rows is None else np.arange(rows[0], rows[1]))
     except OSError as exc:
         # cfitsio reports truncation and bad headers as OSError with its status text.
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -138,7 +141,8 @@ def nsa_band_indices(bands: Sequence[str]) -> np.ndarray:
     return np.array([labels.index(b) for b in bands])
 
 
-def _to_frame(data: np.ndarray, extra: Sequence[str], bands: Sequence[str]) -> pd.DataFrame:
+def nsa_frame(data: np.ndarray, extra: Sequence[str], bands: Sequence[str]) -> pd.DataFrame:
+    """The canonical frame of raw NSA rows (:func:`read_nsa_file`): ``bands`` of NMGY, NSAID as ``id``, ``mass_nsa``."""
     idx = nsa_band_indices(bands)
     flux = np.asarray(data["NMGY"][:, idx], dtype=np.float64)
     ivar = np.asarray(data["NMGY_IVAR"][:, idx], dtype=np.float64)
@@ -191,7 +195,7 @@ def read_nsa(
     """
     files = _as_paths(paths)
     extra = tuple(columns or ())
-    frames = [_to_frame(read_nsa_file(p, extra), extra, tuple(bands)) for p in files]
+    frames = [nsa_frame(read_nsa_file(p, extra), extra, tuple(bands)) for p in files]
     if any("mass_nsa" not in f for f in frames):
         frames = [f.drop(columns="mass_nsa", errors="ignore") for f in frames]
     df = pd.concat(frames, ignore_index=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from .._version import __version__
 from ..errors import ConfigError
 from ..io.lock import exclusive_run
+from ..io.runs import open_run_dir, remove_temporary_files, verify_run_dir, write_manifest
 from ..models.derived import DERIVED_UNITS
 from ..observe.filters import SDSS_FILTERS
 from ..observe.layout import (
@@ -42,13 +43,7 @@ from .config import (
     load_model,
     load_noise_model,
 )
-from .manifest import (
-    new_manifest,
-    prepare_output,
-    remove_temporary_files,
-    verified_entries,
-    write_manifest,
-)
+from .manifest import MANIFEST_FORMAT
 from .partition import ID_COLUMN, TaskSpec, simulate_partition
 
 #: Prefix of the Parquet key-value metadata keys.
@@ -245,30 +240,15 @@ def check_output(plan: RunPlan, resume: bool) -> tuple[dict | None, dict]:
         run of this configuration is there and ``resume`` is False.
     """
     config = plan.config
-    manifest = prepare_output(config.out, plan.config_hash, plan.identity)
-    if manifest is None:
-        return None, {}
-    good = verified_entries(config.out, manifest["partitions"])
-    if len(good) < config.n_partitions and not resume:
-        raise ConfigError(
-            f"output directory {config.out} holds an unfinished run of this configuration "
-            f"({len(good)}/{config.n_partitions} partitions); pass --resume (resume=True) to continue it"
-        )
-    return manifest, good
+    return verify_run_dir(config.out, MANIFEST_FORMAT, plan.config_hash, plan.identity, config.n_partitions, resume,
+                          resume_flag="--resume (resume=True)")
 
 
 def _resume_state(plan: RunPlan, resume: bool) -> dict:
     """Manifest to continue from, holding only finished, verified partitions."""
     config = plan.config
-    manifest, good = check_output(plan, resume)
-    if manifest is None:
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        manifest = new_manifest(plan.config_hash, plan.identity, config.describe(), config.n_partitions)
-        write_manifest(config.out, manifest)
-    elif len(good) != len(manifest["partitions"]):
-        manifest["partitions"] = good
-        write_manifest(config.out, manifest)
-    return manifest
+    return open_run_dir(config.out, MANIFEST_FORMAT, plan.config_hash, plan.identity, config.n_partitions, resume,
+                        extra={"options": config.describe()}, resume_flag="--resume (resume=True)")
 
 
 def run_simulation(
