@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sedscale.bench mcmc", description=__doc__.split("\n")[0])
     p.add_argument("--flow", required=True, help="checkpoint directory")
     p.add_argument("--n-galaxies", type=int, default=2, help="test galaxies, one Dask task each (default 2)")
+    p.add_argument("--sampler", choices=("zeus", "emcee"), default="zeus", help="ensemble sampler (default zeus)")
     p.add_argument("--walkers", type=int, default=SEDFLOW_WALKERS, help=f"default {SEDFLOW_WALKERS}")
     p.add_argument("--n-iter", type=int, default=SEDFLOW_ITERATIONS,
                    help=f"iterations incl. burn-in (default {SEDFLOW_ITERATIONS})")
@@ -102,9 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     if args.until_converged:
-        config = MCMCConfig.until_converged(max_iter=args.n_iter, n_walkers=args.walkers, seed=args.seed)
+        config = MCMCConfig.until_converged(max_iter=args.n_iter, n_walkers=args.walkers, seed=args.seed,
+                                            sampler=args.sampler)
     else:
-        config = MCMCConfig(n_walkers=args.walkers, n_iter=args.n_iter, burn_in=args.burn_in, seed=args.seed)
+        config = MCMCConfig(n_walkers=args.walkers, n_iter=args.n_iter, burn_in=args.burn_in, seed=args.seed,
+                            sampler=args.sampler)
     post = Posterior.load(args.flow)
     model = post.model
     meta = post.metadata
