@@ -197,6 +197,12 @@ def test_real_slurm_refusals_leave_no_job_behind(tmp_path, repo_root):
     assert not _left_in_queue("sedscale-timeout")  # cancelled with the cluster
 
 
+def _mock_catalog_command(repo_root, out, cluster_yaml, *options: str) -> list[str]:
+    """``bin/run_catalog`` on the shipped MOCK catalog with a cluster YAML, no progress bar, and ``options``."""
+    return [sys.executable, str(repo_root / "bin" / "run_catalog"), str(repo_root / "catalogs" / "mock_nsa_dirichlet.fits"),
+            "--out", str(out), "--cluster", str(cluster_yaml), "--no-progress", *options]
+
+
 @pytest.mark.skipif(_slurm_partition() is None, reason="no SLURM cluster with an idle node (see .ci/slurm_setup.sh)")
 def test_real_slurm_catalog_with_an_mcmc_subset(tmp_path, repo_root):
     """bin/run_catalog --cluster slurm: posteriors and a benchmark galaxy sent to MCMC on the SLURM worker."""
@@ -204,9 +210,8 @@ def test_real_slurm_catalog_with_an_mcmc_subset(tmp_path, repo_root):
 
     cluster_yaml = _slurm_yaml(tmp_path, "sedscale-catalog")
     out = tmp_path / "mock.parquet"
-    cmd = [sys.executable, str(repo_root / "bin" / "run_catalog"), str(repo_root / "catalogs" / "mock_nsa_dirichlet.fits"),
-           "--out", str(out), "--cluster", str(cluster_yaml), "--n-samples", "100", "--mcmc-subset", "1",
-           "--mcmc-sampler", "emcee", "--mcmc-max-iter", "200", "--no-progress"]
+    cmd = _mock_catalog_command(repo_root, out, cluster_yaml, "--n-samples", "100", "--mcmc-subset", "1",
+                                "--mcmc-sampler", "emcee", "--mcmc-max-iter", "200")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SLURMCluster: 1 jobs x 1 workers x 1 threads" in proc.stdout
@@ -229,9 +234,8 @@ def test_real_slurm_job_cancelled_mid_run_loses_nothing_after_resume(tmp_path, r
 
     cluster_yaml = _slurm_yaml(tmp_path, "sedscale-cancelled")
     out = tmp_path / "mock.parquet"
-    cmd = [sys.executable, str(repo_root / "bin" / "run_catalog"), str(repo_root / "catalogs" / "mock_nsa_dirichlet.fits"),
-           "--out", str(out), "--cluster", str(cluster_yaml), "--partition-size", "50", "--n-samples", "300",
-           "--no-progress", "--keep-parts"]
+    cmd = _mock_catalog_command(repo_root, out, cluster_yaml, "--partition-size", "50", "--n-samples", "300",
+                                "--keep-parts")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     work = tmp_path / "mock.parquet.parts"
     deadline = time.time() + 240

@@ -230,7 +230,7 @@ def test_text_tables_and_vector_columns(shared_data, tmp_path):
     df = read_catalog(mgs, ColumnMapping.from_pairs(["format=text", f"names={names}", "z=zs", "mag={band}",
                                                       "mag_err=e{band}"]))
     assert len(df) == 5000 and df["z"].between(0.002, 0.31).all()
-    with pytest.raises(CatalogFormatError, match="names 18 columns but the rows hold 19"):
+    with pytest.raises(CatalogFormatError, match="its '#' header line names 18 columns but the rows hold 19"):
         read_catalog(mgs, ColumnMapping.from_pairs(["format=text", "z=zs", "mag={band}", "mag_err=e{band}"]))
     virgo = shared_data / "nsa_virgo_isedfit" / "nsa_mstar.virgo.fits"
     v = read_catalog(virgo, ColumnMapping.from_pairs(["z=Z", "flux=MAGGIES[2:7]", "flux_ivar=IVARMAGGIES[2:7]",

@@ -355,7 +355,7 @@ def _execute(plan: CatalogPlan, todo: list[int], client, record: Callable[[dict]
 
     from ..cluster.execute import run_tasks
 
-    meta = read_partition(plan.partition(0), plan.source.spec).iloc[:0].assign(_partition=np.int64(0))
+    meta = plan.input_meta.assign(_partition=np.int64(0))
     ddf = dd.from_map(_read_input, [plan.partition(i) for i in todo], spec=plan.source.spec, meta=meta,
                       enforce_metadata=False, label="read-catalog")
     results = ddf.map_partitions(infer_partition, plan.spec, meta=summary_frame([]))

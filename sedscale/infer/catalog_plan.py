@@ -185,6 +185,9 @@ class CatalogPlan:
         finished run recomputes no partition.
     flux_warning : str
         Non-empty when the fluxes of the first rows look like another unit.
+    input_meta : pandas.DataFrame
+        The canonical input frame's columns and dtypes (no rows), from the
+        first rows read at planning: the Dask dataframe's ``meta``.
     """
 
     source: CatalogSource
@@ -194,6 +197,7 @@ class CatalogPlan:
     outputs: list
     identity: dict
     config_hash: str
+    input_meta: pd.DataFrame
     mcmc: CatalogMCMC | None = None
     flux_warning: str = ""
 
@@ -292,7 +296,8 @@ def plan_catalog(
     if source.n_rows == 0:
         raise ConfigError(f"catalog {catalog} holds no rows")
     # The first rows, read as a worker will read them: a broken file or a wrong unit stops the run here.
-    flux_warning = implausible_flux_scale(source.read(max_rows=SAMPLE_ROWS), bands)
+    sample = source.read(max_rows=SAMPLE_ROWS)
+    flux_warning = implausible_flux_scale(sample, bands)
     reserved = set(output_columns_fixed(bands)) & {k.lower() for k in keep}
     if reserved:
         raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
@@ -325,7 +330,7 @@ def plan_catalog(
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return CatalogPlan(source=source, posterior=post, support=xsupport, spec=spec, outputs=outputs, identity=identity,
                        config_hash=digest, mcmc=mcmc if mcmc is not None and mcmc.active else None,
-                       flux_warning=flux_warning)
+                       flux_warning=flux_warning, input_meta=sample.iloc[:0])
 
 
 def resolve_error_floor(post: Posterior, error_floor: float | None) -> float:

@@ -350,8 +350,8 @@ def _text_table(path: Path, names: Sequence[str] = (), rows: RowRange | None = N
                 frame = rows.trim(pd.read_csv(fh, sep=r"\s+", comment="#", header=None, nrows=rows.stop - rows.seek_row))
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CatalogFormatError(f"{path}: unreadable text table: {_first_line(exc)}") from exc
-    names = _text_names(path, names)
     source = "'names'" if names else "its '#' header line"
+    names = _text_names(path, names)
     if len(names) != frame.shape[1]:
         raise CatalogFormatError(
             f"{path}: {source} names {len(names)} columns but the rows hold {frame.shape[1]}; "
@@ -426,6 +426,45 @@ def table_columns(path: str | os.PathLike, text_names: Sequence[str] | None = No
         raise CatalogFormatError(f"{path}: unreadable {fmt} file (truncated or corrupt?): {_first_line(exc)}") from exc
 
 
+class ColumnMatch(NamedTuple):
+    """How requested column names match a file's columns (see :func:`check_columns`)."""
+
+    present: list[str]
+    lookup: dict[str, str]
+    element: dict[str, tuple[str, int]]
+    wanted: list[str]
+
+
+def check_columns(path: Path, columns: Sequence[str], text_names: Sequence[str] | None = None) -> ColumnMatch:
+    """Match ``columns`` (case-insensitively; ``NAME[k]`` is element k of the vector column NAME) to a file's columns.
+
+    Reads the file's column names only.  ``text_names``: as for :func:`table_columns`.
+
+    Returns
+    -------
+    ColumnMatch
+        The file's columns, lower-case name -> file name, the vector
+        elements asked for (``NAME[k]`` -> (NAME, k)) and the file column
+        each requested name reads.
+
+    Raises
+    ------
+    CatalogFormatError
+        A column is missing (the message lists those present).
+    """
+    present = table_columns(path, text_names)
+    lookup = {c.lower(): c for c in present}
+    matches = {c: _VECTOR_ELEMENT.match(c) for c in columns}
+    # NAME[k] reads element k of the vector column NAME (when no column is literally called so).
+    element = {c: (m.group(1), int(m.group(2))) for c, m in matches.items() if m and c.lower() not in lookup}
+    wanted = [element[c][0] if c in element else c for c in columns]
+    missing = [c for c in wanted if c.lower() not in lookup]
+    if missing:
+        shown = ", ".join(present[:40]) + (" ..." if len(present) > 40 else "")
+        raise CatalogFormatError(f"{path}: missing column(s) {', '.join(missing)} (columns present: {shown})")
+    return ColumnMatch(present, lookup, element, wanted)
+
+
 def read_table_columns(path: str | os.PathLike, columns: Sequence[str],
                        text_names: Sequence[str] | None = None, rows: RowRange | None = None) -> dict[str, np.ndarray]:
     """Read named scalar columns (matched case-insensitively) of a FITS, Parquet, CSV or text table.
@@ -448,17 +487,8 @@ def read_table_columns(path: str | os.PathLike, columns: Sequence[str],
     """
     path = _existing(path)
     fmt = "text" if text_names is not None else catalog_format(path)
-    present = table_columns(path, () if fmt == "text" and text_names is None else text_names)
-    lookup = {c.lower(): c for c in present}
-    matches = {c: _VECTOR_ELEMENT.match(c) for c in columns}
-    # NAME[k] reads element k of the vector column NAME (when no column is literally called so).
-    element = {c: (m.group(1), int(m.group(2))) for c, m in matches.items() if m and c.lower() not in lookup}
+    present, lookup, element, wanted = check_columns(path, columns, text_names)
     columns = list(columns)
-    wanted = [element[c][0] if c in element else c for c in columns]
-    missing = [c for c in wanted if c.lower() not in lookup]
-    if missing:
-        shown = ", ".join(present[:40]) + (" ..." if len(present) > 40 else "")
-        raise CatalogFormatError(f"{path}: missing column(s) {', '.join(missing)} (columns present: {shown})")
     names = list(dict.fromkeys(lookup[c.lower()] for c in wanted))
     try:
         if fmt == "fits":

@@ -48,11 +48,14 @@ from .catalog import (
     ColumnMapping,
     RowRange,
     _canonical_mapping,
+    _first_line,
+    _fits_table_hdu,
     _open_binary,
     _text_table,
     _with_absent_bands,
     canonical_columns,
     catalog_format,
+    check_columns,
     flux_unit_of,
     is_nsa_file,
     mapped_columns,
@@ -99,12 +102,22 @@ class SourceFile:
         Data rows in the file.
     unit : str or None
         Flux unit of a mapped file (a ``FLUX_UNITS`` key; None for NSA files and magnitudes).
+    size, mtime_ns : int
+        Bytes and modification time when the run was planned (its identity).
     """
 
     path: str
     format: str
     n_rows: int
     unit: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+
+    @classmethod
+    def at(cls, path: Path, format: str, n_rows: int, unit: str | None = None) -> SourceFile:
+        """The file at ``path`` as it is now."""
+        stat = path.stat()
+        return cls(str(path), format, n_rows, unit, stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -151,7 +164,11 @@ class ReadSpec:
     mapping: ColumnMapping | None
     keep: tuple = ()
     nsa_mass: bool = False
-    numbered: bool = False
+
+    @property
+    def numbered(self) -> bool:
+        """Rows are numbered across files (a mapped catalog without an id column)."""
+        return self.mapping is not None and self.mapping.id is None
 
 
 @dataclass
@@ -170,6 +187,8 @@ class CatalogSource:
         Rows in all files.
     kept : ndarray of bool or None
         Which rows survive de-duplication (None: all).
+    kept_positions : ndarray of int or None
+        Their positions among all rows (set with ``kept``).
     ids : ndarray or None
         The de-duplicated ids, when they were read.
     dedup_checked : bool
@@ -184,16 +203,17 @@ class CatalogSource:
     flux_unit: str
     n_rows_read: int
     kept: np.ndarray | None = None
+    kept_positions: np.ndarray | None = None
     ids: np.ndarray | None = None
     dedup_checked: bool = True
     absent_bands: tuple = ()
-    stats: list = field(default_factory=list)
-    _line_index: dict = field(default_factory=dict, repr=False)
+    #: CSV/text files: path -> byte offsets of every LINE_INDEX_STRIDE-th data row.
+    _line_offsets: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_rows(self) -> int:
         """Rows of the de-duplicated catalog."""
-        return self.n_rows_read if self.kept is None else int(self.kept.sum())
+        return self.n_rows_read if self.kept_positions is None else int(self.kept_positions.size)
 
     @property
     def n_duplicates(self) -> int:
@@ -216,7 +236,7 @@ class CatalogSource:
         """
         mapping = self.spec.mapping.to_dict() if self.spec.mapping is not None else None
         return {
-            "files": [[Path(f.path).name, s[0], s[1], f.n_rows] for f, s in zip(self.files, self.stats)],
+            "files": [[Path(f.path).name, f.size, f.mtime_ns, f.n_rows] for f in self.files],
             "kind": self.kind,
             "mapping": json.loads(json.dumps(mapping, default=list)),
             "bands": list(self.spec.bands),
@@ -242,19 +262,13 @@ class CatalogSource:
         first = index * size
         n = max(0, min(size, self.n_rows - first))
         drop: tuple = ()
-        if self.kept is None:
+        if self.kept is None or self.kept_positions is None:
             start, stop = first, first + n
         else:
-            positions = self._kept_positions()[first : first + n]
+            positions = self.kept_positions[first : first + n]
             start, stop = (int(positions[0]), int(positions[-1]) + 1) if n else (0, 0)
-            drop = tuple(int(k) - start for k in np.flatnonzero(~self.kept[start:stop]) + start)
+            drop = tuple(np.flatnonzero(~self.kept[start:stop]).tolist())
         return CatalogPartition(index=index, first_row=first, n_rows=n, segments=self._segments(start, stop), drop=drop)
-
-    def _kept_positions(self) -> np.ndarray:
-        if "kept_positions" not in self._line_index:
-            assert self.kept is not None
-            self._line_index["kept_positions"] = np.flatnonzero(self.kept)
-        return self._line_index["kept_positions"]
 
     def _segments(self, start: int, stop: int) -> tuple:
         """Rows ``start..stop-1`` of the concatenated files as per-file row ranges."""
@@ -267,16 +281,13 @@ class CatalogSource:
         return tuple(out)
 
     def _row_range(self, f: SourceFile, start: int, stop: int) -> RowRange:
-        offsets = self._line_index.get(f.path)
+        offsets = self._line_offsets.get(f.path)
         if offsets is None:
             return RowRange(start, stop)
         k = start // LINE_INDEX_STRIDE
         return RowRange(start, stop, int(offsets[k]), k * LINE_INDEX_STRIDE)
 
     # ------------------------------------------------------------------ reading
-    def read_partition(self, part: CatalogPartition) -> pd.DataFrame:
-        return read_partition(part, self.spec)
-
     def read(self, max_rows: int | None = None) -> pd.DataFrame:
         """The whole de-duplicated catalog (or its first ``max_rows``) as one frame, with ``attrs``."""
         n = self.n_rows if max_rows is None else min(max_rows, self.n_rows)
@@ -363,24 +374,24 @@ def open_catalog(
                     f"({', '.join(canonical)}); give a column mapping (--columns / --column-map)"
                 )
         mapping = _canonical_mapping(bands)
-    source_files, units, line_index = [], [], {}
+    source_files, units, line_offsets = [], [], {}
     text = text_names_of(mapping)
     for f in files:
         fmt = "text" if text is not None else catalog_format(f)
         n_rows, offsets = _count_rows(f, fmt)
         if offsets is not None:
-            line_index[str(f)] = offsets
+            line_offsets[str(f)] = offsets
         if fmt == "text" and n_rows and offsets is not None:
             # A header naming other columns than the rows hold: said plainly, before any column lookup.
             _text_table(f, text or (), RowRange(0, 1, int(offsets[0]), 0))
-        _check_columns(f, mapped_columns(mapping, keep), text)
+        check_columns(f, mapped_columns(mapping, keep), text)
         unit, words = flux_unit_of(f, mapping)
-        source_files.append(SourceFile(str(f), fmt, n_rows, unit))
+        source_files.append(SourceFile.at(f, fmt, n_rows, unit))
         units.append(words)
-    spec = ReadSpec(bands=bands, mapping=mapping, keep=keep, numbered=mapping.id is None)
+    spec = ReadSpec(bands=bands, mapping=mapping, keep=keep)
     source = CatalogSource(files=source_files, spec=spec, kind=kind, flux_unit=", ".join(dict.fromkeys(units)),
-                           n_rows_read=sum(f.n_rows for f in source_files), stats=_stats(files),
-                           absent_bands=tuple(b for b in bands if b not in mapping.bands), _line_index=line_index)
+                           n_rows_read=sum(f.n_rows for f in source_files),
+                           absent_bands=tuple(b for b in bands if b not in mapping.bands), _line_offsets=line_offsets)
     if mapping.id is not None:
         _deduplicate(source, lambda f: read_table_columns(f.path, [mapping.id], text_names=text)[mapping.id],
                      dedup_max_rows)
@@ -396,11 +407,11 @@ def _open_nsa(files: list[Path], keep: tuple, bands: tuple, dedup_max_rows: int)
         if missing:
             raise CatalogFormatError(f"{f}: missing NSA column(s) {', '.join(missing)}")
         has_mass.append("MASS" in present)
-        source_files.append(SourceFile(str(f), "nsa", int(n_rows)))
+        source_files.append(SourceFile.at(f, "nsa", n_rows))
     nsa = [b.lower() for b in NSA_BANDS]
     spec = ReadSpec(bands=bands, mapping=None, keep=keep, nsa_mass=all(has_mass))
     source = CatalogSource(files=source_files, spec=spec, kind="nsa", flux_unit="nanomaggy (NSA NMGY)",
-                           n_rows_read=sum(f.n_rows for f in source_files), stats=_stats(files),
+                           n_rows_read=sum(f.n_rows for f in source_files),
                            absent_bands=tuple(b for b in bands if b not in nsa))
 
     _deduplicate(source, lambda f: read_table_columns(f.path, ["NSAID"])["NSAID"].astype(np.int64), dedup_max_rows)
@@ -413,42 +424,24 @@ def _fits_rows(path: Path) -> int:
 
     try:
         with fitsio.FITS(str(path)) as fits:
-            hdu = next((h for h in fits if h.get_exttype() in ("BINARY_TBL", "ASCII_TBL")), None)
-            if hdu is None:
-                raise CatalogFormatError(f"{path}: no table extension (truncated or not a catalog?)")
+            hdu = _fits_table_hdu(fits, path)
             n_rows = int(hdu.get_nrows())
             if n_rows:
                 hdu.read(columns=[hdu.get_colnames()[0]], rows=[n_rows - 1])
     except OSError as exc:
-        raise CatalogFormatError(f"{path}: unreadable FITS file (truncated or corrupt?): "
-                                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+        raise CatalogFormatError(f"{path}: unreadable FITS file (truncated or corrupt?): {_first_line(exc)}") from exc
     return n_rows
-
-
-def _stats(files: list[Path]) -> list[tuple[int, int]]:
-    return [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-
-
-def _check_columns(path: Path, columns: Sequence[str], text_names) -> None:
-    """Raise CatalogFormatError (listing what is there) when ``columns`` are not all in the file."""
-    present = table_columns(path, text_names)
-    lookup = {c.lower() for c in present}
-    missing = [c for c in columns if c.lower() not in lookup
-               and not (c.endswith("]") and c[: c.rfind("[")].lower() in lookup)]
-    if missing:
-        shown = ", ".join(present[:40]) + (" ..." if len(present) > 40 else "")
-        raise CatalogFormatError(f"{path}: missing column(s) {', '.join(missing)} (columns present: {shown})")
 
 
 def _count_rows(path: Path, fmt: str) -> tuple[int, np.ndarray | None]:
     """Data rows of a file, and for CSV/text the byte offset of every :data:`LINE_INDEX_STRIDE`-th data row."""
+    if fmt == "fits":
+        return _fits_rows(path), None  # its own one-line errors
     try:
-        if fmt == "fits":
-            return _fits_rows(path), None
         if fmt == "parquet":
             return int(pq.ParquetFile(path).metadata.num_rows), None
         return _line_offsets(path, header=fmt == "csv", comments=fmt == "text")
-    except (OSError, StopIteration, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         raise CatalogFormatError(f"{path}: unreadable {fmt} file (truncated or corrupt?): {exc}") from exc
 
 
@@ -479,6 +472,7 @@ def _deduplicate(source: CatalogSource, read_ids, dedup_max_rows: int) -> None:
     repeated = pd.Index(ids).duplicated(keep="first")
     if repeated.any():
         source.kept = ~repeated
+        source.kept_positions = np.flatnonzero(source.kept)
         log.info("open_catalog: dropped %d rows repeating an id", int(repeated.sum()))
     source.ids = ids[~repeated] if repeated.any() else ids
 
