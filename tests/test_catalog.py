@@ -358,7 +358,7 @@ def test_a_flow_of_the_other_kind_is_refused_before_any_work(mock_catalog, tiny_
     for flow in (spectral, spectral / "posterior.pt"):
         assert main([str(mock_catalog), "--flow", str(flow), "--out", str(out), "--cluster", "none"]) == 2
         err = capsys.readouterr().err
-        assert "no COADD HDU" in err and "conditioned on spectra" in err and len(err.strip().splitlines()) == 1
+        assert "no COADD or B_FLUX HDU" in err and "conditioned on spectra" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and not out.with_name(out.name + ".parts").exists()
     folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "sdss_spectra"
     spectra = sorted(folder.glob("*spec-*.fits"))

@@ -50,9 +50,11 @@ def simulation_rate(n: int, seed: int = 0) -> dict:
 
 def _test_spectra(post, n: int, seed: int):
     from ..observe.spectral_noise import spectral_noise_model
-    from ..validate.spectra import simulate_spectral_test_set
+    from ..validate.spectra import simulate_spectral_test_set, training_redshift
 
-    return simulate_spectral_test_set(post.model, n, seed, spectral_noise_model(post.metadata["spectral_noise"]))
+    sigma_star = post.metadata.get("sigma_star_kms")
+    return simulate_spectral_test_set(post.model, n, seed, spectral_noise_model(post.metadata["spectral_noise"]),
+                                      training_redshift(post.metadata), float(sigma_star[1]) if sigma_star else None)
 
 
 def posterior_rate(flow: str, n: int, n_samples: int = 1000, seed: int = 1) -> dict:

@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--mcmc-sampler", choices=("zeus", "emcee"), default="zeus", help="ensemble sampler (default zeus)")
     p.add_argument("--best-fit", action="store_true",
                    help="spectra: also fit each spectrum by least squares from its posterior median (chi2_best)")
+    p.add_argument("--ignore-mask-bits", metavar="NAMES",
+                   help="SDSS spectra: and_mask bits that do not make a pixel bad, comma-separated SPPIXMASK names "
+                        "(e.g. MANYBADCOLUMNS,NEARBADPIXEL: fiber-level warnings SDSS can set over a whole arm); "
+                        "default: every bit masks")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -171,16 +175,20 @@ def _check_file_kind(path: Path, flow: str, spectral: bool) -> None:
     if not path.is_file() or not path.name.lower().endswith((".fits", ".fits.gz", ".fit")):
         return
     with fits.open(path) as hdus:
-        is_spectrum = "COADD" in [hdu.name for hdu in hdus]
+        names = [hdu.name for hdu in hdus]
+    is_desi = "FIBERMAP" in names and "B_FLUX" in names
+    is_spectrum = "COADD" in names or is_desi
+    kind = "a DESI coadd file (FIBERMAP, B_FLUX HDUs)" if is_desi else "an SDSS spectrum file (COADD HDU)"
     if spectral and not is_spectrum:
         raise ConfigError(
-            f"{path} is not an SDSS spectrum file (no COADD HDU; a photometric catalog?), but the flow {flow} "
-            "is conditioned on spectra: use a photometric flow (e.g. checkpoints/dirichlet_survey) for catalogs"
+            f"{path} is not an SDSS spectrum or DESI coadd file (no COADD or B_FLUX HDU; a photometric catalog?), "
+            f"but the flow {flow} is conditioned on spectra: use a photometric flow (e.g. checkpoints/dirichlet_survey) "
+            "for catalogs"
         )
     if not spectral and is_spectrum:
         raise ConfigError(
-            f"{path} is an SDSS spectrum file (COADD HDU), but the flow {flow} is conditioned on photometry: "
-            "use a spectral flow (e.g. checkpoints/delayed_tau_spectra) for spectra"
+            f"{path} is {kind}, but the flow {flow} is conditioned on photometry: "
+            "use a spectral flow (e.g. checkpoints/dirichlet_spectra) for spectra"
         )
 
 
@@ -203,7 +211,10 @@ def _spectral_main(args, options) -> int:
     for out in outputs:
         check_writable(out)
     check_writable(args.work_dir or default_work_dir(outputs[0]), "work directory")
-    obs = read_spectral_inputs(args.catalog)
+    from ..io.sdss import ALL_MASK_BITS, sppixmask
+
+    ignored = [n.strip() for n in (args.ignore_mask_bits or "").split(",") if n.strip()]
+    obs = read_spectral_inputs(args.catalog, mask_bits=ALL_MASK_BITS & ~sppixmask(*ignored))
     print(f"{PROG}: {len(obs)} spectra ({int(obs.flagged.sum())} flagged by the reader) -> {', '.join(outputs)}",
           flush=True)
 
@@ -257,8 +268,9 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.error_floor is not None:
             raise ConfigError("--error-floor applies to photometric checkpoints only")
         return _spectral_main(args, options)
-    if args.best_fit:
-        raise ConfigError("--best-fit applies to spectral checkpoints only")
+    for name in ("best_fit", "ignore_mask_bits"):
+        if getattr(args, name):
+            raise ConfigError(f"--{name.replace('_', '-')} applies to spectral checkpoints only")
     if args.overwrite and args.resume:
         raise ConfigError("--overwrite and --resume exclude each other")
     # Validate catalog, checkpoint and outputs before starting a cluster.

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(else $SEDSCALE_PROVABGS_DIR, else the copy shipped with sedscale)")
     p.add_argument("--nebular-log-u", type=float, metavar="LOGU",
                    help="add Cloudy nebular lines and continuum of young stars at this ionization parameter (e.g. -2.5)")
+    p.add_argument("--sigma-star-max", type=float, metavar="KMS",
+                   help="spectra: draw a stellar velocity dispersion U(0, KMS) km/s per galaxy (broadening "
+                        "hypot(350, sigma_star); marginalised by the flow); default: none, the DIGS 350 km/s")
     p.add_argument("--bands", metavar="SET",
                    help="band set of the fluxes (sedscale/data/bands.yaml, e.g. galex_sdss; default sdss ugriz); "
                         "other sets than sdss need --noise-model none")
@@ -93,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         z_spacing=args.z_spacing,
         model_options=model_options(args),
         observable=args.observable,
+        sigma_star_max=args.sigma_star_max,
     )
 
 

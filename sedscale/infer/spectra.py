@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -56,10 +56,10 @@ from .._version import __version__
 from ..errors import ConfigError
 from ..io.atomic import write_table
 from ..io.catalog import META_PREFIX, with_units, write_catalog
-from ..io.sdss import read_sdss_spectra, rest_luminosity
+from ..io.sdss import ALL_MASK_BITS, read_sdss_spectra, rest_luminosity
 from ..observe.layout import LOG_NORM_COLUMN, MISSING_LOG_SIGMA, SPECTRUM_X_COLUMNS, drop_elements, spectrum_x
 from ..observe.spectra import DIGS_WAVELENGTH
-from ..observe.spectral_noise import spectral_noise_model
+from ..observe.spectral_noise import SpectralNoiseModel, spectral_noise_model
 from .catalog_output import CATALOG_FORMAT, output_units
 from .catalog_plan import CatalogOptions
 from .catalog_worker import load_posterior_cached, model_for
@@ -177,11 +177,18 @@ def observations_from_sdss(spectra, sources=()) -> SpectralObservations:
     )
 
 
-def read_spectral_inputs(paths, min_good_fraction: float = MIN_GOOD_FRACTION) -> SpectralObservations:
-    """Spectra from SDSS spectrum files/directories, or from one Parquet spectra table.
+def read_spectral_inputs(paths, min_good_fraction: float = MIN_GOOD_FRACTION,
+                         mask_bits: int | None = None) -> SpectralObservations:
+    """Spectra from SDSS spectrum files, DESI coadd files (with their redrock files) or directories of
+    them, or from one Parquet spectra table.
 
-    ``min_good_fraction``: spectra with fewer good elements are flagged by
-    the reader.  0.5 by default, below the reader's own 0.7: the ``survey``
+    A directory stands for its ``*spec-*.fits`` and ``coadd-*.fits`` files
+    (sorted); a DESI coadd gives one spectrum per target
+    (:func:`~sedscale.io.desi.read_desi_coadd`).
+
+    ``mask_bits``: SDSS ``and_mask`` bits that make a pixel bad (default:
+    all; :func:`~sedscale.io.sdss.sppixmask`).  ``min_good_fraction``:
+    spectra with fewer good elements are flagged by the reader.  0.5 by default, below the reader's own 0.7: the ``survey``
     training noise masks the elements an SDSS spectrum misses up to z = 0.3
     (38% of the grid), so the flow has seen such coverage.
 
@@ -195,41 +202,108 @@ def read_spectral_inputs(paths, min_good_fraction: float = MIN_GOOD_FRACTION) ->
         raise ConfigError("no spectrum files given")
     if len(paths) == 1 and paths[0].suffix.lower() == ".parquet":
         return _from_table(pd.read_parquet(paths[0]), paths)
-    spectra = read_sdss_spectra(paths, min_good_fraction=min_good_fraction)
+    from ..io.desi import is_desi_coadd, read_desi_coadd
+
+    files: list[Path] = []
+    for p in paths:
+        files.extend(sorted([*p.glob("*spec-*.fits"), *p.glob("coadd-*.fits")]) if p.is_dir() else [p])
+    spectra = []
+    for f in files:
+        if is_desi_coadd(f):
+            spectra.extend(read_desi_coadd(f, min_good_fraction=min_good_fraction))
+        else:
+            spectra.extend(read_sdss_spectra([f], min_good_fraction=min_good_fraction,
+                                             mask_bits=ALL_MASK_BITS if mask_bits is None else mask_bits))
     if not spectra:
-        raise ConfigError(f"no spectrum files (*spec-*.fits) found in {[str(p) for p in paths]}")
+        raise ConfigError(f"no spectrum files (*spec-*.fits, coadd-*.fits) found in {[str(p) for p in paths]}")
     return observations_from_sdss(spectra, [s.path for s in spectra])
 
 
-def ppc_chi2(model, theta: np.ndarray, z: np.ndarray, lum: np.ndarray, sigma: np.ndarray, good: np.ndarray):
+@dataclass(frozen=True)
+class SpectralLikelihood:
+    """How a spectral flow's model spectra meet data: the data model it was trained with.
+
+    Built from a checkpoint's sidecar (:meth:`of`): its training noise
+    (:class:`~sedscale.observe.spectral_noise.SpectralNoiseModel`: error
+    floor, calibration polynomial, emission-line mask, observed elements)
+    and the range of stellar velocity dispersions of its training spectra.
+    The posterior-predictive chi2 and the best fit use it, so that a flow
+    trained with a 2% floor and a calibration polynomial is judged by the
+    likelihood it was trained for.
+
+    Attributes
+    ----------
+    noise : SpectralNoiseModel
+    wave : ndarray (m,)
+    sigma_star_kms : (float, float) or None
+        Uniform range of sigma_star (km/s), None: fixed 350 km/s broadening.
+    """
+
+    noise: SpectralNoiseModel
+    wave: np.ndarray
+    sigma_star_kms: tuple[float, float] | None = None
+
+    @classmethod
+    def of(cls, post: Posterior) -> SpectralLikelihood:
+        sigma_star = post.metadata.get("sigma_star_kms")
+        return cls(spectral_noise_model(post.metadata["spectral_noise"]), np.asarray(post.metadata["wavelength"]),
+                   (float(sigma_star[0]), float(sigma_star[1])) if sigma_star else None)
+
+    @property
+    def n_nuisance(self) -> int:
+        """Fitted nuisance parameters: calibration coefficients and sigma_star."""
+        return self.noise.calibration_order + (self.sigma_star_kms is not None)
+
+    def usable(self, good: np.ndarray) -> np.ndarray:
+        """Good elements the flow uses (emission lines and never-observed elements dropped)."""
+        return good & self.noise.observable_elements(self.wave)[None, :]
+
+    def model_spectra(self, model, theta, z, sigma_star=None) -> np.ndarray:
+        """Model spectra (n, m) in Lsun/A, float64; ``sigma_star`` (n,) km/s when the flow has a range."""
+        from ..simulate.config import load_broadened_operator, load_spectrum_operator
+
+        if self.sigma_star_kms is None:
+            return load_spectrum_operator().model_spectra(model, theta, z, dtype=np.float64)
+        return load_broadened_operator().model_spectra(model, theta, z, sigma_star, dtype=np.float64)
+
+    def chi2(self, model_lum, lum, sigma, good) -> np.ndarray:
+        """Chi2 (n,) over ``good`` after the best calibration polynomial; ``sigma`` includes the floor."""
+        calibrated = self.noise.calibrate(model_lum, lum, sigma, good, self.wave)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            resid = np.where(good, (lum - calibrated) / sigma, 0.0)
+        return np.sum(resid**2, axis=1)
+
+
+def ppc_chi2(lik: SpectralLikelihood, model, theta: np.ndarray, z: np.ndarray, lum: np.ndarray, sigma: np.ndarray,
+             good: np.ndarray, rng: np.random.Generator):
     """Chi2 of model spectra against data over the good elements.
 
     Parameters
     ----------
+    lik : SpectralLikelihood
     theta : ndarray (n, k, d)
         k posterior draws per spectrum (NaN rows are skipped).
     z : ndarray (n,)
     lum, sigma : ndarray (n, m)
-        Data and uncertainties (Lsun/A).
+        Data and uncertainties (Lsun/A; sigma with the flow's error floor).
     good : ndarray of bool (n, m)
+    rng : numpy.random.Generator
+        Draws sigma_star from its training range (the flow marginalises it).
 
     Returns
     -------
     ndarray (n,)
         Median chi2 over the draws (NaN without draws).
     """
-    from ..simulate.config import load_spectrum_operator
-
     n, k, d = theta.shape
     flat = theta.reshape(n * k, d)
     ok = np.isfinite(flat).all(axis=1)
     chi2 = np.full(n * k, np.nan)
     if ok.any():
-        model_lum = load_spectrum_operator().model_spectra(model, flat[ok], np.repeat(z, k)[ok], dtype=np.float64)
+        sigma_star = rng.uniform(*lik.sigma_star_kms, size=int(ok.sum())) if lik.sigma_star_kms else None
+        model_lum = lik.model_spectra(model, flat[ok], np.repeat(z, k)[ok], sigma_star)
         rows = np.repeat(np.arange(n), k)[ok]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            resid = np.where(good[rows], (lum[rows] - model_lum) / sigma[rows], 0.0)
-        chi2[ok] = np.sum(resid**2, axis=1)
+        chi2[ok] = lik.chi2(model_lum, lum[rows], sigma[rows], good[rows])
     chi2 = chi2.reshape(n, k)
     out = np.full(n, np.nan)
     has = np.isfinite(chi2).any(axis=1)
@@ -249,35 +323,43 @@ def flow_inputs(post: Posterior, x: np.ndarray) -> np.ndarray:
     return drop_elements(x, noise.observable_elements(np.asarray(post.metadata["wavelength"])))
 
 
-def best_fit(model, theta0: np.ndarray, z: float, lum: np.ndarray, sigma: np.ndarray, good: np.ndarray,
-             low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, float]:
+def best_fit(lik: SpectralLikelihood, model, theta0: np.ndarray, z: float, lum: np.ndarray, sigma: np.ndarray,
+             good: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Least-squares fit of one spectrum inside the prior box, started from ``theta0``.
 
     Tells a spectrum the model cannot reproduce (chi2 >> dof) from a
     posterior that is merely wide: at S/N ~ 100 the model spectra of
     posterior draws miss the data by chi2/dof ~ 20-600 even for simulated
-    spectra, while the best fit of those reaches chi2 ~ dof.
+    spectra, while the best fit of those reaches chi2 ~ dof.  The
+    calibration polynomial is solved for at every step (linear); sigma_star,
+    when the flow marginalises it, is fitted with the parameters.
 
     Returns
     -------
     theta : ndarray (d,)
     chi2 : float
         Over the good elements.
+    sigma_star : float
+        Best-fit stellar velocity dispersion (km/s; NaN without a range).
     """
     from scipy.optimize import least_squares
 
-    from ..simulate.config import load_spectrum_operator
-
-    op = load_spectrum_operator()
     zz = np.array([z])
+    d = theta0.size
+    if lik.sigma_star_kms is not None:
+        low = np.append(low, lik.sigma_star_kms[0])
+        high = np.append(high, lik.sigma_star_kms[1])
+        theta0 = np.append(theta0, np.mean(lik.sigma_star_kms))
 
-    def residuals(theta):
-        return ((lum - op.model_spectra(model, theta[None, :], zz, dtype=np.float64)[0]) / sigma)[good]
+    def residuals(p):
+        m = lik.model_spectra(model, p[None, :d], zz, p[d:] if p.size > d else None)
+        calibrated = lik.noise.calibrate(m, lum[None], sigma[None], good[None], lik.wave)[0]
+        return ((lum - calibrated) / sigma)[good]
 
     span = high - low
     start = np.clip(theta0, low + 1e-6 * span, high - 1e-6 * span)
     fit = least_squares(residuals, start, bounds=(low, high), x_scale=0.01 * span, diff_step=1e-4)
-    return fit.x, float(2 * fit.cost)
+    return fit.x[:d], float(2 * fit.cost), float(fit.x[d]) if fit.x.size > d else float("nan")
 
 
 def flag_poor_fits(table: pa.Table, chi2_best: np.ndarray, dof: np.ndarray, p_min: float = POOR_FIT_P) -> pa.Table:
@@ -308,8 +390,12 @@ def infer_spectra_chunk(obs: SpectralObservations, flow: str, flow_sha256: str, 
     """Posterior-catalog rows of a chunk of spectra (runs on a worker); ``fit``: add the best fit."""
     post = load_posterior_cached(flow, flow_sha256, SPECTRUM_X_COLUMNS)
     model = model_for(post)
+    lik = SpectralLikelihood.of(post)
+    # The flow was trained on uncertainties with its error floor: the data get the same.
+    obs = replace(obs, sigma=np.where(obs.good, lik.noise.observed_sigma(obs.lum, obs.sigma), np.inf))
     x, valid = obs.x()
     x = flow_inputs(post, x)
+    used = lik.usable(obs.good)
     bad = obs.flagged | ~valid
     reason = obs.reason.copy()
     reason[~obs.flagged & ~valid] = "no_normalization:too_few_good_elements_in_4500-6500A"
@@ -320,26 +406,30 @@ def infer_spectra_chunk(obs: SpectralObservations, flow: str, flow_sha256: str, 
     good = np.flatnonzero(~bad)
     if good.size:
         draws = theta[:, : min(PPC_DRAWS, theta.shape[1])]
-        chi2[good] = ppc_chi2(model, draws, obs.z[good], obs.lum[good], obs.sigma[good], obs.good[good])
+        chi2[good] = ppc_chi2(lik, model, draws, obs.z[good], obs.lum[good], obs.sigma[good], used[good],
+                              np.random.default_rng([options.seed, chunk, 5]))
     fits = {}
     if fit:
         d = len(post.param_names)
         best = np.full((n, d), np.nan)
         chi2_best = np.full(n, np.nan)
+        sigma_star = np.full(n, np.nan)
         for j, i in enumerate(good):
             start = np.nanmedian(theta[j], axis=0)
             if np.isfinite(start).all():
-                best[i], chi2_best[i] = best_fit(model, start, obs.z[i], obs.lum[i], obs.sigma[i], obs.good[i],
-                                                 post.prior.low, post.prior.high)
+                best[i], chi2_best[i], sigma_star[i] = best_fit(lik, model, start, obs.z[i], obs.lum[i], obs.sigma[i],
+                                                                used[i], post.prior.low, post.prior.high)
         fits = {"chi2_best": chi2_best, **{f"bestfit_{p}": best[:, k] for k, p in enumerate(post.param_names)}}
-        table = flag_poor_fits(table, chi2_best, obs.good.sum(axis=1) - d)
+        if lik.sigma_star_kms is not None:
+            fits["bestfit_sigma_star"] = sigma_star
+        table = flag_poor_fits(table, chi2_best, used.sum(axis=1) - d - lik.n_nuisance)
     columns = {
         "id": pa.array(obs.ids.astype(str).tolist(), pa.string()),
         "z": pa.array(obs.z),
         LOG_NORM_COLUMN: pa.array(x[:, 0]),
         **{k: pa.array(v.astype(np.float32)) for k, v in obs.extra.items()},
         "chi2_ppc": pa.array(chi2.astype(np.float32)),
-        "chi2_dof": pa.array(np.where(bad, 0, obs.good.sum(axis=1)).astype(np.int32)),
+        "chi2_dof": pa.array(np.where(bad, 0, used.sum(axis=1)).astype(np.int32)),
         **{k: pa.array(v.astype(np.float32)) for k, v in fits.items()},
     }
     for name in table.column_names:
@@ -474,7 +564,8 @@ def run_spectral_catalog(obs: SpectralObservations, flow, options: CatalogOption
 
         run_tasks(tasks, client, record_chunk)
     table = pa.concat_tables([tables[i] for i in range(len(chunks))])
-    base = {LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", **{f"bestfit_{p.name}": p.unit for p in post.prior.parameters}}
+    base = {LOG_NORM_COLUMN: "dex(Lsun/Angstrom)", "bestfit_sigma_star": "km/s",
+            **{f"bestfit_{p.name}": p.unit for p in post.prior.parameters}}
     units = output_units(post, table.column_names, base)
     return with_units(table, units, catalog_provenance(post, sha, support, options, obs, identity["inputs_sha256"]))
 

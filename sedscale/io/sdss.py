@@ -389,7 +389,12 @@ def spectrum_from_raw(
         problems.append("ivar is zero (or negative) everywhere")
     good = finite & (ivar > 0) & ((raw["and_mask"] & mask_bits) == 0)
 
-    spec.sigma_inst_kms = _instrumental_sigma_kms(raw["loglam"], raw["wdisp"], good)
+    if "sigma_inst_kms" in raw:
+        # Readers of other spectrographs (DESI) give the line-spread sigma in km/s per pixel.
+        usable = good & np.isfinite(raw["sigma_inst_kms"])
+        spec.sigma_inst_kms = float(np.median(raw["sigma_inst_kms"][usable])) if usable.any() else 0.0
+    else:
+        spec.sigma_inst_kms = _instrumental_sigma_kms(raw["loglam"], raw["wdisp"], good)
     vdisp = raw.get("vdisp", np.nan) if subtract_vdisp else np.nan
     intrinsic = np.hypot(spec.sigma_inst_kms, vdisp if np.isfinite(vdisp) and vdisp > 0 else 0.0)
     if intrinsic >= DIGS_SIGMA_V_KMS:

@@ -31,6 +31,27 @@ uncertainty the flow is told, and which elements are observed:
     drawn with the uncertainty of the noiseless flux; the flow is told the
     uncertainty computed from the *noisy* flux, as a pipeline does, so the
     uncertainty channel never carries the noiseless spectrum.
+
+Real galaxies need three more terms (all off in the ``digs`` and ``survey``
+presets, on in ``real``), each applied identically when training and at
+inference (:meth:`SpectralNoiseModel.observed_sigma`,
+:meth:`SpectralNoiseModel.calibrate`):
+
+* a **flux-calibration polynomial**: the spectrum is multiplied by
+  ``1 + sum_k c_k P_k(x)`` (Legendre polynomials of order 1..K over the
+  grid's ln(lambda) range, ``c_k ~ N(0, calibration_sigma)``), as the
+  multiplicative polynomials of ppxf and Prospector's calibration vector;
+  the flow is marginalised over it, so broad-band shape (a few per cent of
+  tilt, SDSS-I/II spectrophotometry) does not decide age and dust;
+* an **error floor**: a fraction ``error_floor`` of the flux added in
+  quadrature to the uncertainty (noise drawn with it and the flow told it),
+  the photometric ``--error-floor`` for spectra: model-library and
+  calibration residuals of ~1-2% per element that no SPS model removes at
+  S/N ~ 150;
+* an **emission-line mask**: elements within ``line_mask_kms`` of the
+  strong nebular lines (:data:`EMISSION_LINES_AA`) are never observed, so
+  line strengths that the fixed log U = -2 nebular model cannot follow
+  (AGN, shocks, metal-poor HII regions) do not enter the posterior.
 """
 from __future__ import annotations
 
@@ -40,12 +61,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ParameterError
+from ..units import C_KMS
 from .layout import normalization_window
 from .spectra import DIGS_WAVELENGTH
 
 KINDS = ("fractional", "survey")
 #: Reference wavelength of the uncertainty tilt (Angstrom).
 TILT_PIVOT_AA = 5500.0
+#: Strong nebular emission lines masked by ``line_mask_kms`` (air, Angstrom): [NeIII] 3869, H-beta,
+#: [OIII] 4959/5007, HeI 5876, [OI] 6300, [NII] 6548/6584, H-alpha, [SII] 6717/6731, [ArIII] 7136,
+#: [OII] 7320/7330, [SIII] 9069/9531.  H-gamma and H-delta are kept: in galaxy spectra at this
+#: resolution they are dominated by stellar absorption, the age indicators.
+EMISSION_LINES_AA = np.array([3868.8, 4861.3, 4958.9, 5006.8, 5875.6, 6300.3, 6548.0, 6562.8, 6583.5, 6716.4,
+                              6730.8, 7135.8, 7319.9, 7330.2, 9068.6, 9530.6])
 
 
 @dataclass(frozen=True)
@@ -102,6 +130,19 @@ class SpectralNoiseModel:
         ``survey``: probability that an element's noise is inflated.
     spike_range : (float, float)
         ``survey``: inflation factor of those elements, uniform.
+    edge_scatter_aa : float
+        ``survey``: each end of ``observed_range_aa`` moves by U(-s, s) per
+        spectrum (spectrographs and reductions differ: SDSS 3800-9200 A,
+        BOSS 3600-10400 A, DESI 3600-9824 A).
+    line_mask_kms : float
+        Elements within this velocity of an :data:`EMISSION_LINES_AA` line
+        are never observed (0: none masked).
+    calibration_order : int
+        Highest Legendre order K of the multiplicative calibration polynomial (0: none).
+    calibration_sigma : float
+        Standard deviation of its coefficients c_1..c_K.
+    error_floor : float
+        Fraction of the flux added in quadrature to the uncertainty.
     """
 
     kind: str = "survey"
@@ -114,6 +155,11 @@ class SpectralNoiseModel:
     poisson_range: tuple[float, float] = (0.0, 2.0)
     spike_rate: float = 0.02
     spike_range: tuple[float, float] = (1.5, 5.0)
+    edge_scatter_aa: float = 0.0
+    line_mask_kms: float = 0.0
+    calibration_order: int = 0
+    calibration_sigma: float = 0.0
+    error_floor: float = 0.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -123,6 +169,13 @@ class SpectralNoiseModel:
         for name in ("gap_rate", "spike_rate"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("edge_scatter_aa", "line_mask_kms", "calibration_sigma", "error_floor"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        order = self.calibration_order
+        if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= 10:
+            raise ConfigError(f"calibration_order must be an integer in 0..10, got {order!r}")
         for name, positive in (("snr_range", True), ("tilt_range", False), ("observed_range_aa", True),
                                ("mask_z_range", False), ("poisson_range", False), ("spike_range", True)):
             object.__setattr__(self, name, _check_range(name, getattr(self, name), positive))
@@ -154,7 +207,63 @@ class SpectralNoiseModel:
         if self.kind == "fractional":
             return np.ones(wave.size, dtype=bool)
         lo, hi = self.observed_range_aa
-        return (wave * (1 + self.mask_z_range[1]) >= lo) & (wave * (1 + self.mask_z_range[0]) <= hi)
+        lo, hi = lo - self.edge_scatter_aa, hi + self.edge_scatter_aa
+        seen = (wave * (1 + self.mask_z_range[1]) >= lo) & (wave * (1 + self.mask_z_range[0]) <= hi)
+        return seen & ~self.line_elements(wave)
+
+    def line_elements(self, wave=DIGS_WAVELENGTH) -> np.ndarray:
+        """Elements of ``wave`` (Angstrom, rest) masked for emission lines (boolean)."""
+        wave = np.asarray(wave, dtype=float)
+        if self.line_mask_kms == 0:
+            return np.zeros(wave.size, dtype=bool)
+        dv = np.abs(np.log(wave[:, None] / EMISSION_LINES_AA[None, :])) * C_KMS
+        return (dv < self.line_mask_kms).any(axis=1)
+
+    def observed_sigma(self, flux, sigma) -> np.ndarray:
+        """A measured spectrum's uncertainty as the flow was trained to see it: ``sigma`` with the error floor.
+
+        Parameters
+        ----------
+        flux, sigma : array_like, shape (..., m)
+            Flux and its 1-sigma uncertainty (same unit).
+        """
+        sigma = np.asarray(sigma, dtype=float)
+        if self.error_floor == 0:
+            return sigma
+        return np.hypot(sigma, self.error_floor * np.abs(np.asarray(flux, dtype=float)))
+
+    def calibrate(self, model, data, sigma, good, wave=DIGS_WAVELENGTH) -> np.ndarray:
+        """Model spectra times their most probable calibration polynomial given the data.
+
+        The coefficients maximize the Gaussian likelihood over the ``good``
+        elements times their N(0, ``calibration_sigma``) prior: a linear
+        least-squares problem per spectrum (K x K normal equations), as ppxf
+        fits its multiplicative polynomial.  Used for the chi2 of model
+        spectra against data; without a calibration term the models are
+        returned unchanged.
+
+        Parameters
+        ----------
+        model, data, sigma : array_like, shape (n, m)
+            Model spectra, data and uncertainties (one unit per Angstrom).
+        good : array_like of bool, shape (n, m)
+
+        Returns
+        -------
+        ndarray, shape (n, m)
+        """
+        model = np.asarray(model, dtype=float)
+        if not self.calibration_order or self.calibration_sigma == 0:
+            return model
+        basis = calibration_basis(wave, self.calibration_order)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = np.where(good, 1.0 / np.asarray(sigma, dtype=float) ** 2, 0.0)
+        design = model[:, :, None] * basis[None, :, :]
+        normal = np.einsum("nmk,nm,nml->nkl", design, weight, design)
+        normal += np.eye(self.calibration_order) / self.calibration_sigma**2
+        resid = np.where(good, np.asarray(data, dtype=float) - model, 0.0)
+        coeff = np.linalg.solve(normal, np.einsum("nmk,nm,nm->nk", design, weight, resid)[..., None])[..., 0]
+        return model * calibration_factor(coeff, wave)
 
     def apply(self, spec_true, rng: np.random.Generator, wave=DIGS_WAVELENGTH) -> NoisySpectra:
         """Noisy, partly observed copies of noiseless spectra.
@@ -183,6 +292,9 @@ class SpectralNoiseModel:
             sigma = self.fraction * np.abs(noisy)
             good = np.ones((n, m), dtype=bool)
         else:
+            if self.calibration_order:
+                coeff = self.calibration_sigma * rng.standard_normal((n, self.calibration_order))
+                f = f * calibration_factor(coeff, wave)
             norm = np.abs(f[:, normalization_window(wave)]).mean(axis=1)[:, None]
             log_snr_low, log_snr_high = np.log(self.snr_range)
             log_snr = rng.uniform(log_snr_low, log_snr_high, size=n)
@@ -193,14 +305,19 @@ class SpectralNoiseModel:
 
             def uncertainty(flux):
                 # A floor keeps sigma > 0 where the flux crosses zero.
-                return base * np.maximum(np.abs(flux) / norm, 1e-3) ** half_p
+                return self.observed_sigma(flux, base * np.maximum(np.abs(flux) / norm, 1e-3) ** half_p)
 
             noisy = f + uncertainty(f) * rng.standard_normal((n, m))
             sigma = uncertainty(noisy)
             z = rng.uniform(*self.mask_z_range, size=n)
-            lo, hi = self.observed_range_aa
+            # No draw without scatter: the streams (and noise) of the older presets stay as they were.
+            shift = (rng.uniform(-self.edge_scatter_aa, self.edge_scatter_aa, size=(2, n, 1)) if self.edge_scatter_aa
+                     else np.zeros((2, 1, 1)))
+            lo = self.observed_range_aa[0] + shift[0]
+            hi = self.observed_range_aa[1] + shift[1]
             observed = wave[None, :] * (1.0 + z[:, None])
             good = (observed >= lo) & (observed <= hi) & (rng.random((n, m)) >= self.gap_rate)
+            good &= ~self.line_elements(wave)[None, :]
         return NoisySpectra(
             flux=np.where(good, noisy, 0.0).astype(np.float32),
             sigma=np.where(good, sigma, np.inf).astype(np.float32),
@@ -212,7 +329,28 @@ class SpectralNoiseModel:
 SPECTRAL_NOISE_PRESETS = {
     "digs": SpectralNoiseModel(kind="fractional", fraction=0.05),
     "survey": SpectralNoiseModel(kind="survey"),
+    # Real SDSS, BOSS and DESI spectra (issue 17, docs/spectra.md): their coverage to z = 0.6, S/N down to 2
+    # per element (faint DESI targets), a 3%-per-order calibration polynomial to order 2, a 2% error floor
+    # and strong emission lines masked.
+    "real": SpectralNoiseModel(kind="survey", snr_range=(2.0, 500.0), observed_range_aa=(3700.0, 9500.0),
+                               edge_scatter_aa=300.0, mask_z_range=(0.0, 0.6), line_mask_kms=1500.0,
+                               calibration_order=2, calibration_sigma=0.03, error_floor=0.02),
 }
+
+
+def calibration_basis(wave, order: int) -> np.ndarray:
+    """Legendre polynomials P_1..P_order (m, order) over the ln(lambda) range of ``wave`` mapped to [-1, 1]."""
+    from numpy.polynomial import legendre
+
+    lnw = np.log(np.asarray(wave, dtype=float))
+    x = 2.0 * (lnw - lnw[0]) / (lnw[-1] - lnw[0]) - 1.0
+    return np.stack([legendre.legval(x, np.eye(order + 1)[k]) for k in range(1, order + 1)], axis=1)
+
+
+def calibration_factor(coeff, wave) -> np.ndarray:
+    """Multiplicative calibration ``1 + sum_k c_k P_k`` (n, m) for coefficients ``coeff`` (n, K)."""
+    coeff = np.atleast_2d(np.asarray(coeff, dtype=float))
+    return 1.0 + coeff @ calibration_basis(wave, coeff.shape[1]).T
 
 
 def spectral_noise_model(spec) -> SpectralNoiseModel:

@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError
 from ..observe.layout import OBSERVABLES
 from .redshift import CatalogRedshift, SurveyRedshift, UniformRedshift, redshift_from_catalog
@@ -69,6 +71,12 @@ class SimulationConfig:
         outside the reference catalog, as SEDflow).  ``spectrum``: noiseless
         DIGS rest-frame spectra in a list column; noise is drawn when the
         training set is read (:mod:`sedscale.observe.spectral_noise`).
+    sigma_star_max : float or None
+        Spectra only: stellar velocity dispersion drawn per galaxy,
+        U(0, sigma_star_max) km/s, broadening the spectrum to
+        ``hypot(350, sigma_star)`` (:class:`~sedscale.observe.spectra.BroadenedSpectrumOperator`;
+        stored as column ``sigma_star``, marginalised by the flow).  None: the
+        DIGS 350 km/s for every galaxy.
     """
 
     model: str
@@ -83,6 +91,7 @@ class SimulationConfig:
     z_column: str = "z"
     model_options: dict = field(default_factory=dict)
     observable: str = "photometry"
+    sigma_star_max: float | None = None
 
     def __post_init__(self):
         if self.observable not in OBSERVABLES:
@@ -99,6 +108,14 @@ class SimulationConfig:
             raise ConfigError(f"z_spacing must be 'uniform' or 'survey', got {self.z_spacing!r}")
         if self.noise_model == NOISELESS and self.observable != "photometry":
             raise ConfigError("noise_model 'none' applies to photometry (spectra are always stored noiseless)")
+        if self.sigma_star_max is not None:
+            if self.observable != "spectrum":
+                raise ConfigError("a velocity dispersion applies to spectra (--observable spectrum)")
+            from ..observe.spectra import SIGMA_STAR_NODES_KMS
+
+            top = float(SIGMA_STAR_NODES_KMS[-1])
+            if not (np.isfinite(self.sigma_star_max) and 0 < self.sigma_star_max <= top):
+                raise ConfigError(f"sigma_star_max must be in (0, {top:g}] km/s, got {self.sigma_star_max!r}")
         object.__setattr__(self, "out", Path(self.out))
 
     @property
@@ -142,6 +159,7 @@ class SimulationConfig:
             "z_column": self.z_column,
             "model_options": {k: str(v) for k, v in sorted(self.model_options.items())},
             "observable": self.observable,
+            **({"sigma_star_max": self.sigma_star_max} if self.sigma_star_max is not None else {}),
         }
 
 
@@ -169,6 +187,8 @@ def identity(
     }
     if config.observable != "photometry":
         ident["observable"] = config.observable
+    if config.sigma_star_max is not None:
+        ident["sigma_star_kms"] = [0.0, float(config.sigma_star_max)]
     if config.model_options.get("nebular_log_u") is not None:
         # Nebular emission changes every spectrum; other options are paths (their content is in the prior).
         ident["nebular_log_u"] = float(config.model_options["nebular_log_u"])
@@ -191,6 +211,14 @@ def load_spectrum_operator():
     from ..observe.spectra import SpectrumOperator
 
     return SpectrumOperator()
+
+
+@lru_cache(maxsize=1)
+def load_broadened_operator():
+    """The :class:`~sedscale.observe.spectra.BroadenedSpectrumOperator` (sigma_star nodes), built once per process."""
+    from ..observe.spectra import BroadenedSpectrumOperator
+
+    return BroadenedSpectrumOperator()
 
 
 @lru_cache(maxsize=4)

@@ -31,7 +31,7 @@ from ..observe.layout import (
     REDSHIFT_COLUMN,
     SPECTRUM_TRUE_COLUMN,
 )
-from .config import NOISELESS, load_model, load_noise_model, load_spectrum_operator
+from .config import NOISELESS, load_broadened_operator, load_model, load_noise_model, load_spectrum_operator
 from .manifest import partition_filename
 from .redshift import CatalogRedshift, UniformRedshift
 
@@ -58,6 +58,8 @@ class TaskSpec:
     metadata : dict of str to str
         Parquet key-value metadata written into every file.
     observable : {"photometry", "spectrum"}
+    sigma_star_max : float or None
+        Spectra: stellar velocity dispersions drawn U(0, max) km/s.
     """
 
     model_key: tuple
@@ -69,6 +71,7 @@ class TaskSpec:
     out: str
     metadata: dict = field(default_factory=dict)
     observable: str = "photometry"
+    sigma_star_max: float | None = None
 
     def rows(self, index: int) -> int:
         return min(self.partition_size, self.n - index * self.partition_size)
@@ -170,12 +173,12 @@ def draw_valid(model, noise, redshift, rows: int, streams) -> Draws:
     return Draws(**{k: np.concatenate(v) for k, v in keep.items()}, n_drawn=n_drawn, dropped=dropped)
 
 
-def draw_spectra(model, redshift, rows: int, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_spectra(model, redshift, rows: int, streams, sigma_star_max: float | None = None):
     """``rows`` prior draws and their noiseless DIGS spectra.
 
     Nothing is rejected: spectra get their noise (and coverage) when the
     training set is read, so every draw is a training row.  The third
-    stream (noise) is not used.
+    stream draws the stellar velocity dispersions (``sigma_star_max``).
 
     Returns
     -------
@@ -183,8 +186,19 @@ def draw_spectra(model, redshift, rows: int, streams) -> tuple[np.ndarray, np.nd
     z : ndarray (rows,)
     spec_true : ndarray (rows, 138), float32
         Rest-frame L_lambda in Lsun/A on the DIGS grid.
+    sigma_star : ndarray (rows,) or None
+        Stellar velocity dispersion (km/s) of each spectrum.
     """
-    return _noiseless_draws(model, redshift, rows, streams, load_spectrum_operator().model_spectra, "spectra")
+    if sigma_star_max is None:
+        forward, sigma_star = load_spectrum_operator().model_spectra, None
+    else:
+        sigma_star = streams[2].uniform(0.0, sigma_star_max, size=rows)
+        op = load_broadened_operator()
+
+        def forward(m, theta, z):
+            return op.model_spectra(m, theta, z, sigma_star)
+    theta, z, spec = _noiseless_draws(model, redshift, rows, streams, forward, "spectra")
+    return theta, z, spec, sigma_star
 
 
 def draw_photometry(model, redshift, rows: int, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -296,8 +310,11 @@ def simulate_partition(index: int, spec: TaskSpec) -> dict:
     first_id = index * spec.partition_size
     dropped: dict[str, int]
     if spec.observable == "spectrum":
-        theta, z, spectra = draw_spectra(model, spec.redshift, spec.rows(index), streams)
+        theta, z, spectra, sigma_star = draw_spectra(model, spec.redshift, spec.rows(index), streams,
+                                                     spec.sigma_star_max)
         derived = model.derived(theta, z)
+        if sigma_star is not None:
+            derived["sigma_star"] = sigma_star
         table = build_spectrum_table(model.param_names, theta, z, spectra, derived, first_id, spec.metadata)
         n_drawn, dropped = theta.shape[0], {}
     elif spec.noise_model == NOISELESS:

@@ -83,7 +83,8 @@ def plan_run(config: SimulationConfig) -> RunPlan:
     ident = identity(config, model.prior.to_dict(), model.cosmology, filters, noise_dict, redshift.to_dict())
     digest = config_hash(ident)
     metadata = parquet_metadata(model, noise_dict, redshift.to_dict(), config.seed, digest, config.observable,
-                                noiseless=noiseless, model_options=config.model_options)
+                                noiseless=noiseless, model_options=config.model_options,
+                                sigma_star_max=config.sigma_star_max)
     spec = TaskSpec(
         model_key=config.model_key,
         # Absolute, for workers started in another directory (SLURM jobs).
@@ -97,13 +98,14 @@ def plan_run(config: SimulationConfig) -> RunPlan:
         out=str(Path(config.out).resolve()),
         metadata=metadata,
         observable=config.observable,
+        sigma_star_max=config.sigma_star_max,
     )
     return RunPlan(config=config, spec=spec, identity=ident, config_hash=digest)
 
 
 def parquet_metadata(
     model, noise_dict: dict, redshift: dict, seed: int, digest: str, observable: str = "photometry",
-    noiseless: bool = False, model_options: dict | None = None,
+    noiseless: bool = False, model_options: dict | None = None, sigma_star_max: float | None = None,
 ) -> dict[str, str]:
     """Key-value metadata of every Parquet file of a run (values are JSON or plain strings).
 
@@ -129,6 +131,8 @@ def parquet_metadata(
         units.update({c: "mag" for c in MAG_SIGMA_COLUMNS})
         x_columns = PHOTOMETRY_X_COLUMNS
     units.update(DERIVED_UNITS)
+    if sigma_star_max is not None:
+        units["sigma_star"] = "km/s"
     entries = {
         "model": model.name,
         "param_names": json.dumps(list(model.param_names)),
@@ -149,6 +153,8 @@ def parquet_metadata(
         entries["observable"] = observable
         entries["x_source"] = SPECTRUM_TRUE_COLUMN
         entries["wavelength"] = json.dumps(DIGS_WAVELENGTH.tolist())
+        if sigma_star_max is not None:
+            entries["sigma_star_kms"] = json.dumps([0.0, float(sigma_star_max)])
     elif noiseless:
         entries["x_source"] = "flux_true"
         entries["bands"] = json.dumps(list(model.bands.bands))

@@ -298,7 +298,9 @@ def _source_metadata(ts: TrainingSet) -> dict:
         return {}
     if ts.observable == "spectrum":
         assert isinstance(ts.source, SpectralSource)  # open_training_set gives spectra a SpectralSource
-        return {"spectral_noise": ts.source.noise.to_dict(), "wavelength": ts.source.wave.tolist()}
+        sigma_star = ts.metadata.get("sigma_star_kms")
+        return {"spectral_noise": ts.source.noise.to_dict(), "wavelength": ts.source.wave.tolist(),
+                **({"sigma_star_kms": sigma_star} if sigma_star else {})}
     return {"photometric_noise": ts.source.noise.to_dict()}
 
 
