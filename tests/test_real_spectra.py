@@ -13,7 +13,7 @@ import pytest
 
 from sedscale.errors import ConfigError, ParameterError
 from sedscale.infer.spectra import SpectralLikelihood, read_spectral_inputs
-from sedscale.io.desi import _merge_arms, read_desi_coadd, resolution_sigma_pixels
+from sedscale.io.desi import TELLURIC_BANDS_AA, _merge_arms, read_desi_coadd, resolution_sigma_pixels
 from sedscale.io.sdss import SpectrumFormatError
 from sedscale.models import get_model
 from sedscale.observe.spectra import DIGS_WAVELENGTH, BroadenedSpectrumOperator, SpectrumOperator
@@ -187,8 +187,15 @@ def test_desi_coadds_on_the_digs_grid(desi_dir):
         assert 20.0 < s.sigma_inst_kms < 70.0  # R ~ 2000-5000
         assert np.isfinite(s.flux[s.good]).all() and (s.ivar[s.good] > 0).all()
     by_z = sorted(specs, key=lambda s: s.z)
-    # z = 0.0073: the whole grid; z = 0.369: 9824 A observed is 7175 A rest, so the red 30% is missing.
-    assert by_z[0].good_fraction == 1.0
+    # z = 0.0073: the whole grid but the telluric bands; z = 0.369: 9824 A observed is 7175 A rest, so the
+    # red 30% is missing.
+    assert by_z[0].coverage == 1.0
+    telluric = np.zeros(DIGS_WAVELENGTH.size, dtype=bool)
+    for lo, hi in TELLURIC_BANDS_AA:
+        telluric |= (DIGS_WAVELENGTH * (1 + by_z[0].z) >= lo - 20) & (DIGS_WAVELENGTH * (1 + by_z[0].z) <= hi + 20)
+    assert not by_z[0].good[telluric].any() and by_z[0].good[~telluric].mean() > 0.97
+    kept = read_desi_coadd(desi_dir / "coadd-special-dark-27247.fits", telluric_bands=())[0]
+    assert kept.good_fraction == 1.0
     assert by_z[1].coverage == pytest.approx(np.mean(DIGS_WAVELENGTH * 1.36874 <= 9824), abs=0.02)
     assert by_z[1].median_snr > 20 and by_z[0].median_snr < 10
 
@@ -213,3 +220,20 @@ def test_a_directory_mixes_sdss_and_desi_spectra(desi_dir, shared_data, tmp_path
     assert len(obs) == 4  # files in name order: coadd-* before ff_spec-*
     assert [i.startswith("desi-") for i in obs.ids] == [True, True, False, False]
     assert obs.good.any(axis=1).all() and np.isfinite(obs.lum[obs.good]).all()
+
+
+def test_poor_fits_name_the_parameters_at_a_prior_edge(model):
+    import pyarrow as pa
+
+    from sedscale.infer.spectra import edge_parameters, flag_poor_fits
+
+    theta = np.tile(0.5 * (model.prior.low + model.prior.high), (3, 1))
+    theta[0, 0] = model.prior.low[0]          # log_mass at its floor
+    theta[1, 1] = 1.0                         # an SFH coordinate at 1: an ordinary SFH, not an edge
+    theta[2, 7] = model.prior.high[7] - 1e-4  # log_zsol at its ceiling
+    edges = edge_parameters(theta, model.prior, model.param_names)
+    assert list(edges) == ["log_mass=7.00", "", "log_zsol=0.20"]
+    table = pa.table({"status": ["ok"] * 3, "reason": [""] * 3})
+    flagged = flag_poor_fits(table, np.array([300.0, 100.0, 100.0]), np.full(3, 100), at_edge=edges)
+    assert flagged.column("status").to_pylist() == ["out_of_support", "ok", "ok"]
+    assert flagged.column("reason").to_pylist()[0] == "poor_fit:chi2/dof=3.00;at_prior_edge:log_mass=7.00"

@@ -362,12 +362,35 @@ def best_fit(lik: SpectralLikelihood, model, theta0: np.ndarray, z: float, lum: 
     return fit.x[:d], float(2 * fit.cost), float(fit.x[d]) if fit.x.size > d else float("nan")
 
 
-def flag_poor_fits(table: pa.Table, chi2_best: np.ndarray, dof: np.ndarray, p_min: float = POOR_FIT_P) -> pa.Table:
+#: A best-fit parameter within this fraction of its prior width from a bound is "at the edge".
+EDGE_FRACTION = 0.005
+
+
+def edge_parameters(theta: np.ndarray, prior, names) -> np.ndarray:
+    """Per row, the physical parameters of ``theta`` (n, d) at a bound of the prior box (``"log_mass=7.00"``).
+
+    The unit-cube coordinates of a non-parametric SFH (``frac_u*``) are left
+    out: their bounds are ordinary SFHs (all mass before or after a bin edge).
+    """
+    width = prior.high - prior.low
+    near = (theta - prior.low < EDGE_FRACTION * width) | (prior.high - theta < EDGE_FRACTION * width)
+    out = np.full(theta.shape[0], "", dtype=object)
+    for i in range(theta.shape[0]):
+        out[i] = ",".join(f"{n}={theta[i, k]:.2f}" for k, n in enumerate(names)
+                          if near[i, k] and not n.startswith("frac_u"))
+    return out
+
+
+def flag_poor_fits(table: pa.Table, chi2_best: np.ndarray, dof: np.ndarray, p_min: float = POOR_FIT_P,
+                   at_edge: np.ndarray | None = None) -> pa.Table:
     """Mark ``out_of_support`` the spectra whose best fit has a chi2 p-value below ``p_min``.
 
     No parameters inside the prior reproduce such a spectrum within its
     uncertainties: the posterior is computed but describes a galaxy the
-    model cannot make (reason ``poor_fit:chi2/dof=<value>``).
+    model cannot make (reason ``poor_fit:chi2/dof=<value>``).  ``at_edge``
+    (n,) of str names the best-fit parameters pressed against the prior box
+    (``at_prior_edge:log_mass=7.00``), the usual physical reason: e.g. a
+    fiber holding less than the prior's smallest mass.
     """
     from scipy import stats
 
@@ -380,7 +403,8 @@ def flag_poor_fits(table: pa.Table, chi2_best: np.ndarray, dof: np.ndarray, p_mi
     for i in np.flatnonzero(poor):
         if status[i] == STATUS_OK:
             status[i] = STATUS_OUT_OF_SUPPORT
-        reason[i] = ";".join(filter(None, [reason[i], f"poor_fit:chi2/dof={chi2_best[i] / dof[i]:.2f}"]))
+        edge = f"at_prior_edge:{at_edge[i]}" if at_edge is not None and at_edge[i] else ""
+        reason[i] = ";".join(filter(None, [reason[i], f"poor_fit:chi2/dof={chi2_best[i] / dof[i]:.2f}", edge]))
     table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status.tolist(), pa.string()))
     return table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reason.tolist(), pa.string()))
 
@@ -422,7 +446,8 @@ def infer_spectra_chunk(obs: SpectralObservations, flow: str, flow_sha256: str, 
         fits = {"chi2_best": chi2_best, **{f"bestfit_{p}": best[:, k] for k, p in enumerate(post.param_names)}}
         if lik.sigma_star_kms is not None:
             fits["bestfit_sigma_star"] = sigma_star
-        table = flag_poor_fits(table, chi2_best, used.sum(axis=1) - d - lik.n_nuisance)
+        table = flag_poor_fits(table, chi2_best, used.sum(axis=1) - d - lik.n_nuisance,
+                               at_edge=edge_parameters(best, post.prior, post.param_names))
     columns = {
         "id": pa.array(obs.ids.astype(str).tolist(), pa.string()),
         "z": pa.array(obs.z),

@@ -52,8 +52,13 @@ ARMS = ("B", "R", "Z")
 #: Wavelength lattice step of DESI coadds (Angstrom); overlapping arm pixels coincide on it.
 DESI_PIXEL_AA = 0.8
 REDSHIFT_COLUMNS = ("TARGETID", "Z", "ZWARN", "SPECTYPE")
+#: Observed-frame telluric absorption bands masked by default (vacuum Angstrom): O2 B band, O2 A band and the
+#: 0.94-micron water band (9300-9800 A).  The pipeline's flux calibration divides out an average atmosphere; what is
+#: left there (a few per cent, varying with airmass and humidity) is larger than a 2% error floor allows.
+TELLURIC_BANDS_AA = ((6860.0, 6960.0), (7590.0, 7710.0), (9300.0, 9800.0))
 
-__all__ = ["ARMS", "read_desi_coadd", "is_desi_coadd", "redrock_path_for", "resolution_sigma_pixels"]
+__all__ = ["ARMS", "TELLURIC_BANDS_AA", "read_desi_coadd", "is_desi_coadd", "redrock_path_for",
+           "resolution_sigma_pixels"]
 
 
 def is_desi_coadd(path: str | os.PathLike) -> bool:
@@ -133,7 +138,7 @@ def _read_arms(path: Path) -> tuple[np.ndarray, dict]:
     return ids, arms
 
 
-def _merge_arms(arms: dict, row: int) -> dict:
+def _merge_arms(arms: dict, row: int, masked_bands=()) -> dict:
     """One target's arms on a single increasing grid; overlapping pixels averaged with ivar weights."""
     wave = np.concatenate([a["wave"] for a in arms.values()])
     key = np.round(wave / DESI_PIXEL_AA * 1000).astype(np.int64)
@@ -142,6 +147,8 @@ def _merge_arms(arms: dict, row: int) -> dict:
     ivar = np.concatenate([a["ivar"][row] for a in arms.values()])
     mask = np.concatenate([a["mask"][row] for a in arms.values()])
     usable = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0) & (mask == 0)
+    for lo, hi in masked_bands:
+        usable &= ~((wave >= lo) & (wave <= hi))
     w = np.where(usable, ivar, 0.0)
     sum_w = np.bincount(inverse, w, grid.size)
     sum_wf = np.bincount(inverse, w * np.where(usable, flux, 0.0), grid.size)
@@ -188,6 +195,7 @@ def read_desi_coadd(
     *,
     wavelengths: str = "air",
     min_good_fraction: float = MIN_GOOD_FRACTION,
+    telluric_bands=TELLURIC_BANDS_AA,
 ) -> list[SDSSSpectrum]:
     """Read every target of a DESI coadd file onto the DIGS rest-frame grid.
 
@@ -201,6 +209,9 @@ def read_desi_coadd(
         Wavelength convention of the models (BC03/MILES: air).
     min_good_fraction : float
         Flag a spectrum with fewer good elements.
+    telluric_bands : sequence of (float, float)
+        Observed vacuum wavelength ranges (Angstrom) whose pixels are masked
+        (default :data:`TELLURIC_BANDS_AA`; ``()`` keeps them).
 
     Returns
     -------
@@ -226,7 +237,7 @@ def read_desi_coadd(
     for row, target in enumerate(ids.tolist()):
         z, zwarn, spectype = redshifts.get(target, (np.nan, -1, ""))
         raw = {"id": f"desi-{target}", "z": z, "zwarning": zwarn, "spec_class": spectype, "vdisp": np.nan,
-               "wdisp": np.array([]), **_merge_arms(arms, row)}
+               "wdisp": np.array([]), **_merge_arms(arms, row, telluric_bands)}
         spec = spectrum_from_raw(raw, str(path), wavelengths=wavelengths, min_good_fraction=min_good_fraction)
         if target not in redshifts:
             spec.flag = True

@@ -195,6 +195,19 @@ class SpectralNoiseModel:
         kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kwargs)
 
+    def describe(self) -> str:
+        """One line for logs: the kind and the terms for real spectra that are on."""
+        terms = [f"{self.kind} noise"]
+        if self.kind == "survey":
+            terms.append(f"S/N {self.snr_range[0]:g}-{self.snr_range[1]:g}")
+        if self.calibration_order:
+            terms.append(f"calibration polynomial order {self.calibration_order} ({self.calibration_sigma:.0%})")
+        if self.error_floor:
+            terms.append(f"{self.error_floor:.0%} error floor")
+        if self.line_mask_kms:
+            terms.append(f"emission lines masked (+-{self.line_mask_kms:g} km/s)")
+        return ", ".join(terms)
+
     def observable_elements(self, wave=DIGS_WAVELENGTH) -> np.ndarray:
         """Elements this model ever observes (boolean over ``wave``).
 

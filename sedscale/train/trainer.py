@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..observe.spectral_noise import SpectralNoiseModel
 from .checkpoint import (
     CheckpointError,
     checkpoint_paths,
@@ -304,6 +305,10 @@ def _source_metadata(ts: TrainingSet) -> dict:
     return {"photometric_noise": ts.source.noise.to_dict()}
 
 
+def _describe_noise(noise) -> str:
+    return noise.describe() if isinstance(noise, SpectralNoiseModel) else f"{noise.kind} noise"
+
+
 def _augment(ts: TrainingSet, config: TrainConfig) -> int:
     """Passes per epoch: ``config.augment`` for spectra (fresh noise each), 1 for photometry."""
     return config.augment if ts.source is not None else 1
@@ -441,7 +446,7 @@ def train(
         + (
             ""
             if ts.source is None
-            else f"; {ts.observable} with {ts.source.noise.kind} noise, {_augment(ts, config)} noise draws per epoch"
+            else f"; {ts.observable} with {_describe_noise(ts.source.noise)}, {_augment(ts, config)} noise draws per epoch"
         )
     )
     log(

@@ -197,7 +197,7 @@ def run_spectral_validation(flows: dict, out, n_test: int = 1000, n_samples: int
     t0 = time.perf_counter()
     test = simulate_spectral_test_set(model, n_test, seed, noise_model, redshift,
                                       float(sigma_star[1]) if sigma_star else None)
-    log(f"simulated {n_test} test spectra ({noise_model.kind} noise, seed {seed}) in {time.perf_counter() - t0:.1f} s; "
+    log(f"simulated {n_test} test spectra ({noise_model.describe()}; seed {seed}) in {time.perf_counter() - t0:.1f} s; "
         f"{int(test['valid'].sum())} with a usable normalization")
     tables, strata, infos = [], [], []
     for label, flow in flows.items():
