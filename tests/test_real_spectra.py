@@ -130,12 +130,16 @@ def test_new_noise_options_are_checked_and_round_trip():
     assert SpectralNoiseModel.from_dict(noise.to_dict()) == noise
     # Older sidecars (without the new keys) mean: no floor, no calibration, no line mask.
     old = {k: v for k, v in SPECTRAL_NOISE_PRESETS["survey"].to_dict().items()
-           if k not in ("edge_scatter_aa", "line_mask_kms", "calibration_order", "calibration_sigma", "error_floor")}
+           if k not in ("edge_scatter_aa", "line_mask_kms", "calibration_order", "calibration_sigma", "error_floor",
+                        "emission_lines_aa")}
     assert SpectralNoiseModel.from_dict(old) == SPECTRAL_NOISE_PRESETS["survey"]
     for bad in ({"calibration_order": 1.5}, {"calibration_order": -1}, {"error_floor": -0.1},
-                {"line_mask_kms": float("nan")}):
+                {"line_mask_kms": float("nan")}, {"emission_lines_aa": (6563.0, -1.0)}):
         with pytest.raises(ConfigError):
             SpectralNoiseModel(**bad)
+    # The masked lines travel with the flow: another list masks other elements.
+    only_ha = SpectralNoiseModel.from_dict({**noise.to_dict(), "emission_lines_aa": [6562.8]})
+    assert only_ha.line_elements().sum() < noise.line_elements().sum() and only_ha != noise
     flux = np.array([[100.0, -50.0, 0.0]])
     assert np.allclose(noise.observed_sigma(flux, np.ones((1, 3))), np.hypot(1.0, [2.0, 1.0, 0.0]))
 

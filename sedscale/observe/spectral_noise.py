@@ -135,8 +135,12 @@ class SpectralNoiseModel:
         spectrum (spectrographs and reductions differ: SDSS 3800-9200 A,
         BOSS 3600-10400 A, DESI 3600-9824 A).
     line_mask_kms : float
-        Elements within this velocity of an :data:`EMISSION_LINES_AA` line
-        are never observed (0: none masked).
+        Elements within this velocity of an ``emission_lines_aa`` line are
+        never observed (0: none masked).
+    emission_lines_aa : tuple of float
+        Rest-frame (air) wavelengths of the masked lines (default
+        :data:`EMISSION_LINES_AA`); recorded with the flow, so a later change
+        of the default cannot change what an existing flow drops.
     calibration_order : int
         Highest Legendre order K of the multiplicative calibration polynomial (0: none).
     calibration_sigma : float
@@ -160,6 +164,7 @@ class SpectralNoiseModel:
     calibration_order: int = 0
     calibration_sigma: float = 0.0
     error_floor: float = 0.0
+    emission_lines_aa: tuple[float, ...] = tuple(float(v) for v in EMISSION_LINES_AA)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -173,6 +178,10 @@ class SpectralNoiseModel:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        lines = np.asarray(self.emission_lines_aa, dtype=float)
+        if lines.ndim != 1 or not np.all(np.isfinite(lines) & (lines > 0)):
+            raise ConfigError(f"emission_lines_aa must be positive wavelengths, got {self.emission_lines_aa!r}")
+        object.__setattr__(self, "emission_lines_aa", tuple(float(v) for v in lines))
         order = self.calibration_order
         if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= 10:
             raise ConfigError(f"calibration_order must be an integer in 0..10, got {order!r}")
@@ -229,7 +238,7 @@ class SpectralNoiseModel:
         wave = np.asarray(wave, dtype=float)
         if self.line_mask_kms == 0:
             return np.zeros(wave.size, dtype=bool)
-        dv = np.abs(np.log(wave[:, None] / EMISSION_LINES_AA[None, :])) * C_KMS
+        dv = np.abs(np.log(wave[:, None] / np.asarray(self.emission_lines_aa)[None, :])) * C_KMS
         return (dv < self.line_mask_kms).any(axis=1)
 
     def observed_sigma(self, flux, sigma) -> np.ndarray:
