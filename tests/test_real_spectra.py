@@ -241,3 +241,37 @@ def test_poor_fits_name_the_parameters_at_a_prior_edge(model):
     flagged = flag_poor_fits(table, np.array([300.0, 100.0, 100.0]), np.full(3, 100), at_edge=edges)
     assert flagged.column("status").to_pylist() == ["out_of_support", "ok", "ok"]
     assert flagged.column("reason").to_pylist()[0] == "poor_fit:chi2/dof=3.00;at_prior_edge:log_mass=7.00"
+
+
+def test_shipped_spectral_flow_fits_sdss_and_desi_spectra(desi_dir, shared_data, repo_root, tmp_path, capsys):
+    """bin/run_catalog end to end on real SDSS and DESI spectra with checkpoints/dirichlet_spectra."""
+    import pandas as pd
+
+    from sedscale.cli.catalog import main
+
+    flow = repo_root / "checkpoints" / "dirichlet_spectra"
+    for name in ("ff_spec-0266-51602-0001.fits", "ff_spec-0266-51602-0526.fits"):
+        shutil.copy(shared_data / "sdss_spectra" / name, tmp_path / name)
+    for name in DESI_FILES:
+        shutil.copy(desi_dir / name, tmp_path / name)
+    out = tmp_path / "cat.parquet"
+    args = [str(tmp_path), "--flow", str(flow), "--out", str(out), "--cluster", "none", "--best-fit",
+            "--n-samples", "200", "--no-progress", "--ignore-mask-bits", "MANYBADCOLUMNS,NEARBADPIXEL"]
+    assert main(args) == 0
+    cat = pd.read_parquet(out).set_index("id")
+    dof = cat["chi2_dof"] - 11 - 3  # parameters, two calibration coefficients, sigma_star
+    for sid in ("0266-51602-0001", "0266-51602-0526", "desi-39633345008634465"):
+        assert cat.loc[sid, "status"] == "ok", cat.loc[sid, "reason"]
+        assert cat.loc[sid, "chi2_best"] / dof[sid] < 2.0
+        assert 0.0 <= cat.loc[sid, "bestfit_sigma_star"] <= 350.0
+    # An SDSS early-type centre: old and metal-rich, not at the 4 Gyr DIGS edge.
+    assert cat.loc["0266-51602-0001", "age_mw_p50"] > 5.0
+    # The z = 0.007 DESI dwarf needs less than the prior's smallest mass inside its 1.5" fiber: said so.
+    dwarf = cat.loc["desi-39089837499744649"]
+    assert dwarf["status"] == "out_of_support" and "at_prior_edge:log_mass=7.00" in dwarf["reason"]
+    # Without the mask-bit option the 0526 spectrum (MANYBADCOLUMNS over its blue arm) is refused, with the reason.
+    out2 = tmp_path / "strict.parquet"
+    strict = [a if a != str(out) else str(out2) for a in args[:-2] if a != "--best-fit"]
+    assert main(strict) == 0
+    assert "masked pixels" in pd.read_parquet(out2).set_index("id").loc["0266-51602-0526", "reason"]
+    capsys.readouterr()
