@@ -265,11 +265,9 @@ class SpectralLikelihood:
         float32, the precision of the training spectra and 2.3x faster, is
         enough for the posterior-predictive chi2.
         """
-        from ..simulate.config import load_broadened_operator, load_spectrum_operator
+        from ..simulate.config import model_spectra
 
-        if self.sigma_star_kms is None:
-            return load_spectrum_operator().model_spectra(model, theta, z, dtype=dtype)
-        return load_broadened_operator().model_spectra(model, theta, z, sigma_star, dtype=dtype)
+        return model_spectra(model, theta, z, sigma_star if self.sigma_star_kms is not None else None, dtype)
 
     def chi2(self, model_lum, lum, sigma, good) -> np.ndarray:
         """Chi2 (n,) over ``good`` after the best calibration polynomial; ``sigma`` includes the floor."""
@@ -324,8 +322,8 @@ def flow_inputs(post: Posterior, x: np.ndarray) -> np.ndarray:
     (+0.3 dex in log M* on 5% DIGS spectra), so such elements are treated
     as missing.
     """
-    noise = spectral_noise_model(post.metadata["spectral_noise"])
-    return drop_elements(x, noise.observable_elements(np.asarray(post.metadata["wavelength"])))
+    lik = SpectralLikelihood.of(post)
+    return drop_elements(x, lik.noise.observable_elements(lik.wave))
 
 
 def best_fit(lik: SpectralLikelihood, model, theta0: np.ndarray, z: float, lum: np.ndarray, sigma: np.ndarray,

@@ -221,6 +221,17 @@ def load_broadened_operator():
     return BroadenedSpectrumOperator()
 
 
+def model_spectra(model, theta, z, sigma_star=None, dtype=np.float32) -> np.ndarray:
+    """Noiseless DIGS spectra (n, 138) in Lsun/A: the DIGS 350 km/s, or broadened by ``sigma_star`` (n,) km/s.
+
+    The one forward model of spectra shared by simulation, test sets and
+    the likelihood of spectral catalogs.
+    """
+    if sigma_star is None:
+        return load_spectrum_operator().model_spectra(model, theta, z, dtype=dtype)
+    return load_broadened_operator().model_spectra(model, theta, z, sigma_star, dtype=dtype)
+
+
 @lru_cache(maxsize=4)
 def load_noise_model(path: str | None = None):
     """The noise model at ``path`` (None: the shipped NSA one), cached per process."""

@@ -31,7 +31,7 @@ from ..observe.layout import (
     REDSHIFT_COLUMN,
     SPECTRUM_TRUE_COLUMN,
 )
-from .config import NOISELESS, load_broadened_operator, load_model, load_noise_model, load_spectrum_operator
+from .config import NOISELESS, load_model, load_noise_model, model_spectra
 from .manifest import partition_filename
 from .redshift import CatalogRedshift, UniformRedshift
 
@@ -189,15 +189,9 @@ def draw_spectra(model, redshift, rows: int, streams, sigma_star_max: float | No
     sigma_star : ndarray (rows,) or None
         Stellar velocity dispersion (km/s) of each spectrum.
     """
-    if sigma_star_max is None:
-        forward, sigma_star = load_spectrum_operator().model_spectra, None
-    else:
-        sigma_star = streams[2].uniform(0.0, sigma_star_max, size=rows)
-        op = load_broadened_operator()
-
-        def forward(m, theta, z):
-            return op.model_spectra(m, theta, z, sigma_star)
-    theta, z, spec = _noiseless_draws(model, redshift, rows, streams, forward, "spectra")
+    sigma_star = None if sigma_star_max is None else streams[2].uniform(0.0, sigma_star_max, size=rows)
+    theta, z, spec = _noiseless_draws(model, redshift, rows, streams,
+                                      lambda m, theta, z: model_spectra(m, theta, z, sigma_star), "spectra")
     return theta, z, spec, sigma_star
 
 

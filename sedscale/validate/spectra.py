@@ -62,17 +62,15 @@ def simulate_spectral_test_set(model, n: int, seed: int, noise, redshift=None, s
         ``snr`` (n,): median S/N per element in the normalization window.
     """
     from ..observe.layout import spectrum_x
-    from ..simulate.config import load_broadened_operator, load_spectrum_operator
+    from ..simulate.config import model_spectra
     from ..simulate.redshift import UniformRedshift
 
     theta_rng, z_rng, noise_rng = (np.random.default_rng(c) for c in np.random.SeedSequence(seed).spawn(3))
     z = (redshift or UniformRedshift(0.01, 0.06)).sample(n, z_rng)
     theta = model.prior.sample(n, theta_rng, z)
-    if sigma_star_max is None:
-        spec = load_spectrum_operator().model_spectra(model, theta, z)
-    else:
-        sigma_star = np.random.default_rng([seed, 17]).uniform(0.0, sigma_star_max, size=n)
-        spec = load_broadened_operator().model_spectra(model, theta, z, sigma_star)
+    sigma_star = (None if sigma_star_max is None
+                  else np.random.default_rng([seed, 17]).uniform(0.0, sigma_star_max, size=n))
+    spec = model_spectra(model, theta, z, sigma_star)
     noisy = noise.apply(spec, noise_rng)
     x, valid = spectrum_x(noisy.flux, noisy.sigma, noisy.good)
     return {"theta": theta, "z": z, "spec_true": spec, "x": x, "valid": valid,
