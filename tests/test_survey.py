@@ -96,18 +96,21 @@ def test_continuity_density_on_the_unit_cube_has_the_right_jacobian(physical):
         assert rest == pytest.approx(expected_rest, abs=1e-4)
 
 
-def test_mass_metallicity_prior_has_the_gallazzi_median_and_scatter(physical):
-    prior = physical.prior
+@pytest.mark.parametrize("name", ["physical", "spectral"])
+def test_mass_metallicity_prior_has_the_gallazzi_median_and_scatter(name):
+    """Both presets: the Gallazzi et al. relation truncated to their own box (+0.2, +0.4 for spectra)."""
+    prior = get_model("dirichlet", prior=name).prior
     config = prior.config["log_zsol"]
     n = 40000
     theta = prior.sample(n, np.random.default_rng(5), np.full(n, 0.05))
     sel = np.abs(theta[:, 0] - 10.7) < 0.05
     median, width = mass_metallicity_relation(10.7 - config["mass_offset"])
     zs = theta[sel, 7]
-    # Truncated at +0.2 from above: compare with the truncated normal's own median and spread.
-    tn = stats.truncnorm((-2.0 - median) / width, (0.2 - median) / width, loc=median, scale=width)
+    low, high = config["low"], config["high"]
+    tn = stats.truncnorm((low - median) / width, (high - median) / width, loc=median, scale=width)
     assert np.median(zs) == pytest.approx(tn.median(), abs=0.03)
     assert np.std(zs) == pytest.approx(tn.std(), rel=0.1)
+    assert zs.max() <= high and (zs > 0.2).any() == (high > 0.2)
     assert GALLAZZI05[:, 0].min() < 9 and mass_metallicity_relation(12.5)[0] == pytest.approx(0.15)
 
 

@@ -296,3 +296,19 @@ def test_streaming_epoch_visits_each_training_row_once(sims):
     assert not np.array_equal(got[:100], expected[:100])
     val = np.concatenate([theta for theta, _, _ in read_chunks(ts, Split("val", 0.1, 0))])
     assert len(val) + len(expected) == N_SIMS and 0.07 < len(val) / N_SIMS < 0.13
+
+
+def test_warm_start_from_a_checkpoint(trained, sims, tmp_path):
+    """--init-from: the run starts from the checkpoint's network, keeps its own normalization, and says so."""
+    result, ckpt, _ = trained
+    one_epoch = resolve_config(TINY, max_epochs=1)
+    warm = train(sims, tmp_path / "warm", one_epoch, init_from=ckpt / "posterior.pt", progress=False, log=lambda s: None)
+    assert warm.history[0]["val_log_prob"] > result.history[0]["val_log_prob"] + 0.5
+    meta = json.loads((tmp_path / "warm" / "posterior.json").read_text())
+    source = meta["training"]["initialized_from"]
+    assert source["path"].endswith("posterior.pt") and source["best_val_log_prob"] == pytest.approx(result.best_val_log_prob)
+    other = resolve_config(one_epoch, flow={"hidden_features": 32})
+    with pytest.raises(CheckpointError, match="flow differs in hidden_features"):
+        train(sims, tmp_path / "other", other, init_from=ckpt / "posterior.pt", progress=False, log=lambda s: None)
+    assert run_train(["--sims", str(sims), "--out", str(tmp_path / "warm"), "--resume",
+                      "--init-from", str(ckpt / "posterior.pt"), "--no-progress"]) == 2

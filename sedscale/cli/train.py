@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x-columns", nargs="+", metavar="COL", help="observation columns (default: recorded in the data)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; more is slower on busy machines)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start from this checkpoint's network weights (same model, parameters, x columns and architecture; "
+        "e.g. fine-tuning on a wider prior box)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run or checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -150,6 +156,7 @@ def _main(argv: Sequence[str] | None) -> int:
         config,
         x_columns=args.x_columns,
         resume=args.resume,
+        init_from=args.init_from,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )

@@ -33,8 +33,10 @@ from ..errors import ConfigError
 from ..observe.spectral_noise import SpectralNoiseModel
 from .checkpoint import (
     CheckpointError,
+    check_compatible,
     checkpoint_paths,
     library_versions,
+    load_checkpoint,
     read_json,
     read_weights,
     save_checkpoint,
@@ -216,6 +218,7 @@ class _Run:
     best_val: float = -np.inf
     bad_epochs: int = 0
     elapsed_before: float = 0.0
+    initialized_from: dict | None = None
 
     def record(self, row: dict) -> None:
         """Append an epoch's row; keep the best state; step the lr schedule."""
@@ -273,7 +276,37 @@ def _resume_run(out: Path, ts: TrainingSet, config: TrainConfig | None) -> _Run:
     run.history = state["history"]
     run.best_epoch, run.best_val, run.bad_epochs = state["best_epoch"], state["best_val_log_prob"], state["bad_epochs"]
     run.elapsed_before = state["wall_s"]
+    run.initialized_from = state.get("initialized_from")
     return run
+
+
+def _warm_start(run: _Run, ts: TrainingSet, path) -> None:
+    """Start ``run`` from the network weights of the checkpoint at ``path`` (fine-tuning).
+
+    Only the density estimator's weights are taken: the prior box and the
+    normalization stay those of the new training set, so the checkpoint may
+    come from a neighbouring prior (e.g. a wider box) with the same
+    parameters, observations and architecture.
+    """
+    state, meta = load_checkpoint(path)
+    check_compatible(meta, str(path), model=ts.model_name, x_columns=ts.x_columns, param_names=ts.param_names)
+    if meta["flow"] != run.config.flow.to_dict():
+        differ = sorted(k for k in meta["flow"] if meta["flow"][k] != run.config.flow.to_dict().get(k))
+        raise CheckpointError(
+            f"{path}: cannot start from this checkpoint, its flow differs in {', '.join(differ)}; "
+            "give the same architecture options"
+        )
+    prefix = "estimator."
+    run.flow.estimator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    run.best_state = copy.deepcopy(run.flow.state_dict())
+    run.initialized_from = {
+        "path": str(path),
+        "created_utc": meta.get("created_utc"),
+        "best_val_log_prob": meta.get("training", {}).get("best_val_log_prob"),
+        # Its training time: the fine-tuned flow's total cost is this plus its own wall_s.
+        "wall_s": meta.get("training", {}).get("wall_s"),
+        "prior": meta["prior"],
+    }
 
 
 def prior_reference_log_prob(ts: TrainingSet, rows: int = 20_000) -> float:
@@ -379,6 +412,7 @@ def _write_state(out: Path, run: _Run, ts: TrainingSet, elapsed: float) -> None:
             "best_val_log_prob": run.best_val,
             "bad_epochs": run.bad_epochs,
             "wall_s": elapsed,
+            "initialized_from": run.initialized_from,
             "weights": record,
         },
     )
@@ -391,6 +425,7 @@ def train(
     *,
     x_columns=None,
     resume: bool = False,
+    init_from=None,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -411,6 +446,11 @@ def train(
     resume : bool
         Continue the interrupted run in ``out`` from its last finished epoch.
         Only ``max_epochs``, ``max_time`` and ``patience`` may differ.
+    init_from : str or Path, optional
+        A checkpoint of the same model, parameters, observation columns and
+        flow architecture whose network weights start the run (fine-tuning
+        on a new training set, e.g. a wider prior box); recorded in the
+        sidecar as ``training.initialized_from``.
     overwrite : bool
         Replace an earlier run or checkpoint in ``out``.
     progress : bool
@@ -431,12 +471,16 @@ def train(
     out = Path(out)
     _check_output(out, resume, overwrite)
     ts = open_training_set(sims, x_columns)
+    if resume and init_from is not None:
+        raise ConfigError("a resumed run continues from its own weights; drop init_from (--init-from)")
     if resume:
         run = _resume_run(out, ts, config)
     else:
         config = config or PRESETS[default_preset(ts)]
         # The normalization statistics are computed from x made with the run's spectral noise.
         run = _new_run(ts.with_noise(config.spectral_noise, config.photometric_noise), config)
+        if init_from is not None:
+            _warm_start(run, ts, init_from)
     config = run.config
     ts = ts.with_noise(config.spectral_noise, config.photometric_noise)
     prior_lp = prior_reference_log_prob(ts)
@@ -456,6 +500,7 @@ def train(
         f"{sum(p.numel() for p in run.flow.parameters())} weights; preset {config.preset}, "
         f"batch {config.batch_size}, lr {config.learning_rate}; prior log-prob {prior_lp:.4f}"
         + (f"; resuming after epoch {len(run.history)}" if run.history else "")
+        + (f"; weights from {run.initialized_from['path']}" if run.initialized_from else "")
     )
     deadline = None if config.max_time is None else started + config.max_time - run.elapsed_before
     plot_title = f"{ts.model_name}: {config.flow.kind} ({config.preset})"
@@ -487,6 +532,7 @@ def train(
         "prior_log_prob": prior_lp,
         "stop_reason": stop_reason,
         "wall_s": round(wall, 1),
+        **({"initialized_from": run.initialized_from} if run.initialized_from else {}),
     }
     meta = checkpoint_metadata(ts, config, run.norm, run.counts, run.history, summary)
     path = save_checkpoint(out / CHECKPOINT_NAME, run.best_state, meta)
