@@ -238,6 +238,36 @@ def test_sdss_spectra_catalog(spec_flow, shared_data, tmp_path):
     assert fits["log_mstar_p50"].unit == "dex(Msun)" or str(fits["log_mstar_p50"].unit) == "dex(solMass)"
 
 
+def test_x_support_of_another_training_set_is_refitted_or_refused(spec_flow, tmp_path):
+    """An x_support.npz left beside a retrained checkpoint is never used silently."""
+    import json
+    import shutil
+
+    from sedscale.infer.posterior import Posterior
+    from sedscale.infer.spectra import spectral_support
+    from sedscale.infer.support import XSupport, support_path
+
+    flow = tmp_path / "flow"
+    shutil.copytree(spec_flow, flow)
+    post = Posterior.load(flow)
+    expected = post.metadata["training_set"]["config_hash"]
+    path = support_path(post.path)
+    path.unlink(missing_ok=True)
+    fitted = spectral_support(post)
+    assert fitted is not None and fitted.provenance["config_hash"] == expected
+    stale = XSupport.load(path)
+    stale.provenance["config_hash"] = "0" * 64
+    stale.save(path)
+    assert spectral_support(post).provenance["config_hash"] == expected      # refitted from the training set
+    stale.save(path)
+    sidecar = flow / "posterior.json"
+    meta = json.loads(sidecar.read_text())
+    meta["training_set"]["path"] = str(tmp_path / "gone")
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="another training set than the checkpoint's"):
+        spectral_support(Posterior.load(flow))
+
+
 def test_bad_spectra_are_flagged_not_fatal(spec_flow, spec_sims, tmp_path):
     m = DIGS_WAVELENGTH.size
     first = sorted(glob.glob(str(spec_sims / "part-*.parquet")))[0]

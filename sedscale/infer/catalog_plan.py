@@ -29,7 +29,7 @@ from ..observe.filters import SDSS_BANDS
 from ..observe.layout import PHOTOMETRY_X_COLUMNS
 from ..units import nanomaggies_to_mag
 from .posterior import DEFAULT_MAX_PROPOSALS
-from .support import XSupport, fit_support_from_simulation, support_path
+from .support import XSupport, fit_support_from_simulation, support_path, training_set_mismatch
 
 if TYPE_CHECKING:
     from .catalog_mcmc import CatalogMCMC
@@ -398,18 +398,10 @@ def resolve_support(post: Posterior, flow, support=None, support_sims=None,
             path = _save_support(found, path, cached)
     if tuple(found.columns) != tuple(post.x_columns):
         raise ConfigError(f"{path}: x-support columns {list(found.columns)} are not the checkpoint's x layout")
-    # The simulation is a deterministic function of its configuration, so an equal
-    # config hash is the same training set even when the manifest digest (older
-    # checkpoints hashed run times too) differs.
-    for key in ("config_hash", "manifest_sha256"):
-        have, expected = found.provenance.get(key), training_set.get(key)
-        if have and expected:
-            if have != expected:
-                raise ConfigError(
-                    f"{path} was built from another training set ({key} {have[:12]}) than the checkpoint's "
-                    f"({expected[:12]}); delete it or pass --support-sims with the checkpoint's training set"
-                )
-            break
+    mismatch = training_set_mismatch(found, training_set)
+    if mismatch:
+        raise ConfigError(f"{path} was built from another training set than the checkpoint's ({mismatch}); "
+                          "delete it or pass --support-sims with the checkpoint's training set")
     return found, path
 
 

@@ -67,7 +67,7 @@ from .posterior import Posterior
 from .quality import STATUSES
 from .rows import posterior_rows
 from .summaries import PERCENTILES, STAT_NAMES
-from .support import XSupport, fit_support, support_path
+from .support import XSupport, fit_support, support_path, training_set_mismatch
 
 #: Good-element fraction below which a spectrum is not used (see read_spectral_inputs).
 MIN_GOOD_FRACTION = 0.5
@@ -503,23 +503,45 @@ def spectral_support(post: Posterior) -> XSupport | None:
     """The x-support of a spectral checkpoint: ``x_support.npz`` beside it, else fitted from its training set.
 
     The fit uses validation rows of the training set with the checkpoint's
-    noise (fixed draws).  Returns None when neither exists (no
-    out-of-support check).
+    noise (fixed draws) and records the training set's digests, so that a
+    file left beside a retrained checkpoint is refitted (or refused when the
+    training set is not on this machine) instead of silently used.  Returns
+    None when neither exists (no out-of-support check).
+
+    Raises
+    ------
+    ConfigError
+        ``x_support.npz`` belongs to another training set, which is not here to refit from.
     """
     path = support_path(post.path)
+    training_set = post.metadata.get("training_set") or {}
+    sims = Path(training_set["path"]) if training_set.get("path") else None
+    if sims is not None and not sims.exists():
+        sims = None
     if path.exists():
-        return XSupport.load(path)
-    sims = (post.metadata.get("training_set") or {}).get("path")
-    if not sims or not Path(sims).exists():
+        found = XSupport.load(path)
+        mismatch = training_set_mismatch(found, training_set)
+        if not mismatch:
+            return found
+        if sims is None:
+            raise ConfigError(f"{path} was built from another training set than the checkpoint's ({mismatch}) "
+                              f"and {training_set.get('path') or 'its training set'} is not here to refit it: "
+                              "delete it, or pass "
+                              "--no-support-check")
+    if sims is None:
         return None
-    from ..train.data import open_training_set, reference_x
+    from ..simulate import read_manifest
+    from ..train.data import manifest_digest, open_training_set, reference_x
 
     ts = open_training_set(sims).with_noise(post.metadata["spectral_noise"], None)
     features = support_features(reference_x(ts, SUPPORT_REFERENCE + SUPPORT_CALIBRATION))
     varies = features.std(axis=0) > 0
+    manifest = read_manifest(sims) or {}
+    provenance = {"training_set": str(sims), "features": "sedscale.infer.spectra.support_features",
+                  "config_hash": manifest.get("config_hash"),
+                  "manifest_sha256": manifest_digest(manifest) if manifest else None}
     support = fit_support(features[:, varies], [c for c, v in zip(SUPPORT_COLUMNS, varies) if v],
-                          n_reference=SUPPORT_REFERENCE, n_calibration=SUPPORT_CALIBRATION,
-                          provenance={"training_set": str(sims), "features": "sedscale.infer.spectra.support_features"})
+                          n_reference=SUPPORT_REFERENCE, n_calibration=SUPPORT_CALIBRATION, provenance=provenance)
     support.save(path)
     return support
 

@@ -203,6 +203,20 @@ class XSupport:
         )
 
 
+def training_set_mismatch(support: XSupport, training_set: dict) -> str:
+    """Which training-set digest of ``support`` differs from a checkpoint's, or '' (same, or not recorded).
+
+    The simulation is a deterministic function of its configuration, so an
+    equal config hash is the same training set even when the manifest digest
+    (older checkpoints hashed run times too) differs.
+    """
+    for key in ("config_hash", "manifest_sha256"):
+        have, expected = support.provenance.get(key), training_set.get(key)
+        if have and expected:
+            return "" if have == expected else f"{key} {have[:12]}, the checkpoint's {expected[:12]}"
+    return ""
+
+
 def fit_support(
     x: np.ndarray,
     columns,
