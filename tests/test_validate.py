@@ -244,3 +244,29 @@ def test_verdict_needs_calibration_information_and_fit():
     assert not misfit["usable"] and "posterior SEDs misfit" in misfit["text"]
     one_off = verdict(calib(0.97, False), {"mean_p_ppc": 0.12, "frac_p_ppc_below_0_01": 0.08})
     assert not one_off["usable"] and "miscalibrated: 1/3" in one_off["text"]
+
+
+def test_ranks_use_the_parameters_the_flow_learned():
+    """A logit flow learns the box position clamped to [1e-6, 1 - 1e-6]: truths are ranked after the same clamp."""
+    import torch
+
+    from sedscale.train.flows import LOGIT_EPS, learned_theta, pretransform_theta
+
+    low, high = np.array([0.0, 7.0]), np.array([1.0, 12.5])
+    theta = np.array([[1 - 1e-8, 7.0], [0.3, 12.5 - 1e-9], [0.5, 9.0]])
+    learned = learned_theta(theta, low, high, "logit")
+    np.testing.assert_allclose(learned[0, 0], 1 - LOGIT_EPS, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(learned[1, 1], 12.5 - 5.5 * LOGIT_EPS, rtol=0, atol=1e-12)
+    assert learned[2].tolist() == [0.5, 9.0] and learned[1, 0] == 0.3
+    np.testing.assert_array_equal(learned_theta(theta, low, high, "zscore"), theta)
+    # The flow's input (and so its training target and log_prob) cannot tell the two apart.
+    t_raw, j_raw = pretransform_theta(torch.tensor(theta), torch.tensor(low), torch.tensor(high), "logit")
+    t_learned, j_learned = pretransform_theta(torch.tensor(learned), torch.tensor(low), torch.tensor(high), "logit")
+    torch.testing.assert_close(t_raw, t_learned)
+    torch.testing.assert_close(j_raw, j_learned)
+    # Samples spread around the clamped value (as a flow trained on it draws them): the raw truth sits above all.
+    rng = np.random.default_rng(0)
+    logit = np.log(LOGIT_EPS) - np.log1p(-LOGIT_EPS)
+    samples = 1.0 / (1.0 + np.exp(-(-logit + 0.3 * rng.standard_normal((1, 1000, 1)))))
+    assert sbc_ranks(samples, theta[:1, :1])[0, 0] == 1000
+    assert 300 < sbc_ranks(samples, learned[:1, :1])[0, 0] < 700

@@ -105,6 +105,7 @@ def _validate_flow(label: str, flow: str, test: dict, names, model, n_samples: i
     from ..infer import Posterior
     from ..infer.spectra import flow_inputs
     from ..infer.summaries import clip_to_prior, derived_quantities
+    from ..train.flows import learned_theta
 
     post = Posterior.load(flow, x_columns=SPECTRUM_X_COLUMNS, param_names=names)
     use = np.flatnonzero(test["valid"])
@@ -116,7 +117,8 @@ def _validate_flow(label: str, flow: str, test: dict, names, model, n_samples: i
     if rows.size < 5 * thresholds.n_bins:
         raise SedscaleError(f"{label}: only {rows.size} test spectra were sampled completely")
     samples = drawn["samples"][ok].astype(float)
-    cal = compute_calibration(samples, test["theta"][rows], names, post.prior.low, post.prior.high,
+    truth = learned_theta(test["theta"][rows], post.prior.low, post.prior.high, post.metadata["theta_transform"])
+    cal = compute_calibration(samples, truth, names, post.prior.low, post.prior.high,
                               np.random.default_rng([seed, 3]), drawn["logp_samples"][ok], drawn["logp_true"][ok])
     calib = summarize_calibration(cal, thresholds)
     z = test["z"][rows]
