@@ -67,7 +67,7 @@ from .posterior import Posterior
 from .quality import STATUSES
 from .rows import posterior_rows
 from .summaries import PERCENTILES, STAT_NAMES
-from .support import XSupport, fit_support, support_path, training_set_mismatch
+from .support import XSupport, fit_support, support_path, training_set_mismatch, training_set_provenance
 
 #: Good-element fraction below which a spectrum is not used (see read_spectral_inputs).
 MIN_GOOD_FRACTION = 0.5
@@ -526,20 +526,15 @@ def spectral_support(post: Posterior) -> XSupport | None:
         if sims is None:
             raise ConfigError(f"{path} was built from another training set than the checkpoint's ({mismatch}) "
                               f"and {training_set.get('path') or 'its training set'} is not here to refit it: "
-                              "delete it, or pass "
-                              "--no-support-check")
+                              "delete it, or pass --no-support-check")
     if sims is None:
         return None
-    from ..simulate import read_manifest
-    from ..train.data import manifest_digest, open_training_set, reference_x
+    from ..train.data import open_training_set, reference_x
 
     ts = open_training_set(sims).with_noise(post.metadata["spectral_noise"], None)
     features = support_features(reference_x(ts, SUPPORT_REFERENCE + SUPPORT_CALIBRATION))
     varies = features.std(axis=0) > 0
-    manifest = read_manifest(sims) or {}
-    provenance = {"training_set": str(sims), "features": "sedscale.infer.spectra.support_features",
-                  "config_hash": manifest.get("config_hash"),
-                  "manifest_sha256": manifest_digest(manifest) if manifest else None}
+    provenance = dict(training_set_provenance(sims), features="sedscale.infer.spectra.support_features")
     support = fit_support(features[:, varies], [c for c, v in zip(SUPPORT_COLUMNS, varies) if v],
                           n_reference=SUPPORT_REFERENCE, n_calibration=SUPPORT_CALIBRATION, provenance=provenance)
     support.save(path)

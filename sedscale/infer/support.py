@@ -283,6 +283,24 @@ def support_path(checkpoint_dir: str | os.PathLike) -> Path:
     return (path if path.is_dir() else path.parent) / SUPPORT_FILE
 
 
+def training_set_provenance(sims: str | os.PathLike) -> dict:
+    """The digests :func:`training_set_mismatch` compares, for an x-support fitted to the simulation at ``sims``.
+
+    Raises
+    ------
+    MissingDataError
+        No finished simulation at ``sims``.
+    """
+    from ..simulate import read_manifest
+    from ..train.data import manifest_digest
+
+    manifest = read_manifest(Path(sims))
+    if manifest is None:
+        raise MissingDataError(f"no finished simulation at {sims} to build the x-support from")
+    return {"training_set": str(sims), "manifest_sha256": manifest_digest(manifest),
+            "config_hash": manifest["config_hash"]}
+
+
 def fit_support_from_simulation(sims: str | os.PathLike, columns, photometric_noise=None, **kwargs) -> XSupport:
     """Fit the x-support to the observations of a finished simulation (``bin/run_simulate`` output).
 
@@ -295,15 +313,11 @@ def fit_support_from_simulation(sims: str | os.PathLike, columns, photometric_no
     MissingDataError
         No finished simulation at ``sims``.
     """
-    from ..simulate import read_manifest, read_simulation
-    from ..train.data import manifest_digest, open_training_set, reference_x
+    from ..simulate import read_simulation
+    from ..train.data import open_training_set, reference_x
 
     sims = Path(sims)
-    manifest = read_manifest(sims)
-    if manifest is None:
-        raise MissingDataError(f"no finished simulation at {sims} to build the x-support from")
-    provenance = {"training_set": str(sims), "manifest_sha256": manifest_digest(manifest),
-                  "config_hash": manifest["config_hash"]}
+    provenance = training_set_provenance(sims)
     ts = open_training_set(sims)
     if ts.source is None:
         table = read_simulation(sims, columns=list(columns))
