@@ -16,7 +16,7 @@ import torch
 from sedscale.cli.train import main as run_train
 from sedscale.infer import Posterior
 from sedscale.models import get_model
-from sedscale.observe.layout import PHOTOMETRY_X_COLUMNS, X_UNITS
+from sedscale.observe.layout import PHOTOMETRY_X_COLUMNS, SPECTRUM_X_COLUMNS, X_UNITS
 from sedscale.simulate import SimulationConfig, read_manifest, read_simulation, run_simulation
 from sedscale.train import (
     CheckpointError,
@@ -133,6 +133,10 @@ def test_mismatched_checkpoint_refused(trained):
         Posterior.load(out, model="provabgs")
     with pytest.raises(CheckpointError, match="x layout"):
         Posterior.load(out, x_columns=PHOTOMETRY_X_COLUMNS[:-1])
+    # A spectral layout of 277 columns is named by its size and ends, not printed whole.
+    with pytest.raises(CheckpointError, match=r"does not match the expected \[277 names: 'log_lnorm', 'fnorm_000', "
+                                              r"'fnorm_001', \.\.\., 'lsig_136', 'lsig_137'\]$"):
+        Posterior.load(out, x_columns=SPECTRUM_X_COLUMNS)
     post = Posterior.load(out)
     with pytest.raises(CheckpointError, match="parameter order"):
         post.check_compatible(param_names=tuple(reversed(post.param_names)))

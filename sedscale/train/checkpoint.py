@@ -205,6 +205,14 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     return read_weights(weights, meta["weights"]), meta
 
 
+def _names(names, show: int = 12) -> str:
+    """A list of column names for a one-line message: whole when short, else its size and ends."""
+    names = list(names)
+    if len(names) <= show:
+        return str(names)
+    return f"[{len(names)} names: {', '.join(map(repr, names[:3]))}, ..., {', '.join(map(repr, names[-2:]))}]"
+
+
 def check_compatible(meta: dict, where: str, model=None, x_columns=None, param_names=None) -> None:
     """Refuse a checkpoint trained for another model, x layout or parameter order.
 
@@ -236,4 +244,4 @@ def check_compatible(meta: dict, where: str, model=None, x_columns=None, param_n
         ("parameter order", param_names, meta["param_names"]),
     ):
         if expected is not None and list(expected) != list(have):
-            raise CheckpointError(f"{where}: {label} {list(have)} does not match the expected {list(expected)}")
+            raise CheckpointError(f"{where}: {label} {_names(have)} does not match the expected {_names(expected)}")
