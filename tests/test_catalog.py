@@ -527,7 +527,7 @@ def _random_flow(kind: str, **options):
                          rng.uniform(0.5, 2, 11))
     config = FlowConfig(kind=kind, num_transforms=4, hidden_features=32, num_blocks=2, theta_transform="logit",
                         **options)
-    return build_flow(config, prior.low, prior.high, norm).eval()
+    return build_flow(config, prior, norm).eval()
 
 
 @pytest.mark.parametrize("embedding", [None, "mlp"])

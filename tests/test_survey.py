@@ -114,6 +114,63 @@ def test_mass_metallicity_prior_has_the_gallazzi_median_and_scatter(name):
     assert GALLAZZI05[:, 0].min() < 9 and mass_metallicity_relation(12.5)[0] == pytest.approx(0.15)
 
 
+def test_prior_probit_map_makes_closed_form_priors_standard_normal(physical):
+    """prior_probit: N(0, 1) under the prior where the prior has a closed-form marginal, logit elsewhere;
+    its log-Jacobian (finite differences), inverse and the learned (clamped) truths."""
+    import torch
+
+    from sedscale.models import Marginal
+    from sedscale.train.flows import LOGIT_EPS, learned_theta, marginal_arrays, posttransform_theta, pretransform_theta
+
+    prior = physical.prior
+    names = prior.names
+    marginals = prior.marginals()
+    assert marginals[names.index("tau_bc")] == Marginal("truncnormal", 0.3, 1.0)
+    assert marginals[0] == Marginal("uniform") and marginals[names.index("n_dust")] == Marginal("uniform")
+    assert marginals[1] is None and marginals[names.index("log_zsol")] is None
+    assert all(m == Marginal("uniform") for m in get_model("dirichlet", prior="flat").prior.marginals())
+
+    n = 20000
+    rng = np.random.default_rng(3)
+    theta = prior.sample(n, rng, rng.uniform(*Z_RANGE, n))
+    low, high = torch.tensor(prior.low), torch.tensor(prior.high)
+    code, mean, sigma = (torch.as_tensor(a) for a in marginal_arrays(marginals))
+    m = (code, mean, sigma)
+    t, log_jac = pretransform_theta(torch.tensor(theta), low, high, "prior_probit", m)
+    t_logit, _ = pretransform_theta(torch.tensor(theta), low, high, "logit")
+    for j, marginal in enumerate(marginals):
+        if marginal is None:
+            torch.testing.assert_close(t[:, j], t_logit[:, j])
+        else:
+            assert stats.kstest(t[:, j].numpy(), "norm").pvalue > 1e-3, names[j]
+    # log|dt/dtheta| of the diagonal map, by central differences away from the clamp.
+    u = (theta - prior.low) / (prior.high - prior.low)
+    inner = torch.tensor(theta[((u > 1e-3) & (u < 1 - 1e-3)).all(axis=1)][:50])
+    h, fd = 1e-6, torch.zeros(inner.shape[0], dtype=torch.float64)
+    for j in range(prior.dim):
+        step = torch.zeros(prior.dim, dtype=torch.float64)
+        step[j] = h
+        up, _ = pretransform_theta(inner + step, low, high, "prior_probit", m)
+        down, _ = pretransform_theta(inner - step, low, high, "prior_probit", m)
+        fd += torch.log((up - down)[:, j].abs() / (2 * h))
+    torch.testing.assert_close(pretransform_theta(inner, low, high, "prior_probit", m)[1], fd, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(posttransform_theta(t, low, high, "prior_probit", m).numpy(),
+                               learned_theta(theta, prior, "prior_probit"), rtol=0, atol=1e-12)
+    # A tau_BC truth at the box edge is ranked at the clamped prior quantile, inside the box.
+    edge = theta[:1].copy()
+    edge[0, names.index("tau_bc")] = 3.0
+    tn = stats.truncnorm(-0.3, 2.7, loc=0.3, scale=1.0)
+    assert learned_theta(edge, prior, "prior_probit")[0, names.index("tau_bc")] == pytest.approx(
+        tn.ppf(1 - LOGIT_EPS), abs=1e-6)
+    assert np.isfinite(log_jac.numpy()).all()
+    # Saturated latents (a flow far outside its training data) stay in the box in float32, for both maps.
+    low32, high32 = low.float(), high.float()
+    for kind in ("logit", "prior_probit"):
+        m32 = (code, mean.float(), sigma.float())
+        far = posttransform_theta(torch.tensor([[40.0] * prior.dim, [-40.0] * prior.dim]), low32, high32, kind, m32)
+        assert ((far >= low32) & (far <= high32)).all(), kind
+
+
 def test_prior_configuration_from_yaml_and_its_errors(tmp_path):
     path = tmp_path / "mine.yaml"
     config = load_prior_config("prospector_alpha")
@@ -276,6 +333,7 @@ def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):
     meta = json.loads((survey_flow / "posterior.json").read_text())
     assert meta["x_columns"] == list(MASKED_PHOTOMETRY_X_COLUMNS)
     assert meta["model"]["options"] == {"prior": "physical"}
+    assert meta["flow"]["theta_transform"] == meta["theta_transform"] == "prior_probit"
     assert meta["prior"]["type"] == "PhysicalPrior" and meta["prior"]["density"]["sfh"]["scale"] == 0.6
     assert meta["photometric_noise"]["sigma_min"] == 0.002
     assert meta["training_set"]["redshift"] == {"kind": "survey", "low": 0.002, "high": 0.6}

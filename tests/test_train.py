@@ -201,7 +201,7 @@ def loose_posterior(checkpoint) -> Posterior:
         x_std=post.flow.x_std.numpy(),
     )
     torch.manual_seed(0)
-    return Posterior(build_flow(FlowConfig.from_dict(meta["flow"]), post.prior.low, post.prior.high, norm), meta)
+    return Posterior(build_flow(FlowConfig.from_dict(meta["flow"]), post.prior, norm), meta)
 
 
 def test_rejection_and_time_limit(trained):

@@ -131,13 +131,15 @@ def sedflow_maf_rate(n_galaxies: int, n_samples: int, x_dim: int = 11, theta_dim
     """Galaxies/s sampling ``n_samples`` each from a SEDflow-size MAF on 1 thread (random weights)."""
     import torch
 
+    from ..models import Parameter, Prior
     from ..train.config import PRESETS
     from ..train.flows import Normalization, build_flow
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     norm = Normalization(np.zeros(theta_dim), np.ones(theta_dim), np.zeros(x_dim), np.ones(x_dim))
-    flow = build_flow(PRESETS["sedflow"].flow, np.zeros(theta_dim), np.ones(theta_dim), norm).eval()
+    box = Prior([Parameter(f"theta_{i}", 0.0, 1.0) for i in range(theta_dim)])
+    flow = build_flow(PRESETS["sedflow"].flow, box, norm).eval()
     x = torch.randn(n_galaxies, x_dim)
     with torch.no_grad():
         flow.sample(2, x[:2])

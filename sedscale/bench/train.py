@@ -69,7 +69,7 @@ def training_throughput(ts, config, seconds: float) -> dict:
 
     norm, _ = compute_normalization(ts, config.val_fraction, config.seed, config.flow.theta_transform)
     torch.manual_seed(config.seed)
-    flow = build_flow(config.flow, ts.prior.low, ts.prior.high, norm).train()
+    flow = build_flow(config.flow, ts.prior, norm).train()
     opt = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
     split = Split("train", config.val_fraction, config.seed)
     rows, steps = 0, 0

@@ -275,7 +275,7 @@ class Posterior:
             flow_config = FlowConfig.from_dict(meta["flow"])
             prior = prior_from_dict(meta["prior"])
             norm = Normalization.from_dict(meta["normalization"])
-            flow = build_flow(flow_config, prior.low, prior.high, norm)
+            flow = build_flow(flow_config, prior, norm)
             flow.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"{where}: weights do not fit the architecture in the metadata ({exc})") from None

@@ -45,7 +45,7 @@ import numpy as np
 from scipy import special, stats
 
 from ..errors import ConfigError, ParameterError
-from .priors import Parameter, Prior, simplex_to_unit_cube, unit_cube_to_simplex
+from .priors import Marginal, Parameter, Prior, simplex_to_unit_cube, unit_cube_to_simplex
 
 __all__ = [
     "GALLAZZI05",
@@ -218,6 +218,26 @@ class PhysicalPrior(Prior):
             return None
         z = np.asarray(z, dtype=float)
         return np.full(n, float(z)) if z.ndim == 0 else z
+
+    def marginals(self) -> tuple[Marginal | None, ...]:
+        """Per parameter, its prior if independent and closed-form, else None.
+
+        None for the SFH coordinates of a continuity SFH (their density depends
+        on z and on each other) and for a mass-metallicity ``log_zsol`` (it
+        depends on the mass); flat-Dirichlet SFH coordinates are uniform.
+        """
+        c = self.config
+
+        def block(name: str) -> Marginal | None:
+            b = c[name]
+            if b["kind"] == "uniform":
+                return Marginal("uniform")
+            if b["kind"] == "truncnormal":
+                return Marginal("truncnormal", b["mean"], b["sigma"])
+            return None
+
+        sfh = Marginal("uniform") if c["sfh"]["kind"] == "dirichlet" else None
+        return (block("log_mass"),) + (sfh,) * (self.n_bins - 1) + tuple(block(k) for k in SCALAR_BLOCKS[1:])
 
     # ----------------------------------------------------------------- sampling
     def sample(self, n: int, rng: np.random.Generator, z=None) -> np.ndarray:

@@ -46,6 +46,24 @@ def simplex_to_unit_cube(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Marginal:
+    """The prior of one parameter when it is independent of the others and has a closed form.
+
+    Attributes
+    ----------
+    kind : {"uniform", "truncnormal"}
+        Uniform on the parameter's box, or a normal truncated to it.
+    mean, sigma : float
+        Of the normal before truncation (``truncnormal`` only), in the
+        parameter's unit.
+    """
+
+    kind: str
+    mean: float = 0.0
+    sigma: float = 1.0
+
+
+@dataclass(frozen=True)
 class Parameter:
     """One sampling-space parameter with a uniform prior.
 
@@ -94,6 +112,15 @@ class Prior:
             low=torch.as_tensor(self.low, dtype=torch.float32, device=device),
             high=torch.as_tensor(self.high, dtype=torch.float32, device=device),
         )
+
+    def marginals(self) -> tuple[Marginal | None, ...]:
+        """Per parameter, its prior if independent and closed-form, else None.
+
+        A flow with the ``prior_probit`` parameter map uses these to map each
+        such parameter to a standard normal under the prior.  Box-uniform:
+        every parameter is ``uniform``.
+        """
+        return tuple(Marginal("uniform") for _ in self.parameters)
 
     def sample(self, n: int, rng: np.random.Generator, z=None) -> np.ndarray:
         """Draw ``n`` samples (float64, shape (n, dim)) with a numpy Generator.

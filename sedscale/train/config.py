@@ -39,7 +39,11 @@ EMBEDDINGS = ("mlp",)
 #: ``zscore``: affine (as sbi); samples outside the prior box are rejected.
 #: ``logit``: logit of the position inside the prior box, then z-scored;
 #: every sample lies inside the box.
-THETA_TRANSFORMS = ("zscore", "logit")
+#: ``prior_probit``: probit of the prior CDF for parameters whose prior is
+#: independent and closed-form (uniform, truncated normal), so that an
+#: unconstrained parameter's posterior is the flow's N(0, 1) base; logit for
+#: the others.  Every sample lies inside the box.
+THETA_TRANSFORMS = ("zscore", "logit", "prior_probit")
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -51,7 +55,9 @@ def _check_positive_int(name: str, value) -> None:
 class FlowConfig:
     """Architecture of the conditional density estimator q(theta | x).
 
-    The defaults are those of the ``default`` preset.
+    The defaults are those of the ``default`` preset except ``theta_transform``
+    (``logit`` here, as in every sidecar written before ``prior_probit``; the
+    preset uses ``prior_probit``).
 
     Parameters
     ----------
@@ -232,7 +238,8 @@ class TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    "default": TrainConfig(preset="default"),
+    # prior_probit: tau_BC, which ugriz leaves at its prior, failed SBC (too wide) under the logit map.
+    "default": TrainConfig(flow=FlowConfig(theta_transform="prior_probit"), preset="default"),
     "sedflow": TrainConfig(
         flow=FlowConfig(kind="maf", num_transforms=15, hidden_features=500, num_blocks=2, theta_transform="zscore"),
         learning_rate=5e-4,

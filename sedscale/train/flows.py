@@ -3,8 +3,12 @@
 :class:`ConditionalFlow` wraps an ``sbi`` density estimator (nflows or zuko
 flow, built by :func:`build_flow`) between two fixed maps:
 
-* parameters: theta -> y, either ``(theta - mean) / std`` (``zscore``) or
-  ``(logit((theta - low) / (high - low)) - mean) / std`` (``logit``);
+* parameters: theta -> y, either ``(theta - mean) / std`` (``zscore``),
+  ``(logit((theta - low) / (high - low)) - mean) / std`` (``logit``) or,
+  for ``prior_probit``, ``(probit(F(theta)) - mean) / std`` with F the
+  parameter's prior CDF where the prior gives one in closed form (a
+  parameter the data do not constrain is then exactly the flow's standard
+  normal base) and the logit elsewhere;
 * observations: x -> ``(x - mean) / std``.
 
 All statistics are computed from the training data and stored as buffers,
@@ -15,6 +19,7 @@ between checkpoints with different transforms.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +59,40 @@ class Normalization:
         return cls(**{k: np.asarray(d[k], dtype=np.float64) for k in cls.__dataclass_fields__})
 
 
-def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tensor, kind: str):
+#: Codes of :func:`marginal_arrays`: the parameter's own prior is not used
+#: (logit of the box position), uniform on the box, truncated normal.
+BOX, UNIFORM, TRUNCNORMAL = 0, 1, 2
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def marginal_arrays(marginals) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes, means and sigmas, shape (d,) each, of a prior's per-parameter marginals.
+
+    Parameters
+    ----------
+    marginals : sequence of Marginal or None
+        As :meth:`sedscale.models.priors.Prior.marginals` returns them.
+    """
+    code = np.array([BOX if m is None else {"uniform": UNIFORM, "truncnormal": TRUNCNORMAL}[m.kind]
+                     for m in marginals], dtype=np.int64)
+    mean = np.array([0.0 if m is None else m.mean for m in marginals])
+    sigma = np.array([1.0 if m is None else m.sigma for m in marginals])
+    return code, mean, sigma
+
+
+def _prior_cdf(theta, low, high, marginals):
+    """Prior CDF u of each coded parameter and log du/dtheta (BOX rows: the box position)."""
+    code, mean, sigma = marginals
+    s, a, b = (theta - mean) / sigma, (low - mean) / sigma, (high - mean) / sigma
+    lo = torch.special.ndtr(a)
+    norm = torch.special.ndtr(b) - lo
+    tn = code == TRUNCNORMAL
+    u = torch.where(tn, (torch.special.ndtr(s) - lo) / norm, (theta - low) / (high - low))
+    log_du = torch.where(tn, -0.5 * s**2 - _LOG_SQRT_2PI - torch.log(sigma * norm), -torch.log(high - low))
+    return u, log_du
+
+
+def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tensor, kind: str, marginals=None):
     """The fixed map applied before z-scoring and its log-Jacobian.
 
     Parameters
@@ -62,9 +100,13 @@ def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tenso
     theta : Tensor, shape (..., d)
     low, high : Tensor, shape (d,)
         Prior box.
-    kind : {"zscore", "logit"}
+    kind : {"zscore", "logit", "prior_probit"}
         ``zscore``: identity; ``logit``: logit of the position in the box
-        (clamped to [LOGIT_EPS, 1 - LOGIT_EPS]).
+        (clamped to [LOGIT_EPS, 1 - LOGIT_EPS]); ``prior_probit``: for a
+        parameter with an independent closed-form prior, the probit of its
+        prior CDF (standard normal under the prior), for the others the logit.
+    marginals : tuple of Tensor, optional
+        ``(code, mean, sigma)`` of :func:`marginal_arrays`; ``prior_probit`` only.
 
     Returns
     -------
@@ -76,15 +118,40 @@ def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tenso
         return theta, theta.new_zeros(theta.shape[:-1])
     u = ((theta - low) / (high - low)).clamp(LOGIT_EPS, 1 - LOGIT_EPS)
     log_u, log_1mu = torch.log(u), torch.log1p(-u)
-    return log_u - log_1mu, -(torch.log(high - low) + log_u + log_1mu).sum(-1)
+    t, log_jac = log_u - log_1mu, -(torch.log(high - low) + log_u + log_1mu)
+    if kind == "prior_probit":
+        cdf, log_du = _prior_cdf(theta, low, high, marginals)
+        probit = torch.special.ndtri(cdf.clamp(LOGIT_EPS, 1 - LOGIT_EPS))
+        coded = marginals[0] != BOX
+        t = torch.where(coded, probit, t)
+        log_jac = torch.where(coded, log_du + 0.5 * probit**2 + _LOG_SQRT_2PI, log_jac)
+    return t, log_jac.sum(-1)
 
 
-def learned_theta(theta, low, high, kind: str) -> np.ndarray:
+def posttransform_theta(t: torch.Tensor, low: torch.Tensor, high: torch.Tensor, kind: str, marginals=None):
+    """The inverse of :func:`pretransform_theta`: t (..., d) -> theta (..., d) inside the box."""
+    if kind == "zscore":
+        return t
+    theta = low + (high - low) * torch.sigmoid(t)
+    if kind == "prior_probit":
+        code, mean, sigma = marginals
+        cdf = torch.special.ndtr(t)
+        lo = torch.special.ndtr((low - mean) / sigma)
+        norm = torch.special.ndtr((high - mean) / sigma) - lo
+        tn = mean + sigma * torch.special.ndtri(lo + cdf * norm)
+        theta = torch.where(code == BOX, theta, torch.where(code == TRUNCNORMAL, tn, low + (high - low) * cdf))
+    # A saturated sigmoid (or CDF) rounds low + (high - low) * 1 past high in float32 (log Z: 0.2 + 4e-8),
+    # and ndtri of a CDF rounded to 1 is inf: the box edge is what the flow means.
+    return torch.minimum(torch.maximum(theta, low), high)
+
+
+def learned_theta(theta, prior, kind: str) -> np.ndarray:
     """The parameters a flow with theta transform ``kind`` is trained on and samples.
 
     ``logit`` clamps the position in the prior box to [LOGIT_EPS, 1 - LOGIT_EPS]
     (:func:`pretransform_theta`), so the flow learns the posterior of the
-    clamped parameter.  Calibration tests must rank this, not the raw truth:
+    clamped parameter (``prior_probit`` clamps the prior CDF the same way).
+    Calibration tests must rank this, not the raw truth:
     a truth closer to the box edge than 1e-6 of its width (e.g. the youngest
     SFH bin's stick-breaking coordinate, 1 - u ~ 1e-7 for ~5% of continuity-prior
     draws) is above every sample and would fail SBC for a difference no
@@ -93,9 +160,9 @@ def learned_theta(theta, low, high, kind: str) -> np.ndarray:
     Parameters
     ----------
     theta : array_like, shape (..., d)
-    low, high : array_like, shape (d,)
-        Prior box.
-    kind : {"zscore", "logit"}
+    prior : Prior
+        The checkpoint's prior (its box and, for ``prior_probit``, its marginals).
+    kind : {"zscore", "logit", "prior_probit"}
 
     Returns
     -------
@@ -104,8 +171,13 @@ def learned_theta(theta, low, high, kind: str) -> np.ndarray:
     theta = np.asarray(theta, dtype=float)
     if kind == "zscore":
         return theta
-    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
-    return low + (high - low) * np.clip((theta - low) / (high - low), LOGIT_EPS, 1 - LOGIT_EPS)
+    low, high = np.asarray(prior.low, dtype=float), np.asarray(prior.high, dtype=float)
+    if kind == "logit":
+        return low + (high - low) * np.clip((theta - low) / (high - low), LOGIT_EPS, 1 - LOGIT_EPS)
+    lo, hi = torch.as_tensor(low), torch.as_tensor(high)
+    marginals = tuple(torch.as_tensor(a) for a in marginal_arrays(prior.marginals()))
+    t, _ = pretransform_theta(torch.as_tensor(theta), lo, hi, kind, marginals)
+    return posttransform_theta(t, lo, hi, kind, marginals).numpy()
 
 
 def build_embedding(config: FlowConfig, x_dim: int) -> nn.Module:
@@ -159,7 +231,10 @@ class ConditionalFlow(nn.Module):
     low, high : array_like, shape (d,)
         Prior box of the parameters.
     normalization : Normalization
-    theta_transform : {"zscore", "logit"}
+    theta_transform : {"zscore", "logit", "prior_probit"}
+    marginals : sequence of Marginal or None, optional
+        The prior's per-parameter marginals (``prior_probit`` only; rebuilt
+        from the checkpoint's prior, so not part of the ``state_dict``).
     """
 
     # sbi ships no type information; the buffers would otherwise be typed by
@@ -171,9 +246,15 @@ class ConditionalFlow(nn.Module):
     theta_std: torch.Tensor
     x_mean: torch.Tensor
     x_std: torch.Tensor
+    marginal_code: torch.Tensor
+    marginal_mean: torch.Tensor
+    marginal_sigma: torch.Tensor
 
-    def __init__(self, estimator: nn.Module, low, high, normalization: Normalization, theta_transform: str):
+    def __init__(self, estimator: nn.Module, low, high, normalization: Normalization, theta_transform: str,
+                 marginals=None):
         super().__init__()
+        if theta_transform == "prior_probit" and marginals is None:
+            raise ValueError("the prior_probit parameter map needs the prior's marginals")
         self.estimator = estimator
         self.theta_transform = theta_transform
 
@@ -186,6 +267,10 @@ class ConditionalFlow(nn.Module):
         self.register_buffer("theta_std", buf(normalization.theta_std))
         self.register_buffer("x_mean", buf(normalization.x_mean))
         self.register_buffer("x_std", buf(normalization.x_std))
+        code, mean, sigma = marginal_arrays(marginals if marginals is not None else [None] * len(low))
+        self.register_buffer("marginal_code", torch.as_tensor(code), persistent=False)
+        self.register_buffer("marginal_mean", buf(mean), persistent=False)
+        self.register_buffer("marginal_sigma", buf(sigma), persistent=False)
 
     @property
     def theta_dim(self) -> int:
@@ -197,14 +282,16 @@ class ConditionalFlow(nn.Module):
 
     def _to_latent(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """theta (..., d) -> y (..., d) and log|dy/dtheta| (...)."""
-        t, log_jac = pretransform_theta(theta, self.low, self.high, self.theta_transform)
+        t, log_jac = pretransform_theta(theta, self.low, self.high, self.theta_transform, self._marginals)
         return (t - self.theta_mean) / self.theta_std, log_jac - torch.log(self.theta_std).sum()
 
     def _from_latent(self, y: torch.Tensor) -> torch.Tensor:
         t = y * self.theta_std + self.theta_mean
-        if self.theta_transform == "logit":
-            return self.low + (self.high - self.low) * torch.sigmoid(t)
-        return t
+        return posttransform_theta(t, self.low, self.high, self.theta_transform, self._marginals)
+
+    @property
+    def _marginals(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.marginal_code, self.marginal_mean, self.marginal_sigma
 
     def _condition(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.x_mean) / self.x_std
@@ -226,7 +313,8 @@ class ConditionalFlow(nn.Module):
         return ((theta >= self.low) & (theta <= self.high) & torch.isfinite(theta)).all(-1)
 
 
-def build_flow(config: FlowConfig, low, high, normalization: Normalization) -> ConditionalFlow:
-    """A :class:`ConditionalFlow` with freshly initialised weights."""
+def build_flow(config: FlowConfig, prior, normalization: Normalization) -> ConditionalFlow:
+    """A :class:`ConditionalFlow` for ``prior`` (its box and marginals) with freshly initialised weights."""
     estimator = build_estimator(config, len(normalization.theta_mean), len(normalization.x_mean))
-    return ConditionalFlow(estimator, low, high, normalization, config.theta_transform)
+    return ConditionalFlow(estimator, prior.low, prior.high, normalization, config.theta_transform,
+                           prior.marginals())

@@ -242,7 +242,7 @@ class _Run:
 def _fresh_run(ts: TrainingSet, config: TrainConfig, norm: Normalization, counts: SplitCounts) -> _Run:
     """Seeded flow, optimizer and lr schedule."""
     torch.manual_seed(config.seed)
-    flow = build_flow(config.flow, ts.prior.low, ts.prior.high, norm)
+    flow = build_flow(config.flow, ts.prior, norm)
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
     scheduler = None
     if config.lr_patience is not None:
