@@ -155,12 +155,12 @@ def test_prior_probit_map_makes_closed_form_priors_standard_normal(physical):
         fd += torch.log((up - down)[:, j].abs() / (2 * h))
     torch.testing.assert_close(pretransform_theta(inner, low, high, "prior_probit", m)[1], fd, rtol=0, atol=1e-5)
     np.testing.assert_allclose(posttransform_theta(t, low, high, "prior_probit", m).numpy(),
-                               learned_theta(theta, prior, "prior_probit"), rtol=0, atol=1e-12)
+                               learned_theta(theta, prior.low, prior.high, "prior_probit", marginals), rtol=0, atol=1e-12)
     # A tau_BC truth at the box edge is ranked at the clamped prior quantile, inside the box.
     edge = theta[:1].copy()
     edge[0, names.index("tau_bc")] = 3.0
     tn = stats.truncnorm(-0.3, 2.7, loc=0.3, scale=1.0)
-    assert learned_theta(edge, prior, "prior_probit")[0, names.index("tau_bc")] == pytest.approx(
+    assert learned_theta(edge, prior.low, prior.high, "prior_probit", marginals)[0, names.index("tau_bc")] == pytest.approx(
         tn.ppf(1 - LOGIT_EPS), abs=1e-6)
     assert np.isfinite(log_jac.numpy()).all()
     # Saturated latents (a flow far outside its training data) stay in the box in float32, for both maps.
@@ -334,12 +334,34 @@ def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):
     assert meta["x_columns"] == list(MASKED_PHOTOMETRY_X_COLUMNS)
     assert meta["model"]["options"] == {"prior": "physical"}
     assert meta["flow"]["theta_transform"] == meta["theta_transform"] == "prior_probit"
+    names = meta["param_names"]
+    assert meta["theta_marginals"][names.index("tau_bc")] == {"kind": "truncnormal", "mean": 0.3, "sigma": 1.0}
+    assert meta["theta_marginals"][names.index("log_zsol")] is None
     assert meta["prior"]["type"] == "PhysicalPrior" and meta["prior"]["density"]["sfh"]["scale"] == 0.6
     assert meta["photometric_noise"]["sigma_min"] == 0.002
     assert meta["training_set"]["redshift"] == {"kind": "survey", "low": 0.002, "high": 0.6}
     # The reference log-prob is the prior's mean log density, above the box's -log(volume).
     box = -sum(math.log(p["high"] - p["low"]) for p in meta["prior"]["parameters"])
     assert meta["training"]["prior_log_prob"] > box + 5
+
+
+def test_probit_map_is_read_from_the_sidecar(survey_flow, tmp_path):
+    """A prior_probit flow rebuilds its map from the recorded theta_marginals, and refuses a sidecar without them."""
+    import shutil
+
+    from sedscale.infer import Posterior
+    from sedscale.models import Marginal
+    from sedscale.train.checkpoint import CheckpointError
+
+    post = Posterior.load(survey_flow)
+    assert post.flow.marginals[post.param_names.index("tau_ism")] == Marginal("truncnormal", 0.3, 1.0)
+    bare = tmp_path / "bare"
+    shutil.copytree(survey_flow, bare)
+    meta = json.loads((bare / "posterior.json").read_text())
+    del meta["theta_marginals"]
+    (bare / "posterior.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="without theta_marginals"):
+        Posterior.load(bare)
 
 
 def test_masked_band_gives_the_posterior_of_a_catalog_without_it(survey_flow, shared_data, tmp_path):

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError
+from ..models.priors import marginals_from_list
 from ..train.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -271,11 +272,15 @@ class Posterior:
         state, meta = load_checkpoint(path)
         where = str(checkpoint_paths(path)[0])
         check_compatible(meta, where, model=model, x_columns=x_columns, param_names=param_names)
+        if meta.get("theta_transform") == "prior_probit" and "theta_marginals" not in meta:
+            raise CheckpointError(f"{where}: a prior_probit flow without theta_marginals in its metadata "
+                                  "(its parameter map cannot be rebuilt)")
         try:
             flow_config = FlowConfig.from_dict(meta["flow"])
             prior = prior_from_dict(meta["prior"])
             norm = Normalization.from_dict(meta["normalization"])
-            flow = build_flow(flow_config, prior, norm)
+            marginals = marginals_from_list(meta["theta_marginals"]) if "theta_marginals" in meta else None
+            flow = build_flow(flow_config, prior, norm, marginals)
             flow.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"{where}: weights do not fit the architecture in the metadata ({exc})") from None

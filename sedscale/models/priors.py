@@ -63,6 +63,16 @@ class Marginal:
     sigma: float = 1.0
 
 
+def marginals_to_list(marginals) -> list[dict | None]:
+    """JSON form of a sequence of :class:`Marginal` or None (a checkpoint's ``theta_marginals``)."""
+    return [None if m is None else {"kind": m.kind, "mean": m.mean, "sigma": m.sigma} for m in marginals]
+
+
+def marginals_from_list(items) -> tuple[Marginal | None, ...]:
+    """Inverse of :func:`marginals_to_list`."""
+    return tuple(None if d is None else Marginal(d["kind"], float(d["mean"]), float(d["sigma"])) for d in items)
+
+
 @dataclass(frozen=True)
 class Parameter:
     """One sampling-space parameter with a uniform prior.

@@ -80,12 +80,17 @@ def marginal_arrays(marginals) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return code, mean, sigma
 
 
+def _truncation(low, high, mean, sigma):
+    """Normal CDF at the lower bound and the probability mass inside [low, high]."""
+    lo = torch.special.ndtr((low - mean) / sigma)
+    return lo, torch.special.ndtr((high - mean) / sigma) - lo
+
+
 def _prior_cdf(theta, low, high, marginals):
     """Prior CDF u of each coded parameter and log du/dtheta (BOX rows: the box position)."""
     code, mean, sigma = marginals
-    s, a, b = (theta - mean) / sigma, (low - mean) / sigma, (high - mean) / sigma
-    lo = torch.special.ndtr(a)
-    norm = torch.special.ndtr(b) - lo
+    s = (theta - mean) / sigma
+    lo, norm = _truncation(low, high, mean, sigma)
     tn = code == TRUNCNORMAL
     u = torch.where(tn, (torch.special.ndtr(s) - lo) / norm, (theta - low) / (high - low))
     log_du = torch.where(tn, -0.5 * s**2 - _LOG_SQRT_2PI - torch.log(sigma * norm), -torch.log(high - low))
@@ -124,6 +129,7 @@ def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tenso
         probit = torch.special.ndtri(cdf.clamp(LOGIT_EPS, 1 - LOGIT_EPS))
         coded = marginals[0] != BOX
         t = torch.where(coded, probit, t)
+        # log|dt/dtheta| = log(du/dtheta) - log phi(t)
         log_jac = torch.where(coded, log_du + 0.5 * probit**2 + _LOG_SQRT_2PI, log_jac)
     return t, log_jac.sum(-1)
 
@@ -136,8 +142,7 @@ def posttransform_theta(t: torch.Tensor, low: torch.Tensor, high: torch.Tensor, 
     if kind == "prior_probit":
         code, mean, sigma = marginals
         cdf = torch.special.ndtr(t)
-        lo = torch.special.ndtr((low - mean) / sigma)
-        norm = torch.special.ndtr((high - mean) / sigma) - lo
+        lo, norm = _truncation(low, high, mean, sigma)
         tn = mean + sigma * torch.special.ndtri(lo + cdf * norm)
         theta = torch.where(code == BOX, theta, torch.where(code == TRUNCNORMAL, tn, low + (high - low) * cdf))
     # A saturated sigmoid (or CDF) rounds low + (high - low) * 1 past high in float32 (log Z: 0.2 + 4e-8),
@@ -145,7 +150,7 @@ def posttransform_theta(t: torch.Tensor, low: torch.Tensor, high: torch.Tensor, 
     return torch.minimum(torch.maximum(theta, low), high)
 
 
-def learned_theta(theta, prior, kind: str) -> np.ndarray:
+def learned_theta(theta, low, high, kind: str, marginals=None) -> np.ndarray:
     """The parameters a flow with theta transform ``kind`` is trained on and samples.
 
     ``logit`` clamps the position in the prior box to [LOGIT_EPS, 1 - LOGIT_EPS]
@@ -160,9 +165,12 @@ def learned_theta(theta, prior, kind: str) -> np.ndarray:
     Parameters
     ----------
     theta : array_like, shape (..., d)
-    prior : Prior
-        The checkpoint's prior (its box and, for ``prior_probit``, its marginals).
+    low, high : array_like, shape (d,)
+        Prior box.
     kind : {"zscore", "logit", "prior_probit"}
+    marginals : sequence of Marginal or None, optional
+        The flow's per-parameter marginals (``prior_probit`` only:
+        :attr:`ConditionalFlow.marginals`).
 
     Returns
     -------
@@ -171,13 +179,13 @@ def learned_theta(theta, prior, kind: str) -> np.ndarray:
     theta = np.asarray(theta, dtype=float)
     if kind == "zscore":
         return theta
-    low, high = np.asarray(prior.low, dtype=float), np.asarray(prior.high, dtype=float)
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
     if kind == "logit":
         return low + (high - low) * np.clip((theta - low) / (high - low), LOGIT_EPS, 1 - LOGIT_EPS)
     lo, hi = torch.as_tensor(low), torch.as_tensor(high)
-    marginals = tuple(torch.as_tensor(a) for a in marginal_arrays(prior.marginals()))
-    t, _ = pretransform_theta(torch.as_tensor(theta), lo, hi, kind, marginals)
-    return posttransform_theta(t, lo, hi, kind, marginals).numpy()
+    arrays = tuple(torch.as_tensor(a) for a in marginal_arrays(marginals))
+    t, _ = pretransform_theta(torch.as_tensor(theta), lo, hi, kind, arrays)
+    return posttransform_theta(t, lo, hi, kind, arrays).numpy()
 
 
 def build_embedding(config: FlowConfig, x_dim: int) -> nn.Module:
@@ -233,8 +241,9 @@ class ConditionalFlow(nn.Module):
     normalization : Normalization
     theta_transform : {"zscore", "logit", "prior_probit"}
     marginals : sequence of Marginal or None, optional
-        The prior's per-parameter marginals (``prior_probit`` only; rebuilt
-        from the checkpoint's prior, so not part of the ``state_dict``).
+        The prior's per-parameter marginals (``prior_probit`` only; recorded
+        in the checkpoint's sidecar as ``theta_marginals``, not in the
+        ``state_dict``).
     """
 
     # sbi ships no type information; the buffers would otherwise be typed by
@@ -255,6 +264,7 @@ class ConditionalFlow(nn.Module):
         super().__init__()
         if theta_transform == "prior_probit" and marginals is None:
             raise ValueError("the prior_probit parameter map needs the prior's marginals")
+        self.marginals = tuple(marginals) if theta_transform == "prior_probit" else None
         self.estimator = estimator
         self.theta_transform = theta_transform
 
@@ -313,8 +323,13 @@ class ConditionalFlow(nn.Module):
         return ((theta >= self.low) & (theta <= self.high) & torch.isfinite(theta)).all(-1)
 
 
-def build_flow(config: FlowConfig, prior, normalization: Normalization) -> ConditionalFlow:
-    """A :class:`ConditionalFlow` for ``prior`` (its box and marginals) with freshly initialised weights."""
+def build_flow(config: FlowConfig, prior, normalization: Normalization, marginals=None) -> ConditionalFlow:
+    """A :class:`ConditionalFlow` on ``prior``'s box with freshly initialised weights.
+
+    ``marginals`` (``prior_probit``): those recorded in a checkpoint; by default
+    ``prior.marginals()``, for a new flow.
+    """
     estimator = build_estimator(config, len(normalization.theta_mean), len(normalization.x_mean))
-    return ConditionalFlow(estimator, prior.low, prior.high, normalization, config.theta_transform,
-                           prior.marginals())
+    if marginals is None:
+        marginals = prior.marginals()
+    return ConditionalFlow(estimator, prior.low, prior.high, normalization, config.theta_transform, marginals)

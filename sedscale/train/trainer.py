@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..models.priors import marginals_to_list
 from ..observe.spectral_noise import SpectralNoiseModel
 from .checkpoint import (
     CheckpointError,
@@ -188,6 +189,7 @@ def checkpoint_metadata(
         "prior": ts.prior.to_dict(),
         "param_names": list(ts.param_names),
         "theta_transform": config.flow.theta_transform,
+        **_theta_marginals(config.flow.theta_transform, ts.prior),
         "x_columns": list(ts.x_columns),
         "x_units": ts.x_units,
         "observable": ts.observable,
@@ -324,6 +326,14 @@ def prior_reference_log_prob(ts: TrainingSet, rows: int = 20_000) -> float:
     theta = np.column_stack([table.column(c).to_numpy() for c in ts.param_names]).astype(np.float64)
     lp = ts.prior.log_prob(theta, table.column("z").to_numpy().astype(np.float64))
     return float(np.mean(lp[np.isfinite(lp)]))
+
+
+def _theta_marginals(theta_transform: str, prior) -> dict:
+    """``theta_marginals`` of a ``prior_probit`` flow: the map is read back from the sidecar,
+    not re-derived from the prior code, so a later change of ``Prior.marginals`` cannot re-map it."""
+    if theta_transform != "prior_probit":
+        return {}
+    return {"theta_marginals": marginals_to_list(prior.marginals())}
 
 
 def _source_metadata(ts: TrainingSet) -> dict:

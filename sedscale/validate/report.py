@@ -280,7 +280,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     z_used = sub[REDSHIFT_COLUMN].to_numpy(dtype=float)
     # Parameters, then derived log M* and log SFR (ranks need only samples and truths).
     d_names, d_samples, d_truth, d_low, d_high = derived_for_calibration(model, samples, theta[used], z_used)
-    truth = learned_theta(theta[used], post.prior, meta["theta_transform"])
+    truth = learned_theta(theta[used], post.prior.low, post.prior.high, meta["theta_transform"], post.flow.marginals)
     cal = compute_calibration(np.concatenate([samples, d_samples], axis=-1),
                               np.concatenate([truth, d_truth], axis=-1), names + d_names,
                               np.concatenate([model.prior.low, d_low]), np.concatenate([model.prior.high, d_high]),

@@ -117,7 +117,8 @@ def _validate_flow(label: str, flow: str, test: dict, names, model, n_samples: i
     if rows.size < 5 * thresholds.n_bins:
         raise SedscaleError(f"{label}: only {rows.size} test spectra were sampled completely")
     samples = drawn["samples"][ok].astype(float)
-    truth = learned_theta(test["theta"][rows], post.prior, post.metadata["theta_transform"])
+    truth = learned_theta(test["theta"][rows], post.prior.low, post.prior.high, post.metadata["theta_transform"],
+                          post.flow.marginals)
     cal = compute_calibration(samples, truth, names, post.prior.low, post.prior.high,
                               np.random.default_rng([seed, 3]), drawn["logp_samples"][ok], drawn["logp_true"][ok])
     calib = summarize_calibration(cal, thresholds)
