@@ -120,7 +120,7 @@ def test_prior_probit_map_makes_closed_form_priors_standard_normal(physical):
     import torch
 
     from sedscale.models import Marginal
-    from sedscale.train.flows import LOGIT_EPS, learned_theta, marginal_arrays, posttransform_theta, pretransform_theta
+    from sedscale.train.flows import LOGIT_EPS, learned_theta, marginal_tensors, posttransform_theta, pretransform_theta
 
     prior = physical.prior
     names = prior.names
@@ -134,7 +134,7 @@ def test_prior_probit_map_makes_closed_form_priors_standard_normal(physical):
     rng = np.random.default_rng(3)
     theta = prior.sample(n, rng, rng.uniform(*Z_RANGE, n))
     low, high = torch.tensor(prior.low), torch.tensor(prior.high)
-    code, mean, sigma = (torch.as_tensor(a) for a in marginal_arrays(marginals))
+    code, mean, sigma = marginal_tensors(marginals)
     m = (code, mean, sigma)
     t, log_jac = pretransform_theta(torch.tensor(theta), low, high, "prior_probit", m)
     t_logit, _ = pretransform_theta(torch.tensor(theta), low, high, "logit")

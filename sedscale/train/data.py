@@ -41,7 +41,7 @@ from ..models.priors import Parameter, Prior
 from ..observe.layout import FLUX_TRUE_COLUMNS, REDSHIFT_COLUMN, spectrum_x
 from ..observe.spectral_noise import SpectralNoiseModel, spectral_noise_model
 from ..observe.survey_noise import SurveyNoise, photometric_noise_model
-from .flows import Normalization, marginal_arrays, pretransform_theta
+from .flows import Normalization, marginal_tensors, pretransform_theta
 
 #: Rows per Parquet read.
 CHUNK_ROWS = 65_536
@@ -406,8 +406,7 @@ def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta
     """
     low = torch.as_tensor(ts.prior.low, dtype=torch.float64)
     high = torch.as_tensor(ts.prior.high, dtype=torch.float64)
-    code, mean, sigma = marginal_arrays(ts.prior.marginals())
-    marginals = (torch.as_tensor(code), torch.as_tensor(mean), torch.as_tensor(sigma))
+    marginals = marginal_tensors(ts.prior.marginals())
     d = len(ts.param_names)
     sums = np.zeros(d + len(ts.x_columns))
     squares = np.zeros_like(sums)

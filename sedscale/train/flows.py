@@ -80,6 +80,12 @@ def marginal_arrays(marginals) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return code, mean, sigma
 
 
+def marginal_tensors(marginals) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`marginal_arrays` as tensors (int64 codes, float64 means and sigmas)."""
+    code, mean, sigma = marginal_arrays(marginals)
+    return torch.as_tensor(code), torch.as_tensor(mean), torch.as_tensor(sigma)
+
+
 def _truncation(low, high, mean, sigma):
     """Normal CDF at the lower bound and the probability mass inside [low, high]."""
     lo = torch.special.ndtr((low - mean) / sigma)
@@ -183,9 +189,9 @@ def learned_theta(theta, low, high, kind: str, marginals=None) -> np.ndarray:
     if kind == "logit":
         return low + (high - low) * np.clip((theta - low) / (high - low), LOGIT_EPS, 1 - LOGIT_EPS)
     lo, hi = torch.as_tensor(low), torch.as_tensor(high)
-    arrays = tuple(torch.as_tensor(a) for a in marginal_arrays(marginals))
-    t, _ = pretransform_theta(torch.as_tensor(theta), lo, hi, kind, arrays)
-    return posttransform_theta(t, lo, hi, kind, arrays).numpy()
+    tensors = marginal_tensors(marginals)
+    t, _ = pretransform_theta(torch.as_tensor(theta), lo, hi, kind, tensors)
+    return posttransform_theta(t, lo, hi, kind, tensors).numpy()
 
 
 def build_embedding(config: FlowConfig, x_dim: int) -> nn.Module:
