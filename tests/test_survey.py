@@ -120,6 +120,7 @@ def test_prior_probit_map_makes_closed_form_priors_standard_normal(physical):
     import torch
 
     from sedscale.models import Marginal
+    from sedscale.models.priors import marginals_from_list, marginals_to_list
     from sedscale.train.flows import LOGIT_EPS, learned_theta, marginal_tensors, posttransform_theta, pretransform_theta
 
     prior = physical.prior
@@ -127,15 +128,17 @@ def test_prior_probit_map_makes_closed_form_priors_standard_normal(physical):
     marginals = prior.marginals()
     assert marginals[names.index("tau_bc")] == Marginal("truncnormal", 0.3, 1.0)
     assert marginals[0] == Marginal("uniform") and marginals[names.index("n_dust")] == Marginal("uniform")
-    assert marginals[1] is None and marginals[names.index("log_zsol")] is None
+    assert marginals[1] is None
+    zsol = names.index("log_zsol")
+    assert marginals[zsol].kind == "conditional_truncnormal" and marginals[zsol].given == 0
+    assert marginals_from_list(json.loads(json.dumps(marginals_to_list(marginals)))) == marginals
     assert all(m == Marginal("uniform") for m in get_model("dirichlet", prior="flat").prior.marginals())
 
     n = 20000
     rng = np.random.default_rng(3)
     theta = prior.sample(n, rng, rng.uniform(*Z_RANGE, n))
     low, high = torch.tensor(prior.low), torch.tensor(prior.high)
-    code, mean, sigma = marginal_tensors(marginals)
-    m = (code, mean, sigma)
+    m = marginal_tensors(marginals)
     t, log_jac = pretransform_theta(torch.tensor(theta), low, high, "prior_probit", m)
     t_logit, _ = pretransform_theta(torch.tensor(theta), low, high, "logit")
     for j, marginal in enumerate(marginals):
@@ -143,6 +146,14 @@ def test_prior_probit_map_makes_closed_form_priors_standard_normal(physical):
             torch.testing.assert_close(t[:, j], t_logit[:, j])
         else:
             assert stats.kstest(t[:, j].numpy(), "norm").pvalue > 1e-3, names[j]
+    # log Z: the CDF of the Gallazzi truncated normal at each draw's own mass (scipy as the reference).
+    b = prior.config["log_zsol"]
+    median, width = mass_metallicity_relation(theta[:200, 0] - b["mass_offset"])
+    scale = b["width"] * width
+    cdf = stats.truncnorm.cdf(theta[:200, zsol], (b["low"] - median) / scale, (b["high"] - median) / scale,
+                              loc=median, scale=scale)
+    np.testing.assert_allclose(stats.norm.cdf(t[:200, zsol].numpy()), np.clip(cdf, LOGIT_EPS, 1 - LOGIT_EPS),
+                               rtol=0, atol=1e-9)
     # log|dt/dtheta| of the diagonal map, by central differences away from the clamp.
     u = (theta - prior.low) / (prior.high - prior.low)
     inner = torch.tensor(theta[((u > 1e-3) & (u < 1 - 1e-3)).all(axis=1)][:50])
@@ -166,9 +177,14 @@ def test_prior_probit_map_makes_closed_form_priors_standard_normal(physical):
     # Saturated latents (a flow far outside its training data) stay in the box in float32, for both maps.
     low32, high32 = low.float(), high.float()
     for kind in ("logit", "prior_probit"):
-        m32 = (code, mean.float(), sigma.float())
+        m32 = m.to(torch.float32)
         far = posttransform_theta(torch.tensor([[40.0] * prior.dim, [-40.0] * prior.dim]), low32, high32, kind, m32)
         assert ((far >= low32) & (far <= high32)).all(), kind
+    # A conditional prior must hang on an unconditional parameter (else the map is not triangular).
+    chained = list(marginals)
+    chained[0] = Marginal("conditional_truncnormal", given=zsol, nodes=marginals[zsol].nodes)
+    with pytest.raises(ValueError, match="unconditional"):
+        marginal_tensors(chained)
 
 
 def test_prior_configuration_from_yaml_and_its_errors(tmp_path):
@@ -336,7 +352,7 @@ def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):
     assert meta["flow"]["theta_transform"] == meta["theta_transform"] == "prior_probit"
     names = meta["param_names"]
     assert meta["theta_marginals"][names.index("tau_bc")] == {"kind": "truncnormal", "mean": 0.3, "sigma": 1.0}
-    assert meta["theta_marginals"][names.index("log_zsol")] is None
+    assert meta["theta_marginals"][names.index("log_zsol")]["kind"] == "conditional_truncnormal"
     assert meta["prior"]["type"] == "PhysicalPrior" and meta["prior"]["density"]["sfh"]["scale"] == 0.6
     assert meta["photometric_noise"]["sigma_min"] == 0.002
     assert meta["training_set"]["redshift"] == {"kind": "survey", "low": 0.002, "high": 0.6}
@@ -351,6 +367,7 @@ def test_probit_map_is_read_from_the_sidecar(survey_flow, tmp_path):
 
     from sedscale.infer import Posterior
     from sedscale.models import Marginal
+    from sedscale.models.priors import marginals_to_list
     from sedscale.train.checkpoint import CheckpointError
 
     post = Posterior.load(survey_flow)
@@ -362,6 +379,16 @@ def test_probit_map_is_read_from_the_sidecar(survey_flow, tmp_path):
     (bare / "posterior.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="without theta_marginals"):
         Posterior.load(bare)
+    # A checkpoint trained before log Z had a conditional map (shipped dirichlet_survey) keeps its logit.
+    from sedscale.train.flows import BOX, CONDITIONAL
+
+    zsol = post.param_names.index("log_zsol")
+    assert int(post.flow.marginal_code[zsol]) == CONDITIONAL
+    meta["theta_marginals"] = marginals_to_list(post.flow.marginals)
+    meta["theta_marginals"][zsol] = None
+    (bare / "posterior.json").write_text(json.dumps(meta))
+    older = Posterior.load(bare)
+    assert older.flow.marginals[zsol] is None and int(older.flow.marginal_code[zsol]) == BOX
 
 
 def test_masked_band_gives_the_posterior_of_a_catalog_without_it(survey_flow, shared_data, tmp_path):

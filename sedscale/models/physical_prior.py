@@ -220,11 +220,13 @@ class PhysicalPrior(Prior):
         return np.full(n, float(z)) if z.ndim == 0 else z
 
     def marginals(self) -> tuple[Marginal | None, ...]:
-        """Per parameter, its prior if independent and closed-form, else None.
+        """Per parameter, its prior if its CDF has a closed form, else None.
 
         None for the SFH coordinates of a continuity SFH (their density depends
-        on z and on each other) and for a mass-metallicity ``log_zsol`` (it
-        depends on the mass); flat-Dirichlet SFH coordinates are uniform.
+        on z and on each other); flat-Dirichlet SFH coordinates are uniform; a
+        mass-metallicity ``log_zsol`` is a ``conditional_truncnormal`` given
+        ``log_mass`` (the Gallazzi table shifted by ``mass_offset``, its
+        16-84 range times ``width`` as sigma), so that its prior CDF is exact.
         """
         c = self.config
 
@@ -234,7 +236,14 @@ class PhysicalPrior(Prior):
                 return Marginal("uniform")
             if b["kind"] == "truncnormal":
                 return Marginal("truncnormal", b["mean"], b["sigma"])
-            return None
+            # mass_metallicity: mean and sigma of _normal() at the table's masses
+            t = GALLAZZI05
+
+            def floats(a) -> tuple[float, ...]:
+                return tuple(float(v) for v in a)
+
+            nodes = (floats(t[:, 0] + b["mass_offset"]), floats(t[:, 1]), floats(b["width"] * (t[:, 3] - t[:, 2])))
+            return Marginal("conditional_truncnormal", given=self.names.index("log_mass"), nodes=nodes)
 
         sfh = Marginal("uniform") if c["sfh"]["kind"] == "dirichlet" else None
         return (block("log_mass"),) + (sfh,) * (self.n_bins - 1) + tuple(block(k) for k in SCALAR_BLOCKS[1:])

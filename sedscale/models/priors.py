@@ -47,30 +47,59 @@ def simplex_to_unit_cube(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Marginal:
-    """The prior of one parameter when it is independent of the others and has a closed form.
+    """The prior of one parameter when it has a closed-form CDF.
 
     Attributes
     ----------
-    kind : {"uniform", "truncnormal"}
-        Uniform on the parameter's box, or a normal truncated to it.
+    kind : {"uniform", "truncnormal", "conditional_truncnormal"}
+        Uniform on the parameter's box; a normal truncated to it; or a normal
+        truncated to it whose mean and sigma are piecewise-linear functions of
+        another parameter (e.g. log Z about a mass-metallicity relation), i.e.
+        the conditional prior p(theta_j | theta_given).
     mean, sigma : float
         Of the normal before truncation (``truncnormal`` only), in the
         parameter's unit.
+    given : int, optional
+        ``conditional_truncnormal``: index of the parameter the normal is
+        conditioned on; that parameter must not be conditional itself.
+    nodes : tuple of three tuples of float, optional
+        ``conditional_truncnormal``: ``(x, mean, sigma)``, the conditioning
+        parameter's values (strictly increasing) and the normal's mean and
+        sigma there; interpolated linearly, constant beyond the ends.
     """
 
     kind: str
     mean: float = 0.0
     sigma: float = 1.0
+    given: int | None = None
+    nodes: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None = None
 
 
 def marginals_to_list(marginals) -> list[dict | None]:
     """JSON form of a sequence of :class:`Marginal` or None (a checkpoint's ``theta_marginals``)."""
-    return [None if m is None else {"kind": m.kind, "mean": m.mean, "sigma": m.sigma} for m in marginals]
+    out: list[dict | None] = []
+    for m in marginals:
+        if m is None:
+            out.append(None)
+        elif m.kind == "conditional_truncnormal":
+            out.append({"kind": m.kind, "given": m.given, "nodes": [list(a) for a in m.nodes]})
+        else:
+            out.append({"kind": m.kind, "mean": m.mean, "sigma": m.sigma})
+    return out
 
 
 def marginals_from_list(items) -> tuple[Marginal | None, ...]:
     """Inverse of :func:`marginals_to_list`."""
-    return tuple(None if d is None else Marginal(d["kind"], float(d["mean"]), float(d["sigma"])) for d in items)
+    out: list[Marginal | None] = []
+    for d in items:
+        if d is None:
+            out.append(None)
+        elif d["kind"] == "conditional_truncnormal":
+            x, mean, sigma = (tuple(float(v) for v in a) for a in d["nodes"])
+            out.append(Marginal(d["kind"], given=int(d["given"]), nodes=(x, mean, sigma)))
+        else:
+            out.append(Marginal(d["kind"], float(d["mean"]), float(d["sigma"])))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

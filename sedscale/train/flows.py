@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -59,31 +59,118 @@ class Normalization:
         return cls(**{k: np.asarray(d[k], dtype=np.float64) for k in cls.__dataclass_fields__})
 
 
-#: Codes of :func:`marginal_arrays`: the parameter's own prior is not used
-#: (logit of the box position), uniform on the box, truncated normal.
-BOX, UNIFORM, TRUNCNORMAL = 0, 1, 2
+#: Codes of :func:`marginal_tensors`: the parameter's own prior is not used
+#: (logit of the box position), uniform on the box, truncated normal, and a
+#: truncated normal whose mean and sigma depend on another parameter.
+BOX, UNIFORM, TRUNCNORMAL, CONDITIONAL = 0, 1, 2, 3
+_CODES = {"uniform": UNIFORM, "truncnormal": TRUNCNORMAL, "conditional_truncnormal": CONDITIONAL}
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def marginal_arrays(marginals) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Codes, means and sigmas, shape (d,) each, of a prior's per-parameter marginals.
+class MarginalTensors(NamedTuple):
+    """A prior's per-parameter marginals as tensors, for the ``prior_probit`` map.
+
+    Every normal is written as a piecewise-linear function of a conditioning
+    parameter (itself, with constant nodes, for an unconditional one), so one
+    vectorised interpolation serves both kinds.
+
+    Attributes
+    ----------
+    code : Tensor, shape (d,), int64
+        BOX, UNIFORM, TRUNCNORMAL or CONDITIONAL.
+    given : Tensor, shape (d,), int64
+        Index of the parameter that sets the normal's mean and sigma.
+    x, mean, sigma : Tensor, shape (d, k)
+        Interpolation nodes (strictly increasing in x) of the normal's mean
+        and sigma (before truncation), constant beyond the ends.
+    """
+
+    code: torch.Tensor
+    given: torch.Tensor
+    x: torch.Tensor
+    mean: torch.Tensor
+    sigma: torch.Tensor
+
+    def to(self, dtype: torch.dtype) -> MarginalTensors:
+        """The same marginals with float nodes of ``dtype``."""
+        return self._replace(x=self.x.to(dtype), mean=self.mean.to(dtype), sigma=self.sigma.to(dtype))
+
+
+def marginal_tensors(marginals, dtype: torch.dtype = torch.float64) -> MarginalTensors:
+    """:class:`MarginalTensors` of a prior's per-parameter marginals.
 
     Parameters
     ----------
     marginals : sequence of Marginal or None
-        As :meth:`sedscale.models.priors.Prior.marginals` returns them.
+        As :meth:`sedscale.models.priors.Prior.marginals` returns them (or a
+        checkpoint's ``theta_marginals`` read back).
+    dtype : torch.dtype
+        Of the nodes.
+
+    Raises
+    ------
+    ValueError
+        A conditional marginal given a conditional (or its own) parameter, or
+        nodes not strictly increasing: the map would not be triangular.
     """
-    code = np.array([BOX if m is None else {"uniform": UNIFORM, "truncnormal": TRUNCNORMAL}[m.kind]
-                     for m in marginals], dtype=np.int64)
-    mean = np.array([0.0 if m is None else m.mean for m in marginals])
-    sigma = np.array([1.0 if m is None else m.sigma for m in marginals])
-    return code, mean, sigma
+    marginals = list(marginals)
+    d = len(marginals)
+    code = np.array([BOX if m is None else _CODES[m.kind] for m in marginals], dtype=np.int64)
+    k = max([2] + [len(m.nodes[0]) for m in marginals if m is not None and m.kind == "conditional_truncnormal"])
+    given = np.arange(d)
+    x = np.broadcast_to(np.arange(k, dtype=float), (d, k)).copy()
+    mean, sigma = np.zeros((d, k)), np.ones((d, k))
+    for j, m in enumerate(marginals):
+        if m is None or m.kind == "uniform":
+            continue
+        if m.kind == "truncnormal":
+            mean[j], sigma[j] = m.mean, m.sigma
+            continue
+        nx, nmean, nsigma = (np.asarray(a, dtype=float) for a in m.nodes)
+        if m.given == j or code[m.given] == CONDITIONAL or np.any(np.diff(nx) <= 0):
+            raise ValueError(f"parameter {j}: a conditional prior must be given another, unconditional "
+                             "parameter on strictly increasing nodes")
+        given[j] = m.given
+        # pad to k nodes beyond the last one: the normal is constant there anyway
+        pad = k - len(nx)
+        x[j] = np.concatenate([nx, nx[-1] + 1.0 + np.arange(pad)])
+        mean[j] = np.concatenate([nmean, np.full(pad, nmean[-1])])
+        sigma[j] = np.concatenate([nsigma, np.full(pad, nsigma[-1])])
+    return MarginalTensors(torch.as_tensor(code), torch.as_tensor(given), torch.as_tensor(x, dtype=dtype),
+                           torch.as_tensor(mean, dtype=dtype), torch.as_tensor(sigma, dtype=dtype))
 
 
-def marginal_tensors(marginals) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`marginal_arrays` as tensors (int64 codes, float64 means and sigmas)."""
-    code, mean, sigma = marginal_arrays(marginals)
-    return torch.as_tensor(code), torch.as_tensor(mean), torch.as_tensor(sigma)
+def _interpolate(v: torch.Tensor, m: MarginalTensors, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and sigma (..., c) of the conditional normals of parameters ``cols`` (c,) at their
+    conditioning values v (..., c): linear between nodes, constant beyond the ends."""
+    x, ys = m.x[cols], (m.mean[cols], m.sigma[cols])
+    flat = v.reshape(-1, v.shape[-1]).T.contiguous()
+    flat = torch.minimum(torch.maximum(flat, x[:, :1]), x[:, -1:])
+    hi = torch.searchsorted(x, flat, right=True).clamp(1, x.shape[1] - 1)
+    x0 = x.gather(1, hi - 1)
+    w = (flat - x0) / (x.gather(1, hi) - x0)
+    out = []
+    for y in ys:
+        y0 = y.gather(1, hi - 1)
+        out.append((y0 + w * (y.gather(1, hi) - y0)).T.reshape(v.shape))
+    return out[0], out[1]
+
+
+def _conditional(m: MarginalTensors) -> torch.Tensor:
+    """Indices of the conditional parameters."""
+    return torch.nonzero(m.code == CONDITIONAL)[:, 0]
+
+
+def _normal_at(theta: torch.Tensor, m: MarginalTensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and sigma of each parameter's normal: shape (d,), or (..., d) where one is conditional on theta."""
+    mean, sigma = m.mean[:, 0], m.sigma[:, 0]
+    cols = _conditional(m)
+    if cols.numel() == 0:
+        return mean, sigma
+    c_mean, c_sigma = _interpolate(theta[..., m.given[cols]], m, cols)
+    mean, sigma = mean.expand(theta.shape).clone(), sigma.expand(theta.shape).clone()
+    mean[..., cols], sigma[..., cols] = c_mean, c_sigma
+    return mean, sigma
 
 
 def _truncation(low, high, mean, sigma):
@@ -92,12 +179,23 @@ def _truncation(low, high, mean, sigma):
     return lo, torch.special.ndtr((high - mean) / sigma) - lo
 
 
-def _prior_cdf(theta, low, high, marginals):
-    """Prior CDF u of each coded parameter and log du/dtheta (BOX rows: the box position)."""
-    code, mean, sigma = marginals
+def _truncnormal_quantile(cdf, low, high, mean, sigma):
+    """Quantile ``cdf`` of N(mean, sigma) truncated to [low, high] (inf or NaN at cdf 0 or 1 in float32:
+    the caller clamps)."""
+    lo, norm = _truncation(low, high, mean, sigma)
+    return mean + sigma * torch.special.ndtri(lo + cdf * norm)
+
+
+def _prior_cdf(theta, low, high, m: MarginalTensors):
+    """Prior CDF u of each coded parameter and log du/dtheta (BOX rows: the box position).
+
+    For a conditional parameter, u = F(theta_j | theta_given): the map is
+    triangular, so its log-determinant is the sum of these diagonal terms.
+    """
+    mean, sigma = _normal_at(theta, m.to(theta.dtype))
     s = (theta - mean) / sigma
     lo, norm = _truncation(low, high, mean, sigma)
-    tn = code == TRUNCNORMAL
+    tn = m.code >= TRUNCNORMAL
     u = torch.where(tn, (torch.special.ndtr(s) - lo) / norm, (theta - low) / (high - low))
     log_du = torch.where(tn, -0.5 * s**2 - _LOG_SQRT_2PI - torch.log(sigma * norm), -torch.log(high - low))
     return u, log_du
@@ -116,8 +214,8 @@ def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tenso
         (clamped to [LOGIT_EPS, 1 - LOGIT_EPS]); ``prior_probit``: for a
         parameter with an independent closed-form prior, the probit of its
         prior CDF (standard normal under the prior), for the others the logit.
-    marginals : tuple of Tensor, optional
-        ``(code, mean, sigma)`` of :func:`marginal_arrays`; ``prior_probit`` only.
+    marginals : MarginalTensors, optional
+        ``prior_probit`` only.
 
     Returns
     -------
@@ -146,11 +244,17 @@ def posttransform_theta(t: torch.Tensor, low: torch.Tensor, high: torch.Tensor, 
         return t
     theta = low + (high - low) * torch.sigmoid(t)
     if kind == "prior_probit":
-        code, mean, sigma = marginals
+        m = marginals.to(t.dtype)
         cdf = torch.special.ndtr(t)
-        lo, norm = _truncation(low, high, mean, sigma)
-        tn = mean + sigma * torch.special.ndtri(lo + cdf * norm)
-        theta = torch.where(code == BOX, theta, torch.where(code == TRUNCNORMAL, tn, low + (high - low) * cdf))
+        quantile = _truncnormal_quantile(cdf, low, high, m.mean[:, 0], m.sigma[:, 0])
+        inverse = torch.where(m.code >= TRUNCNORMAL, quantile, low + (high - low) * cdf)
+        theta = torch.where(m.code == BOX, theta, inverse)
+        cols = _conditional(m)
+        if cols.numel():
+            # The conditioning parameters are unconditional, hence already inverted above.
+            v = torch.minimum(torch.maximum(theta[..., m.given[cols]], low[m.given[cols]]), high[m.given[cols]])
+            c_mean, c_sigma = _interpolate(v, m, cols)
+            theta[..., cols] = _truncnormal_quantile(cdf[..., cols], low[cols], high[cols], c_mean, c_sigma)
     # A saturated sigmoid (or CDF) rounds low + (high - low) * 1 past high in float32 (log Z: 0.2 + 4e-8),
     # and ndtri of a CDF rounded to 1 is inf: the box edge is what the flow means.
     return torch.minimum(torch.maximum(theta, low), high)
@@ -262,6 +366,8 @@ class ConditionalFlow(nn.Module):
     x_mean: torch.Tensor
     x_std: torch.Tensor
     marginal_code: torch.Tensor
+    marginal_given: torch.Tensor
+    marginal_x: torch.Tensor
     marginal_mean: torch.Tensor
     marginal_sigma: torch.Tensor
 
@@ -283,10 +389,10 @@ class ConditionalFlow(nn.Module):
         self.register_buffer("theta_std", buf(normalization.theta_std))
         self.register_buffer("x_mean", buf(normalization.x_mean))
         self.register_buffer("x_std", buf(normalization.x_std))
-        code, mean, sigma = marginal_arrays(marginals if marginals is not None else [None] * len(low))
-        self.register_buffer("marginal_code", torch.as_tensor(code), persistent=False)
-        self.register_buffer("marginal_mean", buf(mean), persistent=False)
-        self.register_buffer("marginal_sigma", buf(sigma), persistent=False)
+        # Not in the state_dict: the map is rebuilt from the sidecar's theta_marginals.
+        tensors = marginal_tensors(marginals if marginals is not None else [None] * len(low), torch.float32)
+        for name, value in tensors._asdict().items():
+            self.register_buffer(f"marginal_{name}", value, persistent=False)
 
     @property
     def theta_dim(self) -> int:
@@ -306,8 +412,9 @@ class ConditionalFlow(nn.Module):
         return posttransform_theta(t, self.low, self.high, self.theta_transform, self._marginals)
 
     @property
-    def _marginals(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.marginal_code, self.marginal_mean, self.marginal_sigma
+    def _marginals(self) -> MarginalTensors:
+        return MarginalTensors(self.marginal_code, self.marginal_given, self.marginal_x, self.marginal_mean,
+                               self.marginal_sigma)
 
     def _condition(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.x_mean) / self.x_std
