@@ -265,6 +265,26 @@ def test_cli_resume_matches_uninterrupted_run(sims, tmp_path):
     assert a["weights"]["sha256"] == b["weights"]["sha256"]
 
 
+def test_resume_keeps_the_recorded_parameter_map(sims, tmp_path, capsys):
+    """A prior_probit run resumes under the map it started with (recorded in its state), never under
+    the one the prior code gives now; a state without the record is refused."""
+    small = ["--flow", "nsf", "--transforms", "2", "--hidden", "16", "--blocks", "1", "--batch-size", "256",
+             "--seed", "5", "--no-progress", "--theta-transform", "prior_probit"]
+    out = tmp_path / "probit"
+    assert run_train(["--sims", str(sims), "--out", str(out), "--max-epochs", "1", *small]) == 0
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["theta_marginals"] == json.loads((out / "posterior.json").read_text())["theta_marginals"]
+    assert run_train(["--sims", str(sims), "--out", str(out), "--resume", "--max-epochs", "2", "--no-progress"]) == 0
+    assert json.loads((out / "posterior.json").read_text())["theta_marginals"] == state["theta_marginals"]
+    state = json.loads((out / "train_state.json").read_text())
+    del state["theta_marginals"]
+    (out / "train_state.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    assert run_train(["--sims", str(sims), "--out", str(out), "--resume", "--max-epochs", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "does not record its parameter map" in err and err.count("\n") == 1
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert run_train(["--sims", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()

@@ -180,7 +180,7 @@ def _truncation(low, high, mean, sigma):
 
 
 def _truncnormal_quantile(cdf, low, high, mean, sigma):
-    """Quantile ``cdf`` of N(mean, sigma) truncated to [low, high] (inf or NaN at cdf 0 or 1 in float32:
+    """Quantile ``cdf`` of N(mean, sigma) truncated to [low, high] (inf at a CDF rounded to 0 or 1:
     the caller clamps)."""
     lo, norm = _truncation(low, high, mean, sigma)
     return mean + sigma * torch.special.ndtri(lo + cdf * norm)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..models.priors import marginals_to_list
+from ..models.priors import marginals_from_list, marginals_to_list
 from ..observe.spectral_noise import SpectralNoiseModel
 from .checkpoint import (
     CheckpointError,
@@ -174,8 +174,13 @@ def checkpoint_metadata(
     counts: SplitCounts,
     history: list,
     summary: dict,
+    marginals=None,
 ) -> dict:
-    """The sidecar of a posterior checkpoint (see :mod:`sedscale.train.checkpoint`)."""
+    """The sidecar of a posterior checkpoint (see :mod:`sedscale.train.checkpoint`).
+
+    ``marginals``: the trained flow's parameter map (``prior_probit``), recorded as
+    ``theta_marginals``.
+    """
     training = {k: v for k, v in config.to_dict().items() if k != "flow"}
     training.update(
         n_train=counts.n_train,
@@ -189,7 +194,7 @@ def checkpoint_metadata(
         "prior": ts.prior.to_dict(),
         "param_names": list(ts.param_names),
         "theta_transform": config.flow.theta_transform,
-        **_theta_marginals(config.flow.theta_transform, ts.prior),
+        **_theta_marginals(marginals),
         "x_columns": list(ts.x_columns),
         "x_units": ts.x_units,
         "observable": ts.observable,
@@ -241,10 +246,11 @@ class _Run:
         return out
 
 
-def _fresh_run(ts: TrainingSet, config: TrainConfig, norm: Normalization, counts: SplitCounts) -> _Run:
-    """Seeded flow, optimizer and lr schedule."""
+def _fresh_run(ts: TrainingSet, config: TrainConfig, norm: Normalization, counts: SplitCounts,
+               marginals=None) -> _Run:
+    """Seeded flow, optimizer and lr schedule (``marginals``: a resumed run's recorded map)."""
     torch.manual_seed(config.seed)
-    flow = build_flow(config.flow, ts.prior, norm)
+    flow = build_flow(config.flow, ts.prior, norm, marginals)
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
     scheduler = None
     if config.lr_patience is not None:
@@ -269,7 +275,15 @@ def _resume_run(out: Path, ts: TrainingSet, config: TrainConfig | None) -> _Run:
             f"{out}: the interrupted run trained on other data ({state['training_set']['path']}, "
             f"x {state['x_columns']}); resume with the same --sims"
         )
-    run = _fresh_run(ts, config, Normalization.from_dict(state["normalization"]), SplitCounts(**state["counts"]))
+    marginals = None
+    if config.flow.theta_transform == "prior_probit":
+        # The weights and normalization were fitted under the map of the code that started the run.
+        if "theta_marginals" not in state:
+            raise CheckpointError(f"{out}: this interrupted prior_probit run does not record its parameter map "
+                                  "(theta_marginals: written before maps were recorded); start it again without --resume")
+        marginals = marginals_from_list(state["theta_marginals"])
+    run = _fresh_run(ts, config, Normalization.from_dict(state["normalization"]), SplitCounts(**state["counts"]),
+                     marginals)
     run.flow.load_state_dict(tensors["flow"])
     run.optimizer.load_state_dict(tensors["optimizer"])
     if run.scheduler is not None:
@@ -328,12 +342,11 @@ def prior_reference_log_prob(ts: TrainingSet, rows: int = 20_000) -> float:
     return float(np.mean(lp[np.isfinite(lp)]))
 
 
-def _theta_marginals(theta_transform: str, prior) -> dict:
-    """``theta_marginals`` of a ``prior_probit`` flow: the map is read back from the sidecar,
-    not re-derived from the prior code, so a later change of ``Prior.marginals`` cannot re-map it."""
-    if theta_transform != "prior_probit":
-        return {}
-    return {"theta_marginals": marginals_to_list(prior.marginals())}
+def _theta_marginals(marginals) -> dict:
+    """``theta_marginals`` of a ``prior_probit`` flow (its ``ConditionalFlow.marginals``; none for
+    the other maps): the map is read back from the sidecar, not re-derived from the prior code, so a
+    later change of ``Prior.marginals`` cannot re-map it."""
+    return {} if marginals is None else {"theta_marginals": marginals_to_list(marginals)}
 
 
 def _source_metadata(ts: TrainingSet) -> dict:
@@ -416,6 +429,7 @@ def _write_state(out: Path, run: _Run, ts: TrainingSet, elapsed: float) -> None:
             "training_set": ts.describe(),
             "x_columns": list(ts.x_columns),
             "normalization": run.norm.to_dict(),
+            **_theta_marginals(run.flow.marginals),
             "counts": vars(run.counts),
             "history": run.history,
             "best_epoch": run.best_epoch,
@@ -544,7 +558,7 @@ def train(
         "wall_s": round(wall, 1),
         **({"initialized_from": run.initialized_from} if run.initialized_from else {}),
     }
-    meta = checkpoint_metadata(ts, config, run.norm, run.counts, run.history, summary)
+    meta = checkpoint_metadata(ts, config, run.norm, run.counts, run.history, summary, run.flow.marginals)
     path = save_checkpoint(out / CHECKPOINT_NAME, run.best_state, meta)
     plot_history(run.history, out / LOSS_PLOT, prior_lp, title=plot_title)
     log(
