@@ -212,8 +212,9 @@ def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tenso
     kind : {"zscore", "logit", "prior_probit"}
         ``zscore``: identity; ``logit``: logit of the position in the box
         (clamped to [LOGIT_EPS, 1 - LOGIT_EPS]); ``prior_probit``: for a
-        parameter with an independent closed-form prior, the probit of its
-        prior CDF (standard normal under the prior), for the others the logit.
+        parameter whose prior CDF has a closed form (conditional on another
+        parameter for ``conditional_truncnormal``), the probit of that CDF
+        (standard normal under the prior), for the others the logit.
     marginals : MarginalTensors, optional
         ``prior_probit`` only.
 
@@ -231,7 +232,7 @@ def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tenso
     if kind == "prior_probit":
         cdf, log_du = _prior_cdf(theta, low, high, marginals)
         probit = torch.special.ndtri(cdf.clamp(LOGIT_EPS, 1 - LOGIT_EPS))
-        coded = marginals[0] != BOX
+        coded = marginals.code != BOX
         t = torch.where(coded, probit, t)
         # log|dt/dtheta| = log(du/dtheta) - log phi(t)
         log_jac = torch.where(coded, log_du + 0.5 * probit**2 + _LOG_SQRT_2PI, log_jac)
