@@ -165,7 +165,10 @@ def test_prior_probit_map_makes_closed_form_priors_standard_normal(physical):
         down, _ = pretransform_theta(inner - step, low, high, "prior_probit", m)
         fd += torch.log((up - down)[:, j].abs() / (2 * h))
     torch.testing.assert_close(pretransform_theta(inner, low, high, "prior_probit", m)[1], fd, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(posttransform_theta(t, low, high, "prior_probit", m).numpy(),
+    # learned_theta ranks truths as the (float32) training set stores them.
+    rounded = torch.tensor(theta.astype(np.float32).astype(float))
+    np.testing.assert_allclose(posttransform_theta(pretransform_theta(rounded, low, high, "prior_probit", m)[0], low,
+                                                   high, "prior_probit", m).numpy(),
                                learned_theta(theta, prior.low, prior.high, "prior_probit", marginals), rtol=0, atol=1e-12)
     # A tau_BC truth at the box edge is ranked at the clamped prior quantile, inside the box.
     edge = theta[:1].copy()
@@ -185,6 +188,51 @@ def test_prior_probit_map_makes_closed_form_priors_standard_normal(physical):
     chained[0] = Marginal("conditional_truncnormal", given=zsol, nodes=marginals[zsol].nodes)
     with pytest.raises(ValueError, match="unconditional"):
         marginal_tensors(chained)
+
+
+def test_tabulated_map_makes_continuity_sfh_coordinates_standard_normal(physical):
+    """prior_probit for the continuity SFH: the probit of a CDF tabulated from prior draws is N(0, 1) on
+    fresh draws (the z-scored logit of frac_u1, median ~0.99, is not); exact inverse and slopes; a
+    value many draws share (the box edge) maps to the middle of its probability."""
+    import torch
+
+    from sedscale.models.priors import marginals_from_list, marginals_to_list, tabulated_marginal
+    from sedscale.train.flows import _piecewise, marginal_tensors, posttransform_theta, pretransform_theta
+
+    prior = physical.prior
+    rng = np.random.default_rng(11)
+    draws = prior.sample(50000, rng, rng.uniform(*Z_RANGE, 50000))
+    marginals = [tabulated_marginal(draws[:, j], prior.low[j], prior.high[j]) if m is None else m
+                 for j, m in enumerate(prior.marginals())]
+    assert marginals_from_list(json.loads(json.dumps(marginals_to_list(marginals)))) == tuple(marginals)
+    theta = prior.sample(20000, rng, rng.uniform(*Z_RANGE, 20000))
+    low, high = torch.tensor(prior.low), torch.tensor(prior.high)
+    m = marginal_tensors(marginals)
+    t, log_jac = pretransform_theta(torch.tensor(theta), low, high, "prior_probit", m)
+    t_logit, _ = pretransform_theta(torch.tensor(theta), low, high, "logit")
+    sfh = range(1, prior.n_bins)
+    for j in sfh:
+        assert stats.kstest(t[:, j].numpy(), "norm").statistic < 0.02, j
+    assert stats.kstest((t_logit[:, 1] - t_logit[:, 1].mean()) / t_logit[:, 1].std(), "norm").statistic > 0.04
+    assert np.isfinite(log_jac.numpy()).all()
+    back = posttransform_theta(t, low, high, "prior_probit", m).numpy()
+    np.testing.assert_allclose(back[:, 1:prior.n_bins], theta[:, 1:prior.n_bins], rtol=0, atol=1e-9)
+    # The slope of the tabulated CDF at segment midpoints, by central differences inside the segment.
+    x, cdf = (np.array(a) for a in marginals[1].nodes)
+    assert x[0] == prior.low[1] and x[-1] == prior.high[1] and np.all(np.diff(cdf) > 0)
+    mid, width = (x[1:] + x[:-1]) / 2, np.diff(x)
+    ((value, slope),) = _piecewise(torch.tensor(mid)[:, None], torch.tensor(x)[None], torch.tensor(cdf)[None])
+    h = torch.tensor(width / 10)[:, None]
+    ((up, _),) = _piecewise(torch.tensor(mid)[:, None] + h, torch.tensor(x)[None], torch.tensor(cdf)[None])
+    ((down, _),) = _piecewise(torch.tensor(mid)[:, None] - h, torch.tensor(x)[None], torch.tensor(cdf)[None])
+    torch.testing.assert_close(slope, (up - down) / (2 * h))
+    np.testing.assert_allclose(value[:, 0].numpy(), (cdf[1:] + cdf[:-1]) / 2)
+    # 30% of the draws at the top edge: the edge sits at the middle of that mass, CDF 0.85.
+    edge = np.concatenate([rng.random(7000), np.ones(3000)])
+    ex, ecdf = tabulated_marginal(edge, 0.0, 1.0).nodes
+    assert ex[-1] == 1.0 and ecdf[-1] == pytest.approx(0.85, abs=0.01) and ecdf[0] == 0.0
+    with pytest.raises(ValueError, match="inside"):
+        tabulated_marginal(edge + 0.5, 0.0, 1.0)
 
 
 def test_prior_configuration_from_yaml_and_its_errors(tmp_path):
@@ -353,6 +401,8 @@ def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):
     names = meta["param_names"]
     assert meta["theta_marginals"][names.index("tau_bc")] == {"kind": "truncnormal", "mean": 0.3, "sigma": 1.0}
     assert meta["theta_marginals"][names.index("log_zsol")]["kind"] == "conditional_truncnormal"
+    # Continuity SFH coordinates: their CDF tabulated from the training rows.
+    assert {meta["theta_marginals"][names.index(f"frac_u{k}")]["kind"] for k in range(1, 7)} == {"tabulated"}
     assert meta["prior"]["type"] == "PhysicalPrior" and meta["prior"]["density"]["sfh"]["scale"] == 0.6
     assert meta["photometric_noise"]["sigma_min"] == 0.002
     assert meta["training_set"]["redshift"] == {"kind": "survey", "low": 0.002, "high": 0.6}

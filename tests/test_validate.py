@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from scipy import stats
 
 from sedscale.errors import ParameterError
 from sedscale.validate.calibration import (
@@ -59,6 +60,12 @@ def test_sbc_ranks_count_samples_below_truth():
         sbc_ranks(samples, [[1.0, 2.0, 3.0]])
     with pytest.raises(ParameterError, match="finite"):
         sbc_ranks(np.full((1, 3, 2), np.nan), [[0.0, 0.0]])
+    # A point mass (truth and 60% of the samples at a box edge): ties broken uniformly, not all counted above.
+    edge = np.concatenate([np.linspace(0, 0.9, 400), np.ones(600)])[None, :, None].repeat(4000, axis=0)
+    ranks = sbc_ranks(edge, np.ones((4000, 1)), np.random.default_rng(1))[:, 0]
+    assert ranks.min() >= 400 and ranks.max() <= 1000
+    assert stats.kstest((ranks - 400 + np.random.default_rng(2).random(4000)) / 601, "uniform").pvalue > 1e-3
+    assert (sbc_ranks(edge[:1], np.ones((1, 1))) == 400).all()
 
 
 def test_fractional_ranks_are_uniform_for_uniform_integer_ranks():

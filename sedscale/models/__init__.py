@@ -14,7 +14,7 @@ from .base import ZSUN, ForwardModel, StarFormation
 from .delayed_tau import DelayedTauModel
 from .derived import DERIVED_UNITS
 from .dirichlet import DirichletModel
-from .priors import Marginal, Parameter, Prior, simplex_to_unit_cube, unit_cube_to_simplex
+from .priors import Marginal, Parameter, Prior, simplex_to_unit_cube, tabulated_marginal, unit_cube_to_simplex
 from .provabgs import ProvabgsModel
 
 MODELS = {m.name: m for m in (DirichletModel, ProvabgsModel, DelayedTauModel)}
@@ -36,6 +36,7 @@ __all__ = [
     "StarFormation",
     "get_model",
     "simplex_to_unit_cube",
+    "tabulated_marginal",
     "unit_cube_to_simplex",
 ]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import ndtr
 
 from ..errors import ParameterError
 
@@ -47,32 +48,75 @@ def simplex_to_unit_cube(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Marginal:
-    """The prior of one parameter when it has a closed-form CDF.
+    """The prior of one parameter when its CDF can be written down.
 
     Attributes
     ----------
-    kind : {"uniform", "truncnormal", "conditional_truncnormal"}
-        Uniform on the parameter's box; a normal truncated to it; or a normal
+    kind : {"uniform", "truncnormal", "conditional_truncnormal", "tabulated"}
+        Uniform on the parameter's box; a normal truncated to it; a normal
         truncated to it whose mean and sigma are piecewise-linear functions of
         another parameter (e.g. log Z about a mass-metallicity relation), i.e.
-        the conditional prior p(theta_j | theta_given).
+        the conditional prior p(theta_j | theta_given); or a piecewise-linear
+        CDF tabulated from prior draws (:func:`tabulated_marginal`), for a
+        parameter whose prior has no closed form.
     mean, sigma : float
         Of the normal before truncation (``truncnormal`` only), in the
         parameter's unit.
     given : int, optional
         ``conditional_truncnormal``: index of the parameter the normal is
         conditioned on; that parameter must not be conditional itself.
-    nodes : tuple of three tuples of float, optional
+    nodes : tuple of tuples of float, optional
         ``conditional_truncnormal``: ``(x, mean, sigma)``, the conditioning
         parameter's values (strictly increasing) and the normal's mean and
         sigma there; interpolated linearly, constant beyond the ends.
+        ``tabulated``: ``(x, cdf)``, both strictly increasing, x spanning the
+        box; the CDF is linear between nodes.
     """
 
     kind: str
     mean: float = 0.0
     sigma: float = 1.0
     given: int | None = None
-    nodes: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None = None
+    nodes: tuple[tuple[float, ...], ...] | None = None
+
+
+#: Standard-normal levels of the nodes of :func:`tabulated_marginal` (every 0.1 sigma to 4 sigma).
+TABULATED_LEVELS = np.linspace(-4.0, 4.0, 81)
+
+
+def tabulated_marginal(draws: np.ndarray, low: float, high: float) -> Marginal:
+    """A ``tabulated`` :class:`Marginal`: the empirical CDF of prior draws of one parameter.
+
+    Nodes sit at the draws' quantiles of :data:`TABULATED_LEVELS` (probit
+    levels, so the tails are resolved as finely as the middle) and at the box
+    edges.  The CDF at a node is the mid-rank one, (#draws < x + #draws <= x)
+    / 2n, so a value that many draws share (a box edge; float32 rounding near
+    it) maps to the middle of its probability, not to 0 or 1.  Nodes are
+    strictly increasing in float32, the precision the flow evaluates them in.
+
+    Parameters
+    ----------
+    draws : ndarray, shape (n,)
+        Prior draws of the parameter, inside [low, high].
+    low, high : float
+        The parameter's box.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 100 draws, or draws outside the box.
+    """
+    v = np.sort(np.asarray(draws, dtype=np.float32).astype(np.float64))
+    if v.size < 100 or v[0] < np.float32(low) or v[-1] > np.float32(high):
+        raise ValueError(f"a tabulated prior CDF needs >= 100 draws inside [{low}, {high}], got {v.size} "
+                         f"in [{v[0] if v.size else np.nan}, {v[-1] if v.size else np.nan}]")
+    x = np.unique(np.concatenate([[low, high], np.quantile(v, ndtr(TABULATED_LEVELS))]).astype(np.float32))
+    x = x[(x >= np.float32(low)) & (x <= np.float32(high))].astype(np.float64)
+    cdf = (np.searchsorted(v, x, side="left") + np.searchsorted(v, x, side="right")) / (2.0 * v.size)
+    keep = np.concatenate([[True], np.diff(cdf) > 0])
+    # A node whose CDF does not rise (no draw between it and the previous one) adds nothing.
+    x, cdf = x[keep], cdf[keep]
+    return Marginal("tabulated", nodes=(tuple(float(a) for a in x), tuple(float(a) for a in cdf)))
 
 
 def marginals_to_list(marginals) -> list[dict | None]:
@@ -83,6 +127,8 @@ def marginals_to_list(marginals) -> list[dict | None]:
             out.append(None)
         elif m.kind == "conditional_truncnormal":
             out.append({"kind": m.kind, "given": m.given, "nodes": [list(a) for a in m.nodes]})
+        elif m.kind == "tabulated":
+            out.append({"kind": m.kind, "nodes": [list(a) for a in m.nodes]})
         else:
             out.append({"kind": m.kind, "mean": m.mean, "sigma": m.sigma})
     return out
@@ -94,9 +140,9 @@ def marginals_from_list(items) -> tuple[Marginal | None, ...]:
     for d in items:
         if d is None:
             out.append(None)
-        elif d["kind"] == "conditional_truncnormal":
-            x, mean, sigma = (tuple(float(v) for v in a) for a in d["nodes"])
-            out.append(Marginal(d["kind"], given=int(d["given"]), nodes=(x, mean, sigma)))
+        elif d["kind"] in ("conditional_truncnormal", "tabulated"):
+            nodes = tuple(tuple(float(v) for v in a) for a in d["nodes"])
+            out.append(Marginal(d["kind"], given=None if d.get("given") is None else int(d["given"]), nodes=nodes))
         else:
             out.append(Marginal(d["kind"], float(d["mean"]), float(d["sigma"])))
     return tuple(out)

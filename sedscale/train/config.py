@@ -39,10 +39,10 @@ EMBEDDINGS = ("mlp",)
 #: ``zscore``: affine (as sbi); samples outside the prior box are rejected.
 #: ``logit``: logit of the position inside the prior box, then z-scored;
 #: every sample lies inside the box.
-#: ``prior_probit``: probit of the prior CDF for parameters whose prior is
-#: independent and closed-form (uniform, truncated normal), so that an
-#: unconstrained parameter's posterior is the flow's N(0, 1) base; logit for
-#: the others.  Every sample lies inside the box.
+#: ``prior_probit``: probit of each parameter's prior CDF (closed form, given
+#: the mass for a mass-metallicity log Z, or tabulated from the training rows
+#: for continuity SFH coordinates), so that an unconstrained parameter's
+#: posterior is the flow's N(0, 1) base.  Every sample lies inside the box.
 THETA_TRANSFORMS = ("zscore", "logit", "prior_probit")
 
 

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ..errors import ConfigError, MissingDataError, SedscaleError
-from ..models.priors import Parameter, Prior
+from ..models.priors import Parameter, Prior, tabulated_marginal
 from ..observe.layout import FLUX_TRUE_COLUMNS, REDSHIFT_COLUMN, spectrum_x
 from ..observe.spectral_noise import SpectralNoiseModel, spectral_noise_model
 from ..observe.survey_noise import SurveyNoise, photometric_noise_model
@@ -389,8 +389,48 @@ class SplitCounts:
     n_invalid: int
 
 
-def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta_transform: str):
+#: Training rows the tabulated prior CDFs of :func:`parameter_map` are read from.
+TABULATE_ROWS = 200_000
+
+
+def parameter_map(ts: TrainingSet, val_fraction: float, seed: int, rows: int = TABULATE_ROWS) -> tuple:
+    """The per-parameter prior marginals of a new ``prior_probit`` flow.
+
+    The prior's closed-form marginals, and for each parameter without one (the
+    SFH coordinates of a continuity SFH, whose prior depends on z and on each
+    other) its CDF tabulated from the first ``rows`` training rows (files in
+    order, so the same set always gives the same map): those rows are prior
+    draws at the training redshifts, so the probit of that CDF is close to
+    N(0, 1) under the prior, where the logit of a coordinate piled against
+    its box edge (continuity ``frac_u1``: median 0.992) leaves a long tail.
+
+    Returns
+    -------
+    tuple of Marginal
+        One per parameter, none of them None (recorded in the checkpoint's
+        sidecar as ``theta_marginals``).
+    """
+    marginals = list(ts.prior.marginals())
+    missing = [j for j, m in enumerate(marginals) if m is None]
+    if not missing:
+        return tuple(marginals)
+    chunks, total = [], 0
+    for theta, _, _ in read_chunks(ts, Split("train", val_fraction, seed)):
+        chunks.append(theta[:, missing])
+        total += theta.shape[0]
+        if total >= rows:
+            break
+    draws = np.concatenate(chunks)[:rows]
+    for i, j in enumerate(missing):
+        marginals[j] = tabulated_marginal(draws[:, i], float(ts.prior.low[j]), float(ts.prior.high[j]))
+    return tuple(marginals)
+
+
+def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta_transform: str, marginals=None):
     """One pass over the data: z-scoring statistics of the training rows.
+
+    ``marginals`` (``prior_probit``): the flow's parameter map (by default the
+    prior's closed-form marginals, logit for the others).
 
     Returns
     -------
@@ -406,7 +446,7 @@ def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta
     """
     low = torch.as_tensor(ts.prior.low, dtype=torch.float64)
     high = torch.as_tensor(ts.prior.high, dtype=torch.float64)
-    marginals = marginal_tensors(ts.prior.marginals())
+    marginals = marginal_tensors(ts.prior.marginals() if marginals is None else marginals)
     d = len(ts.param_names)
     sums = np.zeros(d + len(ts.x_columns))
     squares = np.zeros_like(sums)

@@ -6,9 +6,10 @@ flow, built by :func:`build_flow`) between two fixed maps:
 * parameters: theta -> y, either ``(theta - mean) / std`` (``zscore``),
   ``(logit((theta - low) / (high - low)) - mean) / std`` (``logit``) or,
   for ``prior_probit``, ``(probit(F(theta)) - mean) / std`` with F the
-  parameter's prior CDF where the prior gives one in closed form (a
+  parameter's prior CDF: in closed form where the prior gives one (a
   parameter the data do not constrain is then exactly the flow's standard
-  normal base) and the logit elsewhere;
+  normal base), tabulated from the training rows where it does not, and
+  the logit for a parameter whose recorded map has neither (older flows);
 * observations: x -> ``(x - mean) / std``.
 
 All statistics are computed from the training data and stored as buffers,
@@ -61,9 +62,11 @@ class Normalization:
 
 #: Codes of :func:`marginal_tensors`: the parameter's own prior is not used
 #: (logit of the box position), uniform on the box, truncated normal, and a
-#: truncated normal whose mean and sigma depend on another parameter.
-BOX, UNIFORM, TRUNCNORMAL, CONDITIONAL = 0, 1, 2, 3
-_CODES = {"uniform": UNIFORM, "truncnormal": TRUNCNORMAL, "conditional_truncnormal": CONDITIONAL}
+#: truncated normal whose mean and sigma depend on another parameter, and a
+#: tabulated piecewise-linear CDF.
+BOX, UNIFORM, TRUNCNORMAL, CONDITIONAL, TABULATED = 0, 1, 2, 3, 4
+_CODES = {"uniform": UNIFORM, "truncnormal": TRUNCNORMAL, "conditional_truncnormal": CONDITIONAL,
+          "tabulated": TABULATED}
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -72,17 +75,21 @@ class MarginalTensors(NamedTuple):
 
     Every normal is written as a piecewise-linear function of a conditioning
     parameter (itself, with constant nodes, for an unconditional one), so one
-    vectorised interpolation serves both kinds.
+    vectorised interpolation serves both kinds; a tabulated CDF uses the same
+    interpolation on its own nodes.
 
     Attributes
     ----------
     code : Tensor, shape (d,), int64
-        BOX, UNIFORM, TRUNCNORMAL or CONDITIONAL.
+        BOX, UNIFORM, TRUNCNORMAL, CONDITIONAL or TABULATED.
     given : Tensor, shape (d,), int64
         Index of the parameter that sets the normal's mean and sigma.
     x, mean, sigma : Tensor, shape (d, k)
         Interpolation nodes (strictly increasing in x) of the normal's mean
-        and sigma (before truncation), constant beyond the ends.
+        and sigma (before truncation), constant beyond the ends; for a
+        TABULATED parameter, x holds its own nodes (padded below the first).
+    cdf : Tensor, shape (d, k)
+        TABULATED: the CDF at x (strictly increasing, padded below the first).
     """
 
     code: torch.Tensor
@@ -90,10 +97,12 @@ class MarginalTensors(NamedTuple):
     x: torch.Tensor
     mean: torch.Tensor
     sigma: torch.Tensor
+    cdf: torch.Tensor
 
     def to(self, dtype: torch.dtype) -> MarginalTensors:
         """The same marginals with float nodes of ``dtype``."""
-        return self._replace(x=self.x.to(dtype), mean=self.mean.to(dtype), sigma=self.sigma.to(dtype))
+        return self._replace(x=self.x.to(dtype), mean=self.mean.to(dtype), sigma=self.sigma.to(dtype),
+                             cdf=self.cdf.to(dtype))
 
 
 def marginal_tensors(marginals, dtype: torch.dtype = torch.float64) -> MarginalTensors:
@@ -116,15 +125,24 @@ def marginal_tensors(marginals, dtype: torch.dtype = torch.float64) -> MarginalT
     marginals = list(marginals)
     d = len(marginals)
     code = np.array([BOX if m is None else _CODES[m.kind] for m in marginals], dtype=np.int64)
-    k = max([2] + [len(m.nodes[0]) for m in marginals if m is not None and m.kind == "conditional_truncnormal"])
+    k = max([2] + [len(m.nodes[0]) for m in marginals if m is not None and m.nodes is not None])
     given = np.arange(d)
     x = np.broadcast_to(np.arange(k, dtype=float), (d, k)).copy()
-    mean, sigma = np.zeros((d, k)), np.ones((d, k))
+    mean, sigma, cdf = np.zeros((d, k)), np.ones((d, k)), x.copy()
     for j, m in enumerate(marginals):
         if m is None or m.kind == "uniform":
             continue
         if m.kind == "truncnormal":
             mean[j], sigma[j] = m.mean, m.sigma
+            continue
+        if m.kind == "tabulated":
+            nx, ncdf = (np.asarray(a, dtype=float) for a in m.nodes)
+            if np.any(np.diff(nx) <= 0) or np.any(np.diff(ncdf) <= 0):
+                raise ValueError(f"parameter {j}: a tabulated CDF needs strictly increasing nodes and values")
+            # Pad below the first node: the interpolation clamps its argument to the last node, and the
+            # padding must never be a segment an in-range value falls into.
+            below = np.arange(k - len(nx), 0, -1, dtype=float)
+            x[j], cdf[j] = np.concatenate([nx[0] - below, nx]), np.concatenate([ncdf[0] - below, ncdf])
             continue
         nx, nmean, nsigma = (np.asarray(a, dtype=float) for a in m.nodes)
         if m.given == j or code[m.given] == CONDITIONAL or np.any(np.diff(nx) <= 0):
@@ -136,24 +154,39 @@ def marginal_tensors(marginals, dtype: torch.dtype = torch.float64) -> MarginalT
         x[j] = np.concatenate([nx, nx[-1] + 1.0 + np.arange(pad)])
         mean[j] = np.concatenate([nmean, np.full(pad, nmean[-1])])
         sigma[j] = np.concatenate([nsigma, np.full(pad, nsigma[-1])])
-    return MarginalTensors(torch.as_tensor(code), torch.as_tensor(given), torch.as_tensor(x, dtype=dtype),
-                           torch.as_tensor(mean, dtype=dtype), torch.as_tensor(sigma, dtype=dtype))
+    return MarginalTensors(*(torch.as_tensor(a) for a in (code, given)),
+                           *(torch.as_tensor(a, dtype=dtype) for a in (x, mean, sigma, cdf)))
+
+
+def _piecewise(v: torch.Tensor, xp: torch.Tensor, *fps: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Linear interpolation, per column, of each fp (c, k) on nodes xp (c, k) at v (..., c).
+
+    v is clamped to [xp[:, 0], xp[:, -1]].  Returns, per fp, its value and its
+    slope d fp / d v, both shaped as v.
+    """
+    flat = v.reshape(-1, v.shape[-1]).T.contiguous()
+    flat = torch.minimum(torch.maximum(flat, xp[:, :1]), xp[:, -1:])
+    hi = torch.searchsorted(xp, flat, right=True).clamp(1, xp.shape[1] - 1)
+    x0 = xp.gather(1, hi - 1)
+    dx = xp.gather(1, hi) - x0
+    out = []
+    for fp in fps:
+        y0 = fp.gather(1, hi - 1)
+        slope = (fp.gather(1, hi) - y0) / dx
+        out.append(((y0 + (flat - x0) * slope).T.reshape(v.shape), slope.T.reshape(v.shape)))
+    return out
 
 
 def _interpolate(v: torch.Tensor, m: MarginalTensors, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and sigma (..., c) of the conditional normals of parameters ``cols`` (c,) at their
     conditioning values v (..., c): linear between nodes, constant beyond the ends."""
-    x, ys = m.x[cols], (m.mean[cols], m.sigma[cols])
-    flat = v.reshape(-1, v.shape[-1]).T.contiguous()
-    flat = torch.minimum(torch.maximum(flat, x[:, :1]), x[:, -1:])
-    hi = torch.searchsorted(x, flat, right=True).clamp(1, x.shape[1] - 1)
-    x0 = x.gather(1, hi - 1)
-    w = (flat - x0) / (x.gather(1, hi) - x0)
-    out = []
-    for y in ys:
-        y0 = y.gather(1, hi - 1)
-        out.append((y0 + w * (y.gather(1, hi) - y0)).T.reshape(v.shape))
-    return out[0], out[1]
+    (mean, _), (sigma, _) = _piecewise(v, m.x[cols], m.mean[cols], m.sigma[cols])
+    return mean, sigma
+
+
+def _tabulated(m: MarginalTensors) -> torch.Tensor:
+    """Indices of the parameters with a tabulated CDF."""
+    return torch.nonzero(m.code == TABULATED)[:, 0]
 
 
 def _conditional(m: MarginalTensors) -> torch.Tensor:
@@ -192,12 +225,18 @@ def _prior_cdf(theta, low, high, m: MarginalTensors):
     For a conditional parameter, u = F(theta_j | theta_given): the map is
     triangular, so its log-determinant is the sum of these diagonal terms.
     """
-    mean, sigma = _normal_at(theta, m.to(theta.dtype))
+    m = m.to(theta.dtype)
+    mean, sigma = _normal_at(theta, m)
     s = (theta - mean) / sigma
     lo, norm = _truncation(low, high, mean, sigma)
-    tn = m.code >= TRUNCNORMAL
+    tn = (m.code == TRUNCNORMAL) | (m.code == CONDITIONAL)
     u = torch.where(tn, (torch.special.ndtr(s) - lo) / norm, (theta - low) / (high - low))
     log_du = torch.where(tn, -0.5 * s**2 - _LOG_SQRT_2PI - torch.log(sigma * norm), -torch.log(high - low))
+    cols = _tabulated(m)
+    if cols.numel():
+        ((u_tab, slope),) = _piecewise(theta[..., cols], m.x[cols], m.cdf[cols])
+        u, log_du = u.clone(), log_du.clone()
+        u[..., cols], log_du[..., cols] = u_tab, torch.log(slope)
     return u, log_du
 
 
@@ -212,9 +251,10 @@ def pretransform_theta(theta: torch.Tensor, low: torch.Tensor, high: torch.Tenso
     kind : {"zscore", "logit", "prior_probit"}
         ``zscore``: identity; ``logit``: logit of the position in the box
         (clamped to [LOGIT_EPS, 1 - LOGIT_EPS]); ``prior_probit``: for a
-        parameter whose prior CDF has a closed form (conditional on another
-        parameter for ``conditional_truncnormal``), the probit of that CDF
-        (standard normal under the prior), for the others the logit.
+        parameter with a marginal (closed form, conditional on another
+        parameter for ``conditional_truncnormal``, or ``tabulated``), the
+        probit of that CDF (standard normal under the prior), for the others
+        the logit.
     marginals : MarginalTensors, optional
         ``prior_probit`` only.
 
@@ -248,8 +288,13 @@ def posttransform_theta(t: torch.Tensor, low: torch.Tensor, high: torch.Tensor, 
         m = marginals.to(t.dtype)
         cdf = torch.special.ndtr(t)
         quantile = _truncnormal_quantile(cdf, low, high, m.mean[:, 0], m.sigma[:, 0])
-        inverse = torch.where(m.code >= TRUNCNORMAL, quantile, low + (high - low) * cdf)
+        tn = (m.code == TRUNCNORMAL) | (m.code == CONDITIONAL)
+        inverse = torch.where(tn, quantile, low + (high - low) * cdf)
         theta = torch.where(m.code == BOX, theta, inverse)
+        tab = _tabulated(m)
+        if tab.numel():
+            ((values, _),) = _piecewise(cdf[..., tab], m.cdf[tab], m.x[tab])
+            theta[..., tab] = values
         cols = _conditional(m)
         if cols.numel():
             # The conditioning parameters are unconditional, hence already inverted above.
@@ -266,7 +311,8 @@ def learned_theta(theta, low, high, kind: str, marginals=None) -> np.ndarray:
 
     ``logit`` clamps the position in the prior box to [LOGIT_EPS, 1 - LOGIT_EPS]
     (:func:`pretransform_theta`), so the flow learns the posterior of the
-    clamped parameter (``prior_probit`` clamps the prior CDF the same way).
+    clamped parameter (``prior_probit`` clamps the prior CDF the same way,
+    after rounding theta to float32 as the training set stores it).
     Calibration tests must rank this, not the raw truth:
     a truth closer to the box edge than 1e-6 of its width (e.g. the youngest
     SFH bin's stick-breaking coordinate, 1 - u ~ 1e-7 for ~5% of continuity-prior
@@ -295,6 +341,9 @@ def learned_theta(theta, low, high, kind: str, marginals=None) -> np.ndarray:
         return low + (high - low) * np.clip((theta - low) / (high - low), LOGIT_EPS, 1 - LOGIT_EPS)
     lo, hi = torch.as_tensor(low), torch.as_tensor(high)
     tensors = marginal_tensors(marginals)
+    # Training sets store float32 parameters, and a tabulated CDF has float32 nodes: near a box edge the
+    # flow learned the rounded value (frac_u1 = 1 - 1e-9 is 1.0 there), so the truth is ranked rounded.
+    theta = theta.astype(np.float32).astype(float)
     t, _ = pretransform_theta(torch.as_tensor(theta), lo, hi, kind, tensors)
     return posttransform_theta(t, lo, hi, kind, tensors).numpy()
 
@@ -371,6 +420,7 @@ class ConditionalFlow(nn.Module):
     marginal_x: torch.Tensor
     marginal_mean: torch.Tensor
     marginal_sigma: torch.Tensor
+    marginal_cdf: torch.Tensor
 
     def __init__(self, estimator: nn.Module, low, high, normalization: Normalization, theta_transform: str,
                  marginals=None):
@@ -415,7 +465,7 @@ class ConditionalFlow(nn.Module):
     @property
     def _marginals(self) -> MarginalTensors:
         return MarginalTensors(self.marginal_code, self.marginal_given, self.marginal_x, self.marginal_mean,
-                               self.marginal_sigma)
+                               self.marginal_sigma, self.marginal_cdf)
 
     def _condition(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.x_mean) / self.x_std

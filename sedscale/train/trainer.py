@@ -52,6 +52,7 @@ from .data import (
     TrainingSet,
     compute_normalization,
     open_training_set,
+    parameter_map,
     read_chunks,
     shuffled_batches,
 )
@@ -248,7 +249,7 @@ class _Run:
 
 def _fresh_run(ts: TrainingSet, config: TrainConfig, norm: Normalization, counts: SplitCounts,
                marginals=None) -> _Run:
-    """Seeded flow, optimizer and lr schedule (``marginals``: a resumed run's recorded map)."""
+    """Seeded flow, optimizer and lr schedule (``marginals``: the ``prior_probit`` map, new or a resumed run's)."""
     torch.manual_seed(config.seed)
     flow = build_flow(config.flow, ts.prior, norm, marginals)
     optimizer = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)
@@ -261,8 +262,12 @@ def _fresh_run(ts: TrainingSet, config: TrainConfig, norm: Normalization, counts
 
 
 def _new_run(ts: TrainingSet, config: TrainConfig) -> _Run:
-    norm, counts = compute_normalization(ts, config.val_fraction, config.seed, config.flow.theta_transform)
-    return _fresh_run(ts, config, norm, counts)
+    marginals = None
+    if config.flow.theta_transform == "prior_probit":
+        marginals = parameter_map(ts, config.val_fraction, config.seed)
+    norm, counts = compute_normalization(ts, config.val_fraction, config.seed, config.flow.theta_transform,
+                                         marginals)
+    return _fresh_run(ts, config, norm, counts, marginals)
 
 
 def _resume_run(out: Path, ts: TrainingSet, config: TrainConfig | None) -> _Run:

@@ -101,7 +101,7 @@ def _check_samples(samples, theta_true) -> tuple[np.ndarray, np.ndarray]:
     return samples, theta_true
 
 
-def sbc_ranks(samples, theta_true) -> np.ndarray:
+def sbc_ranks(samples, theta_true, rng: np.random.Generator | None = None) -> np.ndarray:
     """Integer SBC ranks: posterior samples below the true value, per parameter.
 
     Parameters
@@ -110,6 +110,12 @@ def sbc_ranks(samples, theta_true) -> np.ndarray:
         Posterior samples of each simulation.
     theta_true : array_like, shape (n_sims, d)
         True parameters.
+    rng : numpy.random.Generator, optional
+        Breaks ties: a truth equal to ``m`` samples (a parameter with a point
+        mass, e.g. a box edge both the truth and the flow's samples are clamped
+        to) gets rank ``below + k``, k uniform on 0..m, the randomized rank of
+        a discrete distribution.  Without it (or without ties) ties count as
+        not below; the generator is only drawn from where there are ties.
 
     Returns
     -------
@@ -117,7 +123,12 @@ def sbc_ranks(samples, theta_true) -> np.ndarray:
         Ranks in ``0 .. L``; uniform on these L + 1 values when calibrated.
     """
     samples, theta_true = _check_samples(samples, theta_true)
-    return np.sum(samples < theta_true[:, None, :], axis=1)
+    ranks = np.sum(samples < theta_true[:, None, :], axis=1)
+    if rng is not None:
+        ties = np.sum(samples == theta_true[:, None, :], axis=1)
+        if ties.any():
+            ranks = ranks + rng.integers(0, ties + 1)
+    return ranks
 
 
 def fractional_ranks(ranks, n_samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -394,7 +405,7 @@ def compute_calibration(
     if (logp_samples is None) != (logp_true is None):
         raise ParameterError("give both logp_samples and logp_true, or neither")
     n_samples = samples.shape[1]
-    ranks = sbc_ranks(samples, theta_true)
+    ranks = sbc_ranks(samples, theta_true, rng)
     u = fractional_ranks(ranks, n_samples, rng)
     hpd = None if logp_samples is None else hpd_levels(logp_samples, logp_true, rng)
     tarp = tarp_levels(samples, theta_true, low, high, rng)
