@@ -394,6 +394,8 @@ def survey_flow(tmp_path_factory, train_masked_flow) -> Path:
 
 
 def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):
+    from sedscale.models.priors import marginals_from_list
+
     meta = json.loads((survey_flow / "posterior.json").read_text())
     assert meta["x_columns"] == list(MASKED_PHOTOMETRY_X_COLUMNS)
     assert meta["model"]["options"] == {"prior": "physical"}
@@ -401,8 +403,14 @@ def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):
     names = meta["param_names"]
     assert meta["theta_marginals"][names.index("tau_bc")] == {"kind": "truncnormal", "mean": 0.3, "sigma": 1.0}
     assert meta["theta_marginals"][names.index("log_zsol")]["kind"] == "conditional_truncnormal"
-    # Continuity SFH coordinates: their CDF tabulated from the training rows.
+    # Continuity SFH coordinates: their CDF tabulated from the training rows (too few rows: one line).
     assert {meta["theta_marginals"][names.index(f"frac_u{k}")]["kind"] for k in range(1, 7)} == {"tabulated"}
+    from sedscale.train.data import TrainingSetError, open_training_set, parameter_map
+
+    ts = open_training_set(survey_flow.parent / "sims").with_noise("survey", "survey")  # as the trainer read it
+    assert marginals_from_list(meta["theta_marginals"]) == parameter_map(ts, 0.1, 1)
+    with pytest.raises(TrainingSetError, match="frac_u1: a tabulated prior CDF needs >= 100 draws.*simulate more rows"):
+        parameter_map(ts, 0.1, 1, rows=50)
     assert meta["prior"]["type"] == "PhysicalPrior" and meta["prior"]["density"]["sfh"]["scale"] == 0.6
     assert meta["photometric_noise"]["sigma_min"] == 0.002
     assert meta["training_set"]["redshift"] == {"kind": "survey", "low": 0.002, "high": 0.6}

@@ -409,6 +409,11 @@ def parameter_map(ts: TrainingSet, val_fraction: float, seed: int, rows: int = T
     tuple of Marginal
         One per parameter, none of them None (recorded in the checkpoint's
         sidecar as ``theta_marginals``).
+
+    Raises
+    ------
+    TrainingSetError
+        Fewer than 100 valid training rows to tabulate from.
     """
     marginals = list(ts.prior.marginals())
     missing = [j for j, m in enumerate(marginals) if m is None]
@@ -420,9 +425,12 @@ def parameter_map(ts: TrainingSet, val_fraction: float, seed: int, rows: int = T
         total += theta.shape[0]
         if total >= rows:
             break
-    draws = np.concatenate(chunks)[:rows]
+    draws = np.concatenate(chunks)[:rows] if chunks else np.empty((0, len(missing)))
     for i, j in enumerate(missing):
-        marginals[j] = tabulated_marginal(draws[:, i], float(ts.prior.low[j]), float(ts.prior.high[j]))
+        try:
+            marginals[j] = tabulated_marginal(draws[:, i], float(ts.prior.low[j]), float(ts.prior.high[j]))
+        except ValueError as err:
+            raise TrainingSetError(f"{ts.path}: {ts.param_names[j]}: {err}; simulate more rows") from None
     return tuple(marginals)
 
 
