@@ -64,13 +64,10 @@ def training_throughput(ts, config, seconds: float) -> dict:
     """Optimisation steps for ``seconds``; rows per second (wall and CPU)."""
     import torch
 
-    from ..train.data import Split, compute_normalization, parameter_map, shuffled_batches
+    from ..train.data import Split, compute_normalization, shuffled_batches
     from ..train.flows import build_flow
 
-    marginals = None
-    if config.flow.theta_transform == "prior_probit":
-        marginals = parameter_map(ts, config.val_fraction, config.seed)
-    norm, _ = compute_normalization(ts, config.val_fraction, config.seed, config.flow.theta_transform, marginals)
+    norm, _, marginals = compute_normalization(ts, config.val_fraction, config.seed, config.flow.theta_transform)
     torch.manual_seed(config.seed)
     flow = build_flow(config.flow, ts.prior, norm, marginals).train()
     opt = torch.optim.Adam(flow.parameters(), lr=config.learning_rate)

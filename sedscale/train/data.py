@@ -434,11 +434,9 @@ def parameter_map(ts: TrainingSet, val_fraction: float, seed: int, rows: int = T
     return tuple(marginals)
 
 
-def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta_transform: str, marginals=None):
-    """One pass over the data: z-scoring statistics of the training rows.
-
-    ``marginals`` (``prior_probit``): the flow's parameter map (by default the
-    prior's closed-form marginals, logit for the others).
+def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta_transform: str):
+    """The fixed maps of a new flow: its parameter map, then one pass over the data for the
+    z-scoring statistics of the training rows.
 
     Returns
     -------
@@ -446,6 +444,8 @@ def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta
         Of the transformed parameters and of x (a column with zero spread
         gets std 1).
     SplitCounts
+    tuple of Marginal or None
+        ``prior_probit``: the parameter map (:func:`parameter_map`); else None.
 
     Raises
     ------
@@ -454,7 +454,8 @@ def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta
     """
     low = torch.as_tensor(ts.prior.low, dtype=torch.float64)
     high = torch.as_tensor(ts.prior.high, dtype=torch.float64)
-    marginals = marginal_tensors(ts.prior.marginals() if marginals is None else marginals)
+    marginals = parameter_map(ts, val_fraction, seed) if theta_transform == "prior_probit" else None
+    tensors = None if marginals is None else marginal_tensors(marginals)
     d = len(ts.param_names)
     sums = np.zeros(d + len(ts.x_columns))
     squares = np.zeros_like(sums)
@@ -466,7 +467,7 @@ def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta
                 n_val += theta.shape[0]
                 continue
             t, _ = pretransform_theta(torch.as_tensor(theta, dtype=torch.float64), low, high, theta_transform,
-                                      marginals)
+                                      tensors)
             values = np.concatenate([t.numpy(), x.astype(np.float64)], axis=1)
             sums += values.sum(axis=0)
             squares += (values**2).sum(axis=0)
@@ -480,7 +481,7 @@ def compute_normalization(ts: TrainingSet, val_fraction: float, seed: int, theta
     std = np.sqrt(np.maximum(squares / n_train - mean**2, 0.0) * n_train / (n_train - 1))
     std = np.where(std > 1e-8 * np.maximum(np.abs(mean), 1.0), std, 1.0)
     norm = Normalization(theta_mean=mean[:d], theta_std=std[:d], x_mean=mean[d:], x_std=std[d:])
-    return norm, SplitCounts(n_train=n_train, n_val=n_val, n_invalid=n_invalid)
+    return norm, SplitCounts(n_train=n_train, n_val=n_val, n_invalid=n_invalid), marginals
 
 
 def _augmented_chunks(ts: TrainingSet, split: Split, rows: int, rng: np.random.Generator, augment: int):

@@ -61,10 +61,10 @@ class Normalization:
 
 
 #: Codes of :func:`marginal_tensors`: the parameter's own prior is not used
-#: (logit of the box position), uniform on the box, truncated normal, and a
-#: truncated normal whose mean and sigma depend on another parameter, and a
-#: tabulated piecewise-linear CDF.
-BOX, UNIFORM, TRUNCNORMAL, CONDITIONAL, TABULATED = 0, 1, 2, 3, 4
+#: (logit of the box position), uniform on the box, a tabulated
+#: piecewise-linear CDF, truncated normal, and a truncated normal whose mean
+#: and sigma depend on another parameter (the normals last: ``>= TRUNCNORMAL``).
+BOX, UNIFORM, TABULATED, TRUNCNORMAL, CONDITIONAL = 0, 1, 2, 3, 4
 _CODES = {"uniform": UNIFORM, "truncnormal": TRUNCNORMAL, "conditional_truncnormal": CONDITIONAL,
           "tabulated": TABULATED}
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -81,7 +81,7 @@ class MarginalTensors(NamedTuple):
     Attributes
     ----------
     code : Tensor, shape (d,), int64
-        BOX, UNIFORM, TRUNCNORMAL, CONDITIONAL or TABULATED.
+        BOX, UNIFORM, TABULATED, TRUNCNORMAL or CONDITIONAL.
     given : Tensor, shape (d,), int64
         Index of the parameter that sets the normal's mean and sigma.
     x, mean, sigma : Tensor, shape (d, k)
@@ -229,7 +229,7 @@ def _prior_cdf(theta, low, high, m: MarginalTensors):
     mean, sigma = _normal_at(theta, m)
     s = (theta - mean) / sigma
     lo, norm = _truncation(low, high, mean, sigma)
-    tn = (m.code == TRUNCNORMAL) | (m.code == CONDITIONAL)
+    tn = m.code >= TRUNCNORMAL
     u = torch.where(tn, (torch.special.ndtr(s) - lo) / norm, (theta - low) / (high - low))
     log_du = torch.where(tn, -0.5 * s**2 - _LOG_SQRT_2PI - torch.log(sigma * norm), -torch.log(high - low))
     cols = _tabulated(m)
@@ -288,8 +288,7 @@ def posttransform_theta(t: torch.Tensor, low: torch.Tensor, high: torch.Tensor, 
         m = marginals.to(t.dtype)
         cdf = torch.special.ndtr(t)
         quantile = _truncnormal_quantile(cdf, low, high, m.mean[:, 0], m.sigma[:, 0])
-        tn = (m.code == TRUNCNORMAL) | (m.code == CONDITIONAL)
-        inverse = torch.where(tn, quantile, low + (high - low) * cdf)
+        inverse = torch.where(m.code >= TRUNCNORMAL, quantile, low + (high - low) * cdf)
         theta = torch.where(m.code == BOX, theta, inverse)
         tab = _tabulated(m)
         if tab.numel():

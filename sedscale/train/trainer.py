@@ -52,7 +52,6 @@ from .data import (
     TrainingSet,
     compute_normalization,
     open_training_set,
-    parameter_map,
     read_chunks,
     shuffled_batches,
 )
@@ -262,11 +261,8 @@ def _fresh_run(ts: TrainingSet, config: TrainConfig, norm: Normalization, counts
 
 
 def _new_run(ts: TrainingSet, config: TrainConfig) -> _Run:
-    marginals = None
-    if config.flow.theta_transform == "prior_probit":
-        marginals = parameter_map(ts, config.val_fraction, config.seed)
-    norm, counts = compute_normalization(ts, config.val_fraction, config.seed, config.flow.theta_transform,
-                                         marginals)
+    norm, counts, marginals = compute_normalization(ts, config.val_fraction, config.seed,
+                                                    config.flow.theta_transform)
     return _fresh_run(ts, config, norm, counts, marginals)
 
 
