@@ -395,6 +395,7 @@ def survey_flow(tmp_path_factory, train_masked_flow) -> Path:
 
 def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):
     from sedscale.models.priors import marginals_from_list
+    from sedscale.train.data import TrainingSetError, open_training_set, parameter_map
 
     meta = json.loads((survey_flow / "posterior.json").read_text())
     assert meta["x_columns"] == list(MASKED_PHOTOMETRY_X_COLUMNS)
@@ -405,8 +406,6 @@ def test_survey_checkpoint_records_its_prior_noise_and_layout(survey_flow):
     assert meta["theta_marginals"][names.index("log_zsol")]["kind"] == "conditional_truncnormal"
     # Continuity SFH coordinates: their CDF tabulated from the training rows (too few rows: one line).
     assert {meta["theta_marginals"][names.index(f"frac_u{k}")]["kind"] for k in range(1, 7)} == {"tabulated"}
-    from sedscale.train.data import TrainingSetError, open_training_set, parameter_map
-
     ts = open_training_set(survey_flow.parent / "sims").with_noise("survey", "survey")  # as the trainer read it
     assert marginals_from_list(meta["theta_marginals"]) == parameter_map(ts, 0.1, 1)
     with pytest.raises(TrainingSetError, match="frac_u1: a tabulated prior CDF needs >= 100 draws.*simulate more rows"):
