@@ -319,6 +319,14 @@ def test_quality_checks_of_band_masked_flows():
     assert "missing_z" in checked.reason[3] and "nonpositive_z" in checked.reason[4]
     assert "z_outside_training_range" in checked.reason[5]
     assert checked.bands_used[6] == "ugriz"
+    # A measurement below the S/N threshold is a non-detection: masked and named, its magnitude kept.
+    ivar[6, 0] = 0.5**2 / 100.0**2  # u at S/N 0.5
+    low = check_photometry(flux, ivar, z, Z_RANGE, masked=True, min_snr=1.0857)
+    assert low.bands_used[6] == "griz" and low.reason[6] == "low_snr:u" and not low.bad[6]
+    assert np.isfinite(low.mag[6, 0]) and low.mag_sigma[6, 0] == pytest.approx(1.0857362 / 0.5, rel=1e-5)
+    assert check_photometry(flux, ivar, z, Z_RANGE, masked=True).bands_used[6] == "ugriz"
+    # The SEDflow layout cannot mask a band: it keeps it whatever the threshold.
+    assert check_photometry(flux[6:], ivar[6:], z[6:], Z_RANGE, min_snr=1.0857).reason[0] == ""
 
 
 def test_survey_noise_spans_its_range_and_masks_at_most_two_bands():
@@ -449,17 +457,19 @@ def test_probit_map_is_read_from_the_sidecar(survey_flow, tmp_path):
 
 
 def test_masked_band_gives_the_posterior_of_a_catalog_without_it(survey_flow, shared_data, tmp_path):
-    """Real NSA rows with u removed three ways (NaN flux, zero ivar, flux <= 0) give identical posteriors."""
+    """Real NSA rows with u removed four ways (NaN flux, zero ivar, flux <= 0, S/N below 1.09) give identical posteriors."""
     from sedscale.io.nsa import read_nsa
 
     df = read_nsa(sorted((shared_data / "nsa_lcs").glob("*_NSAmastertable.fits"))[:1]).iloc[:40]
     variants = []
-    for how in ("nan", "ivar", "negative"):
+    for how in ("nan", "ivar", "negative", "low_snr"):
         d = df.copy()
         if how == "nan":
             d["flux_u"] = np.nan
         elif how == "ivar":
             d["flux_ivar_u"] = 0.0
+        elif how == "low_snr":  # a non-detection: S/N 0.3, below the flow's training minimum of 1.09
+            d["flux_u"] = 0.3 / np.sqrt(d["flux_ivar_u"])
         else:
             d["flux_u"] = -1.0
         path = tmp_path / f"{how}.parquet"
@@ -468,17 +478,18 @@ def test_masked_band_gives_the_posterior_of_a_catalog_without_it(survey_flow, sh
                             CatalogOptions(n_samples=50, seed=4, error_floor=0.03), work_dir=tmp_path / f"{how}.parts")
         run_catalog(plan)
         variants.append(pd.read_parquet(tmp_path / f"{how}_post.parquet"))
-    a, b, c = variants
+    a, b, c, d = variants
     ok = a["status"] != "bad_input"
     assert ok.mean() > 0.9 and set(a.loc[ok, "bands_used"]) == {"griz"}
-    for other in (b, c):
+    for other in (b, c, d):
         np.testing.assert_array_equal(a["log_mstar_total_p50"].to_numpy(), other["log_mstar_total_p50"].to_numpy())
     assert np.isnan(a["mag_u"]).all() and a["sigma_g"].min() >= 0.03
+    assert (d["reason"] == "low_snr:u").all() and np.isfinite(d["mag_u"]).all() and (d["sigma_u"] > 3).all()
     meta = __import__("pyarrow.parquet", fromlist=["x"]).read_schema(tmp_path / "nan_post.parquet").metadata
     assert json.loads(meta[b"sedscale.options"])["error_floor"] == 0.03
 
 
-def test_default_error_floor_is_the_training_minimum_and_spectral_flows_are_refused(survey_flow, repo_root, tmp_path,
+def test_default_error_floor_and_min_snr_are_the_training_limits_and_spectral_flows_are_refused(survey_flow, repo_root, tmp_path,
                                                                                      shared_data):
     from sedscale.io.nsa import read_nsa
 
@@ -487,6 +498,14 @@ def test_default_error_floor_is_the_training_minimum_and_spectral_flows_are_refu
     df.to_parquet(path)
     plan = plan_catalog(path, survey_flow, [tmp_path / "p.parquet"], CatalogOptions(n_samples=20))
     assert plan.spec.options.error_floor == 0.002
+    assert plan.spec.options.min_snr == pytest.approx(2.5 / np.log(10.0))  # sigma_max 1 mag
+    assert plan_catalog(path, survey_flow, [tmp_path / "p0.parquet"],
+                        CatalogOptions(n_samples=20, min_snr=0)).spec.options.min_snr == 0
+    with pytest.raises(ConfigError, match="cannot mask bands"):
+        plan_catalog(path, repo_root / "checkpoints" / "dirichlet_nsa", [tmp_path / "r.parquet"],
+                     CatalogOptions(n_samples=20, min_snr=1.0))
+    with pytest.raises(ConfigError, match="min_snr"):
+        CatalogOptions(min_snr=-1.0)
     with pytest.raises(ConfigError, match="not a photometric checkpoint"):
         plan_catalog(path, repo_root / "checkpoints" / "delayed_tau_spectra", [tmp_path / "q.parquet"])
 

@@ -98,7 +98,7 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
     bands = post.bands
     checked = check_photometry(df[list(bands.columns("flux_"))], df[list(bands.columns("flux_ivar_"))], df["z"],
                                plan.spec.z_range, masked=post.band_masked, error_floor=opts.error_floor or 0.0,
-                               bands=bands.bands)
+                               bands=bands.bands, min_snr=opts.min_snr or 0.0)
     good = np.flatnonzero(~checked.bad)[:n_galaxies]
     x, z = checked.x[good], df["z"].to_numpy()[good]
     # Warm-up: the forward model's library and the flow's first full-size pass are one-off costs.

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="magnitudes added in quadrature to every band's uncertainty (calibration; often 0.02-0.05); "
         "default: the smallest uncertainty the flow was trained on",
     )
+    p.add_argument(
+        "--min-snr", type=float, metavar="SNR",
+        help="band-masked flows: mask bands measured below this S/N (flux x sqrt(ivar); non-detections, "
+        "reason low_snr); default: the lowest S/N the flow was trained on (1.09 for the survey flows); 0 keeps all",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument(
         "--max-time", type=float, default=DEFAULT_MAX_TIME,
@@ -255,6 +260,7 @@ def _main(argv: Sequence[str] | None) -> int:
         derived_samples=args.derived_samples,
         check_support=not args.no_support_check,
         error_floor=args.error_floor,
+        min_snr=args.min_snr,
     )
     from ..train.checkpoint import checkpoint_observable
 
@@ -265,8 +271,9 @@ def _main(argv: Sequence[str] | None) -> int:
     spectral = checkpoint_observable(args.flow) == "spectrum"
     _check_input_kind(args.catalog, args.flow, spectral)
     if spectral:
-        if args.error_floor is not None:
-            raise ConfigError("--error-floor applies to photometric checkpoints only")
+        for name in ("error_floor", "min_snr"):
+            if getattr(args, name) is not None:
+                raise ConfigError(f"--{name.replace('_', '-')} applies to photometric checkpoints only")
         return _spectral_main(args, options)
     for name in ("best_fit", "ignore_mask_bits"):
         if getattr(args, name):
@@ -298,7 +305,8 @@ def _main(argv: Sequence[str] | None) -> int:
     print(
         f"{PROG}: flow {plan.posterior.path} ({plan.posterior.model_name}, {plan.posterior.metadata['flow']['kind']}); "
         f"{options.n_samples} samples/galaxy; error floor {plan.spec.options.error_floor:g} mag; "
-        f"{plan.n_partitions} partitions; run {plan.config_hash[:12]}",
+        + (f"bands below S/N {plan.spec.options.min_snr:.3g} masked; " if plan.spec.options.min_snr else "")
+        + f"{plan.n_partitions} partitions; run {plan.config_hash[:12]}",
         flush=True,
     )
     progress = not args.no_progress

@@ -114,6 +114,7 @@ from .catalog_plan import (
     output_columns_fixed,
     plan_catalog,
     resolve_error_floor,
+    resolve_min_snr,
     resolve_support,
     training_z_range,
 )
@@ -169,6 +170,7 @@ __all__ = [
     "quantity_units",
     "read_run_manifest",
     "resolve_error_floor",
+    "resolve_min_snr",
     "resolve_support",
     "run_catalog",
     "training_z_range",

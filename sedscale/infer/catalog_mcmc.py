@@ -225,7 +225,8 @@ def observations(plan, index: np.ndarray) -> tuple[list[GalaxyObservation], np.n
     flux = part[list(bands.columns("flux_"))].to_numpy(dtype=float)
     checked = check_photometry(flux, part[list(bands.columns("flux_ivar_"))].to_numpy(), part["z"].to_numpy(),
                                plan.spec.z_range, masked=post.band_masked,
-                               error_floor=plan.spec.options.error_floor or 0.0, bands=bands.bands)
+                               error_floor=plan.spec.options.error_floor or 0.0, bands=bands.bands,
+                               min_snr=plan.spec.options.min_snr or 0.0)
     # The uncertainty the flow conditions on (error floor included), in flux units; masked bands NaN.
     sigma = np.where(checked.used, checked.mag_sigma * flux / POGSON, np.nan)
     flux = np.where(checked.used, flux, np.nan)

@@ -198,6 +198,7 @@ def fits_header(plan: CatalogPlan) -> dict[str, object]:
         "NDERIVED": (opts.n_derived, "samples per galaxy for derived properties"),
         "SEED": (opts.seed, "sampling seed"),
         "ERRFLOOR": (opts.error_floor or 0.0, "[mag] error floor added in quadrature"),
+        "MINSNR": (opts.min_snr or 0.0, "bands measured at lower S/N masked (low_snr)"),
         "ZMIN": (plan.spec.z_range[0], "training redshift range, low"),
         "ZMAX": (plan.spec.z_range[1], "training redshift range, high"),
         "SUPPTHR": (plan.support.threshold if plan.support else -1.0, "x-support k-NN distance threshold"),

@@ -27,7 +27,7 @@ from ..io.runs import file_sha256
 from ..io.source import CatalogPartition, CatalogSource, open_catalog
 from ..observe.filters import SDSS_BANDS
 from ..observe.layout import PHOTOMETRY_X_COLUMNS
-from ..units import nanomaggies_to_mag
+from ..units import POGSON, nanomaggies_to_mag
 from .posterior import DEFAULT_MAX_PROPOSALS
 from .support import XSupport, fit_support_from_simulation, support_path, training_set_mismatch
 
@@ -93,6 +93,14 @@ class CatalogOptions:
         smallest uncertainty the flow was trained on (its noise model's
         ``sigma_min``), so that no band claims more precision than the flow
         has seen.  SEDflow-layout flows take no floor.
+    min_snr : float or None
+        Band-masked flows: a band measured at a lower S/N (``flux
+        sqrt(ivar)``) is masked and named in ``reason`` (``low_snr``).  None:
+        the lowest S/N the flow was trained on, ``1.0857 / sigma_max`` of
+        its noise model (1.09 for the 1 mag of the survey presets): a
+        non-detection's magnitude error (tens of magnitudes) lies outside
+        every training row, and the flow cannot use it as an upper limit.
+        0 keeps every positive flux.  SEDflow-layout flows mask nothing.
     """
 
     n_samples: int = DEFAULT_N_SAMPLES
@@ -105,6 +113,7 @@ class CatalogOptions:
     derived_samples: int | None = None
     check_support: bool = True
     error_floor: float | None = None
+    min_snr: float | None = None
 
     def __post_init__(self):
         for name in ("n_samples", "partition_size"):
@@ -125,6 +134,8 @@ class CatalogOptions:
             raise ConfigError(f"derived_samples must be a positive integer or None, got {self.derived_samples!r}")
         if self.error_floor is not None and not (np.isfinite(self.error_floor) and 0 <= self.error_floor <= 1):
             raise ConfigError(f"error_floor must be in [0, 1] mag, got {self.error_floor!r}")
+        if self.min_snr is not None and not (np.isfinite(self.min_snr) and self.min_snr >= 0):
+            raise ConfigError(f"min_snr must be a finite S/N >= 0, got {self.min_snr!r}")
 
     @property
     def n_derived(self) -> int:
@@ -301,7 +312,8 @@ def plan_catalog(
     reserved = set(output_columns_fixed(bands)) & {k.lower() for k in keep}
     if reserved:
         raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
-    options = replace(options, error_floor=resolve_error_floor(post, options.error_floor))
+    options = replace(options, error_floor=resolve_error_floor(post, options.error_floor),
+                      min_snr=resolve_min_snr(post, options.min_snr))
     work = Path(work_dir) if work_dir else default_work_dir(outputs[0])
     xsupport, support_file = (None, None)
     if options.check_support:
@@ -348,6 +360,24 @@ def resolve_error_floor(post: Posterior, error_floor: float | None) -> float:
     if error_floor is None:
         return float((post.metadata.get("photometric_noise") or {}).get("sigma_min", 0.0))
     return float(error_floor)
+
+
+def resolve_min_snr(post: Posterior, min_snr: float | None) -> float:
+    """The S/N (``flux sqrt(ivar)``) below which a run masks a band (see :class:`CatalogOptions`).
+
+    Raises
+    ------
+    ConfigError
+        A threshold for a SEDflow-layout checkpoint, which cannot mask a band.
+    """
+    if not post.band_masked:
+        if min_snr:
+            raise ConfigError(f"{post.path}: this checkpoint (SEDflow x layout) cannot mask bands; it takes no S/N threshold")
+        return 0.0
+    if min_snr is None:
+        sigma_max = (post.metadata.get("photometric_noise") or {}).get("sigma_max")
+        return POGSON / float(sigma_max) if sigma_max else 0.0
+    return float(min_snr)
 
 
 def training_z_range(metadata: dict) -> tuple[float, float]:

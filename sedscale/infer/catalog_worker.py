@@ -95,7 +95,7 @@ def infer_frame(part: pd.DataFrame, post: Posterior, model: ForwardModel, suppor
     checked = check_photometry(
         part[list(bands.columns("flux_"))].to_numpy(), part[list(bands.columns("flux_ivar_"))].to_numpy(),
         part["z"].to_numpy(), z_range, masked=post.band_masked, error_floor=options.error_floor or 0.0,
-        bands=bands.bands, absent=tuple(absent),
+        bands=bands.bands, absent=tuple(absent), min_snr=options.min_snr or 0.0,
     )
     rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
                              options, partition, started)

@@ -13,6 +13,7 @@ run.  Checks (reason labels):
 ``nonpositive_flux:<bands>``  flux <= 0 (no magnitude)
 ``zero_ivar:<bands>``         inverse variance 0 (no measurement)
 ``invalid_ivar:<bands>``      inverse variance negative, NaN or infinite
+``low_snr:<bands>``           band-masked flows: measured at S/N below ``min_snr``
 
 Several labels are joined with ``;`` (e.g. ``nan_flux:u;zero_ivar:r``).
 
@@ -23,7 +24,9 @@ is the ugriz AB magnitudes, their 1-sigma errors in magnitudes
 Band-masked flows (:data:`~sedscale.observe.layout.MASKED_PHOTOMETRY_X_COLUMNS`)
 mask a band with a NaN flux, an ivar that is 0, NaN or negative, or a flux
 <= 0 (a faint measurement without a magnitude) instead of refusing the
-galaxy; the galaxy is ``bad_input`` only with fewer than three usable bands
+galaxy, and also a band measured at a S/N below the flow's training noise
+(``low_snr``: a non-detection, e.g. GALEX FUV of a red galaxy at S/N 0.01,
+whose magnitude error of ~100 mag no training row had); the galaxy is ``bad_input`` only with fewer than three usable bands
 (``fewer_than_3_bands``, plus the per-band labels that say why).
 """
 from __future__ import annotations
@@ -100,7 +103,7 @@ def photometry_x(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.ndarra
 
 def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, masked: bool = False,
                      error_floor: float = 0.0, bands: tuple[str, ...] = SDSS_BANDS,
-                     absent: tuple[str, ...] = ()) -> CheckedPhotometry:
+                     absent: tuple[str, ...] = (), min_snr: float = 0.0) -> CheckedPhotometry:
     """Flag unusable rows and build the observation vectors of the others.
 
     Parameters
@@ -122,6 +125,9 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
     absent : tuple of str
         Bands the catalog does not have at all (a union-band flow): masked
         like the others, but not named in the reasons.
+    min_snr : float
+        Band-masked x: bands with ``flux sqrt(ivar)`` below this are masked
+        (``low_snr``); 0 keeps every positive flux.
 
     Returns
     -------
@@ -140,6 +146,8 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
             "zero_ivar": ivar == 0,
             "invalid_ivar": ~ivar_finite | (ivar < 0),
         }
+        if masked and min_snr > 0:
+            per_band["low_snr"] = flux_finite & (flux > 0) & ivar_finite & (ivar > 0) & (flux * np.sqrt(ivar) < min_snr)
         z_ok = np.isfinite(z)
         per_row = {"missing_z": ~z_ok, "nonpositive_z": z_ok & (z <= 0)}
         if z_range is not None:
@@ -170,7 +178,7 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
     used = used & ~bad[:, None]
     # Magnitudes of every measured band, also of rows refused for another reason (a missing z):
     # the catalog keeps what was measured.
-    measured = ~band_bad
+    measured = ~band_bad | per_band.get("low_snr", False)
     with np.errstate(invalid="ignore", divide="ignore"):
         mag = np.where(measured, nanomaggies_to_mag(flux), np.nan)
         sigma = np.sqrt(flux_sigma_to_mag_sigma(flux, ivar_to_sigma(ivar)) ** 2 + (error_floor if masked else 0.0) ** 2)
