@@ -489,8 +489,8 @@ def test_masked_band_gives_the_posterior_of_a_catalog_without_it(survey_flow, sh
     assert json.loads(meta[b"sedscale.options"])["error_floor"] == 0.03
 
 
-def test_default_error_floor_and_min_snr_are_the_training_limits_and_spectral_flows_are_refused(survey_flow, repo_root, tmp_path,
-                                                                                     shared_data):
+def test_default_error_floor_and_min_snr_are_the_training_limits_and_spectral_flows_are_refused(
+        survey_flow, repo_root, tmp_path, shared_data):
     from sedscale.io.nsa import read_nsa
 
     df = read_nsa(sorted((shared_data / "nsa_lcs").glob("*_NSAmastertable.fits"))[:1]).iloc[:5]

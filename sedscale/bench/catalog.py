@@ -82,7 +82,7 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
     """Seconds per galaxy of each stage for the first good rows of ``plan``'s catalog (this process)."""
     import torch
 
-    from ..infer.quality import check_photometry
+    from ..infer.catalog_worker import check_catalog_rows
     from ..infer.rows import draw_samples
     from ..infer.summaries import (
         clip_to_prior,
@@ -95,10 +95,7 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
     post, opts = plan.posterior, plan.spec.options
     model = model_for(post)
     df = plan.source.read(max_rows=4 * n_galaxies)
-    bands = post.bands
-    checked = check_photometry(df[list(bands.columns("flux_"))], df[list(bands.columns("flux_ivar_"))], df["z"],
-                               plan.spec.z_range, masked=post.band_masked, error_floor=opts.error_floor or 0.0,
-                               bands=bands.bands, min_snr=opts.min_snr or 0.0)
+    checked = check_catalog_rows(df, post, opts, plan.spec.z_range)
     good = np.flatnonzero(~checked.bad)[:n_galaxies]
     x, z = checked.x[good], df["z"].to_numpy()[good]
     # Warm-up: the forward model's library and the flow's first full-size pass are one-off costs.

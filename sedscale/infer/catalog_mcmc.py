@@ -47,8 +47,8 @@ from ..io.runs import verified_entries
 from ..units import POGSON
 from ..validate.mcmc import MCMCConfig, PhotometryLogPosterior, run_mcmc
 from ..validate.mcmc_benchmark import GalaxyObservation, mcmc_task
-from .catalog_worker import load_posterior_cached, model_for
-from .quality import STATUS_MCMC_NOT_CONVERGED, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT, check_photometry
+from .catalog_worker import check_catalog_rows, load_posterior_cached, model_for
+from .quality import STATUS_MCMC_NOT_CONVERGED, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT
 from .rows import sample_quantities, summary_columns
 from .summaries import clip_to_prior
 
@@ -223,10 +223,7 @@ def observations(plan, index: np.ndarray) -> tuple[list[GalaxyObservation], np.n
     bands = post.bands
     part = plan.read_rows(index)
     flux = part[list(bands.columns("flux_"))].to_numpy(dtype=float)
-    checked = check_photometry(flux, part[list(bands.columns("flux_ivar_"))].to_numpy(), part["z"].to_numpy(),
-                               plan.spec.z_range, masked=post.band_masked,
-                               error_floor=plan.spec.options.error_floor or 0.0, bands=bands.bands,
-                               min_snr=plan.spec.options.min_snr or 0.0)
+    checked = check_catalog_rows(part, post, plan.spec.options, plan.spec.z_range)
     # The uncertainty the flow conditions on (error floor included), in flux units; masked bands NaN.
     sigma = np.where(checked.used, checked.mag_sigma * flux / POGSON, np.nan)
     flux = np.where(checked.used, flux, np.nan)

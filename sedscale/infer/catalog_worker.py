@@ -21,7 +21,7 @@ from ..errors import ConfigError, SedscaleError
 from ..io.atomic import write_table
 from ..io.runs import file_sha256, partition_filename
 from .catalog_plan import CatalogOptions, PartitionSpec
-from .quality import check_photometry, reason_labels
+from .quality import CheckedPhotometry, check_photometry, reason_labels
 from .rows import posterior_rows
 from .support import XSupport
 
@@ -61,6 +61,34 @@ def model_for(post: Posterior) -> ForwardModel:
     return load_model((post.model_name, tuple(sorted(options.items()))))
 
 
+def check_catalog_rows(part: pd.DataFrame, post: Posterior, options: CatalogOptions, z_range,
+                       absent: Sequence[str] = ()) -> CheckedPhotometry:
+    """Quality flags and flow x of canonical catalog rows, as every consumer of a run must see them.
+
+    One place for the run's conversion options (error floor, S/N threshold), so
+    that the partitions, the MCMC fallback and the benchmark condition the flow
+    on the same x.
+
+    Parameters
+    ----------
+    part : pandas.DataFrame
+        Canonical rows (``z``, ``flux_<band>``, ``flux_ivar_<band>`` in nanomaggies).
+    post : Posterior
+    options : CatalogOptions
+        Resolved options (:func:`~sedscale.infer.catalog_plan.plan_catalog`).
+    z_range : (float, float)
+        Training redshift range.
+    absent : sequence of str
+        Bands the catalog does not have (masked, not named in reasons).
+    """
+    bands = post.bands
+    return check_photometry(
+        part[list(bands.columns("flux_"))].to_numpy(), part[list(bands.columns("flux_ivar_"))].to_numpy(),
+        part["z"].to_numpy(), z_range, masked=post.band_masked, error_floor=options.error_floor or 0.0,
+        bands=bands.bands, absent=tuple(absent), min_snr=options.min_snr or 0.0,
+    )
+
+
 def infer_frame(part: pd.DataFrame, post: Posterior, model: ForwardModel, support: XSupport | None,
                 options: CatalogOptions, z_range, partition: int, keep: Sequence[str] = (),
                 absent: Sequence[str] = ()) -> pa.Table:
@@ -92,11 +120,7 @@ def infer_frame(part: pd.DataFrame, post: Posterior, model: ForwardModel, suppor
     """
     started = time.perf_counter()
     bands = post.bands
-    checked = check_photometry(
-        part[list(bands.columns("flux_"))].to_numpy(), part[list(bands.columns("flux_ivar_"))].to_numpy(),
-        part["z"].to_numpy(), z_range, masked=post.band_masked, error_floor=options.error_floor or 0.0,
-        bands=bands.bands, absent=tuple(absent), min_snr=options.min_snr or 0.0,
-    )
+    checked = check_catalog_rows(part, post, options, z_range, absent)
     rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
                              options, partition, started)
     cols: dict[str, pa.Array] = {"id": pa.array(part["id"].to_numpy()), "z": pa.array(part["z"].to_numpy(np.float64))}

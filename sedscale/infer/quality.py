@@ -26,8 +26,9 @@ mask a band with a NaN flux, an ivar that is 0, NaN or negative, or a flux
 <= 0 (a faint measurement without a magnitude) instead of refusing the
 galaxy, and also a band measured at a S/N below the flow's training noise
 (``low_snr``: a non-detection, e.g. GALEX FUV of a red galaxy at S/N 0.01,
-whose magnitude error of ~100 mag no training row had); the galaxy is ``bad_input`` only with fewer than three usable bands
-(``fewer_than_3_bands``, plus the per-band labels that say why).
+whose magnitude error of ~100 mag no training row had); the galaxy is
+``bad_input`` only with fewer than three usable bands (``fewer_than_3_bands``,
+plus the per-band labels that say why).
 """
 from __future__ import annotations
 
