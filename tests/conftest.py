@@ -47,13 +47,15 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def train_masked_flow():
-    """Train a small band-masked flow: ``make(root, seed=..., epochs=..., bands=None, noise="survey")``.
+    """Train a small band-masked flow: ``make(root, seed=..., epochs=..., bands=None, noise="survey", redshift=None)``.
 
     4000 noiseless simulations of the dirichlet model with the physical prior
     at survey redshifts 0.002-0.6 (the real simulator), then the real trainer
-    with the named training noise; returns the checkpoint directory.
+    with the named training noise (``redshift="parameter"``: a
+    photometric-redshift flow); returns the checkpoint directory.
     """
-    def make(root: Path, *, seed: int, epochs: int, bands: str | None = None, noise: str = "survey") -> Path:
+    def make(root: Path, *, seed: int, epochs: int, bands: str | None = None, noise: str = "survey",
+             redshift: str | None = None) -> Path:
         import torch
 
         from sedscale.simulate import SimulationConfig, run_simulation
@@ -64,7 +66,8 @@ def train_masked_flow():
         run_simulation(SimulationConfig(model="dirichlet", n=4000, out=root / "sims", seed=seed, partition_size=2000,
                                         z_range=(0.002, 0.6), z_spacing="survey", noise_model="none",
                                         model_options=options))
-        config = resolve_config("default", max_epochs=epochs, max_time=90.0, seed=1, photometric_noise=noise)
+        config = resolve_config("default", max_epochs=epochs, max_time=90.0, seed=1, photometric_noise=noise,
+                                redshift=redshift)
         train(root / "sims", root / "ckpt", config, progress=False, log=lambda line: None)
         return root / "ckpt"
 

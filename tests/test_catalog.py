@@ -428,6 +428,21 @@ def test_unwritable_outputs_are_refused_before_any_work(mock_catalog, tiny_flow,
         locked.chmod(0o755)
 
 
+def test_an_output_that_is_the_input_catalog_is_refused(mock_catalog, tiny_flow, tmp_path, capsys):
+    """--out naming the input (here a copy in FITS, and as a Parquet input) would overwrite it: refused, input intact."""
+    import shutil
+
+    from sedscale.cli.catalog import main
+
+    fits = tmp_path / "cat.fits"
+    shutil.copy(mock_catalog, fits)
+    before = fits.read_bytes()
+    assert main([str(fits), "--flow", str(tiny_flow), "--out", str(fits), "--cluster", "none", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is an input catalog and would be overwritten" in err and len(err.splitlines()) == 1
+    assert fits.read_bytes() == before
+
+
 def test_sigterm_stops_a_catalog_run_as_ctrl_c_does(mock_catalog, tiny_flow, tmp_path, capsys, monkeypatch):
     """scancel sends SIGTERM: the run must say how to resume, not die silently."""
     import signal

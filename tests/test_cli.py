@@ -35,3 +35,22 @@ def test_shipped_flow_and_cluster_templates_are_package_data(tmp_path, monkeypat
     assert PACKAGE_CONFIG_DIR.parent.parent == package
     monkeypatch.setenv(FLOW_ENV, "checkpoints/mine")
     assert default_flow() == "checkpoints/mine"
+
+
+def test_a_full_disk_is_one_line_with_the_resume_hint(capsys):
+    import errno
+
+    from sedscale.cli import EXIT_ERROR, run_guarded
+
+    def full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out.parquet.tmp")
+
+    assert run_guarded(full, [], "run_catalog") == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no space left" in err and "--resume" in err and "/data/out.parquet.tmp" in err
+
+    def other(argv):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(PermissionError):
+        run_guarded(other, [], "run_catalog")

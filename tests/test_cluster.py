@@ -37,6 +37,8 @@ def test_shipped_configs_load():
     over = slurm.with_workers(jobs=7)
     assert over.jobs == 7 and over.adaptive is None
     assert local.with_workers(n_workers=1).n_workers == 1
+    with pytest.raises(ConfigError, match="10000 local workers on a .*-core machine"):
+        local.with_workers(n_workers=10000)
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,7 @@ def test_shipped_configs_load():
         ("type: kubernetes\n", "'type' must be"),
         ("type: local\nn_wokers: 2\n", "unknown key"),
         ("type: local\nn_workers: two\n", "positive integer"),
+        ("type: local\nn_workers: 100000\n", "local workers on a"),
         ("type: slurm\njob: {cores: 4, memory: 8GB}\n", "job.walltime' is required"),
         ("type: slurm\njob: {cores: 4, processes: 3, memory: 8GB, walltime: '01:00:00'}\n", "multiple of"),
         ("type: slurm\njob: {cores: 4, memory: 8GB, walltime: '1:00:00', partition: x}\n", "unknown key"),

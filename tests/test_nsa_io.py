@@ -52,13 +52,14 @@ def test_units_and_columns_match_the_raw_nsa_vectors():
     raw = fitsio.read(str(NSA_FILES[0]), columns=["NSAID", "Z", "NMGY", "NMGY_IVAR", "MASS"], ext=1)
     bands = "ugriz"
     assert list(df.columns) == (
-        ["id", "z"] + [f"flux_{b}" for b in bands] + [f"flux_ivar_{b}" for b in bands] + ["mass_nsa"]
+        ["id", "z", "z_err"] + [f"flux_{b}" for b in bands] + [f"flux_ivar_{b}" for b in bands] + ["mass_nsa"]
     )
     assert all(df[c].dtype == np.float64 for c in df.columns if c != "id")
     np.testing.assert_array_equal(df["id"], raw["NSAID"])
     np.testing.assert_allclose(df[[f"flux_{b}" for b in bands]], raw["NMGY"][:, 2:7], rtol=0)
     np.testing.assert_allclose(df[[f"flux_ivar_{b}" for b in bands]], raw["NMGY_IVAR"][:, 2:7], rtol=0)
     np.testing.assert_allclose(df["z"], raw["Z"], rtol=0)
+    assert df["z_err"].isna().all()  # spectroscopic redshifts, used as exact
     # Nanomaggies: these nearby cluster galaxies (SDSS spectroscopic targets) have r ~ 13-18 mag.
     r_mag = 22.5 - 2.5 * np.log10(df["flux_r"][df["flux_r"] > 0])
     assert 13.0 < np.median(r_mag) < 18.0

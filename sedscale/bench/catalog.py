@@ -98,8 +98,9 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
     checked = check_catalog_rows(df, post, opts, plan.spec.z_range)
     good = np.flatnonzero(~checked.bad)[:n_galaxies]
     x, z = checked.x[good], df["z"].to_numpy()[good]
+    d = post.n_model_params
     # Warm-up: the forward model's library and the flow's first full-size pass are one-off costs.
-    model.derived((post.prior.low + post.prior.high)[None, :] / 2, z[:1])
+    model.derived((post.prior.low[:d] + post.prior.high[:d])[None, :] / 2, np.array([0.05]))
     draw_samples(post, x[:2], opts, 0)
     n = good.size
     t = {}
@@ -116,7 +117,9 @@ def stage_costs(plan, n_galaxies: int) -> dict[str, float]:
     q.update(physical_quantities(post.to_physical(theta), post.param_names))
     t["physical"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    q.update(derived_quantities(model, theta[:, : opts.n_derived], z))
+    # A photometric-redshift flow's samples carry their own z (the last parameter).
+    z_derived = theta[:, : opts.n_derived, d] if d < theta.shape[2] else z
+    q.update(derived_quantities(model, theta[:, : opts.n_derived, :d], z_derived))
     t["derived"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     summarize(q)

@@ -6,6 +6,7 @@ sedscale errors into one-line messages instead of tracebacks.
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
@@ -18,7 +19,7 @@ EXIT_INTERRUPTED = 130
 
 
 def run_guarded(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
-    """Call ``main(argv)``, reporting sedscale errors and Ctrl-C in one line."""
+    """Call ``main(argv)``, reporting sedscale errors, a full disk and Ctrl-C in one line."""
     try:
         return main(argv)
     except SedscaleError as exc:
@@ -33,6 +34,14 @@ def run_guarded(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        # Writes are atomic, so a full disk leaves no truncated file behind: free space and go on.
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"{prog}: error: no space left on the device{where}; free space and rerun "
+              "(with --resume where the command has it: finished work is kept)", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def add_worker_timeout(parser) -> None:

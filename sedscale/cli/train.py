@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-time", type=float, help="wall-clock budget in seconds (keeps the best state)")
     t.add_argument("--seed", type=int, help="seed of initialisation, split and shuffling (default 0)")
     t.add_argument("--shuffle-buffer", type=int, help="rows held in memory for shuffling (default 1000000)")
+    p.add_argument("--redshift-parameter", action="store_true",
+                   help="infer z with the other parameters (photometric redshifts; noiseless photometric sets): x ends "
+                        "in the given z, its uncertainty and whether one is given instead of the true z")
     p.add_argument("--x-columns", nargs="+", metavar="COL", help="observation columns (default: recorded in the data)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; more is slower on busy machines)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -117,6 +120,7 @@ def config_from_args(args: argparse.Namespace, base=None):
         shuffle_buffer=args.shuffle_buffer,
         spectral_noise=args.spectral_noise,
         photometric_noise=args.photometric_noise,
+        redshift="parameter" if args.redshift_parameter else None,
         augment=args.augment,
     )
     if args.embedding == "none":

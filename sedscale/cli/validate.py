@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--observed-bands", nargs="+", metavar="BAND",
                    help="band-masked flows: test galaxies observed in exactly these bands of the flow's set "
                         "(one survey's pattern; default: the training mix of patterns and masks)")
+    p.add_argument("--redshift-case", choices=("photometric", "mixed"), default="photometric",
+                   help="photometric-redshift flows: test galaxies without a given z (default) or with the training "
+                        "mix of none and redshifts with uncertainties")
     p.add_argument("--strata-bins", type=int, default=3, help="quantile bins of z, r mag and r S/N (default 3)")
     sp = p.add_argument_group("spectral checkpoints")
     sp.add_argument("--compare", action="append", default=[], metavar="LABEL=CKPT",
@@ -102,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> ValidationConfig:
         anpe_samples=args.anpe_samples,
         n_corner=args.corner,
         observed_bands=tuple(args.observed_bands) if args.observed_bands else None,
+        redshift_case=args.redshift_case,
     )
 
 

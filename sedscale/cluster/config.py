@@ -121,7 +121,7 @@ class ClusterConfig:
         if worker_timeout is not None:
             changes["worker_timeout"] = _positive_seconds(worker_timeout, "worker_timeout", self.source)
         if n_workers is not None:
-            changes["n_workers"] = _positive_int(n_workers, "n_workers", self.source)
+            changes["n_workers"] = _local_workers(n_workers, self.source)
         if jobs is not None:
             changes["jobs"] = _positive_int(jobs, "jobs", self.source)
             changes["adaptive"] = None
@@ -210,7 +210,7 @@ def cluster_config_from_dict(data: Any, source: str = "<dict>") -> ClusterConfig
         return ClusterConfig(
             **common,
             threads_per_worker=_positive_int(data.get("threads_per_worker", 1), "threads_per_worker", source),
-            n_workers=_positive_int(data.get("n_workers", 2), "n_workers", source),
+            n_workers=_local_workers(data.get("n_workers", 2), source),
             memory_limit=str(data.get("memory_limit", "auto")),
             local_directory=_optional_str(data.get("local_directory"), "local_directory", source),
         )
@@ -276,6 +276,24 @@ def _positive_int(value, name: str, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{source}: '{name}' must be a positive integer, got {value!r}")
     return value
+
+
+#: Local worker processes per CPU core beyond which a LocalCluster is refused: each worker holds a
+#: process, sockets and a copy of the flow and model, and 10,000 of them ran out of file descriptors.
+MAX_LOCAL_WORKERS_PER_CORE = 8
+
+
+def _local_workers(value, source: str) -> int:
+    """A local worker count: a positive integer, at most :data:`MAX_LOCAL_WORKERS_PER_CORE` per core."""
+    import os
+
+    n = _positive_int(value, "n_workers", source)
+    cores = os.cpu_count() or 1
+    if n > MAX_LOCAL_WORKERS_PER_CORE * cores:
+        raise ConfigError(f"{source}: {n} local workers on a {cores}-core machine; at most "
+                          f"{MAX_LOCAL_WORKERS_PER_CORE * cores} ({MAX_LOCAL_WORKERS_PER_CORE} per core): "
+                          "use a SLURM cluster for more")
+    return n
 
 
 def _nonnegative_int(value, name: str, source: str) -> int:

@@ -302,8 +302,15 @@ def plan_catalog(
         )
     bands = post.bands.bands
     mapping = load_column_mapping(mapping, bands=bands)
+    if post.redshift_input is None and mapping is not None and (mapping.z is None or mapping.z_err is not None):
+        raise ConfigError(f"{flow} takes z as a given input: a catalog without redshifts (z: none) or with redshift "
+                          "uncertainties (z_err) needs a photometric-redshift flow (--flow photoz_ugriz)")
     keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
     source = open_catalog(catalog, mapping=mapping, keep=keep, bands=bands)
+    inputs = {Path(f.path).resolve() for f in source.files}
+    for out in outputs:
+        if Path(out).resolve() in inputs:
+            raise ConfigError(f"the output {out} is an input catalog and would be overwritten; write elsewhere")
     if source.n_rows == 0:
         raise ConfigError(f"catalog {catalog} holds no rows")
     # The first rows, read as a worker will read them: a broken file or a wrong unit stops the run here.
@@ -424,7 +431,8 @@ def resolve_support(post: Posterior, flow, support=None, support_sims=None,
                     "(the training simulation), or --no-support-check to skip out-of-support detection"
                 )
             log.info("fitting the x-support reference to %s", sims)
-            found = fit_support_from_simulation(sims, post.x_columns, post.metadata.get("photometric_noise"))
+            found = fit_support_from_simulation(sims, post.x_columns, post.metadata.get("photometric_noise"),
+                                                post.metadata.get("redshift_input"))
             path = _save_support(found, path, cached)
     if tuple(found.columns) != tuple(post.x_columns):
         raise ConfigError(f"{path}: x-support columns {list(found.columns)} are not the checkpoint's x layout")
@@ -464,5 +472,5 @@ def implausible_flux_scale(df: pd.DataFrame, bands: Sequence[str]) -> str:
 
 def output_columns_fixed(bands: Sequence[str] = SDSS_BANDS) -> tuple[str, ...]:
     """Columns every posterior catalog of a flow over ``bands`` starts with (before kept columns and summaries)."""
-    return ("id", "z", *(f"mag_{b}" for b in bands), *(f"sigma_{b}" for b in bands), "bands_used", "status",
+    return ("id", "z", "z_err", "z_source", *(f"mag_{b}" for b in bands), *(f"sigma_{b}" for b in bands), "bands_used", "status",
             "reason", "support_score", "n_samples", "n_draws", "acceptance")

@@ -72,7 +72,7 @@ def check_catalog_rows(part: pd.DataFrame, post: Posterior, options: CatalogOpti
     Parameters
     ----------
     part : pandas.DataFrame
-        Canonical rows (``z``, ``flux_<band>``, ``flux_ivar_<band>`` in nanomaggies).
+        Canonical rows (``z``, ``z_err``, ``flux_<band>``, ``flux_ivar_<band>`` in nanomaggies).
     post : Posterior
     options : CatalogOptions
         Resolved options (:func:`~sedscale.infer.catalog_plan.plan_catalog`).
@@ -86,6 +86,7 @@ def check_catalog_rows(part: pd.DataFrame, post: Posterior, options: CatalogOpti
         part[list(bands.columns("flux_"))].to_numpy(), part[list(bands.columns("flux_ivar_"))].to_numpy(),
         part["z"].to_numpy(), z_range, masked=post.band_masked, error_floor=options.error_floor or 0.0,
         bands=bands.bands, absent=tuple(absent), min_snr=options.min_snr or 0.0,
+        z_err=part["z_err"].to_numpy() if "z_err" in part else None, redshift=post.redshift_input,
     )
 
 
@@ -123,7 +124,10 @@ def infer_frame(part: pd.DataFrame, post: Posterior, model: ForwardModel, suppor
     checked = check_catalog_rows(part, post, options, z_range, absent)
     rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
                              options, partition, started)
-    cols: dict[str, pa.Array] = {"id": pa.array(part["id"].to_numpy()), "z": pa.array(part["z"].to_numpy(np.float64))}
+    cols: dict[str, pa.Array] = {
+        "id": pa.array(part["id"].to_numpy()), "z": pa.array(part["z"].to_numpy(np.float64)),
+        "z_err": pa.array(part["z_err"].to_numpy(np.float64)), "z_source": pa.array(checked.z_source.tolist(), pa.string()),
+    }
     for name in keep:
         cols[name] = pa.array(part[name].to_numpy())
     for k, name in enumerate(bands.columns("mag_")):

@@ -292,9 +292,27 @@ class Posterior:
         check_compatible(self.metadata, self.path, model=model, x_columns=x_columns, param_names=param_names)
 
     @property
+    def redshift_input(self):
+        """The :class:`~sedscale.observe.redshift_input.RedshiftInput` of a photometric-redshift
+        flow (z is its last parameter), else None (z is an input)."""
+        from ..observe.redshift_input import redshift_input
+
+        return redshift_input(self.metadata.get("redshift_input"))
+
+    @property
+    def n_model_params(self) -> int:
+        """The forward model's parameters among :attr:`param_names` (all but a photometric-redshift flow's z)."""
+        return len(self.param_names) - (self.redshift_input is not None)
+
+    @property
     def band_masked(self) -> bool:
         """Whether x is the band-masked photometric layout (survey flows) rather than SEDflow's."""
-        return tuple(self.x_columns) == self.bands.masked_x_columns
+        from ..observe.redshift_input import REDSHIFT_X_COLUMNS
+
+        masked = self.bands.masked_x_columns
+        if self.redshift_input is not None:
+            masked = (*masked[:-1], *REDSHIFT_X_COLUMNS)
+        return tuple(self.x_columns) == tuple(masked)
 
     @property
     def bands(self):
@@ -546,7 +564,8 @@ class Posterior:
         ----------
         samples : array_like, shape (..., d)
             E.g. the (n, n_samples, d) output of :meth:`sample`.  NaN rows
-            (flagged galaxies) give NaN.
+            (flagged galaxies) give NaN.  A photometric-redshift flow's z
+            (the last parameter) is not a model parameter and is left out.
 
         Returns
         -------
@@ -559,7 +578,7 @@ class Posterior:
         if samples.shape[-1] != len(self.param_names):
             raise ParameterError(f"samples must end in {len(self.param_names)} parameters, got shape {samples.shape}")
         lead = samples.shape[:-1]
-        flat = samples.reshape(-1, samples.shape[-1])
+        flat = samples.reshape(-1, samples.shape[-1])[:, : self.n_model_params]
         phys = self.model.physical(flat)
         return {k: np.asarray(v).reshape(lead + np.asarray(v).shape[1:]) for k, v in phys.items()}
 

@@ -5,9 +5,15 @@ turned into a valid observation vector gets ``status = "bad_input"`` and a
 ``reason`` naming every failed check, and no posterior; it never stops the
 run.  Checks (reason labels):
 
-``missing_z``                 redshift NaN or infinite
+``missing_z``                 redshift NaN or infinite (not with a photometric-redshift flow,
+                              which infers it)
 ``nonpositive_z``             redshift <= 0
 ``z_outside_training_range``  redshift outside the training set's range
+``invalid_z_err``             photometric-redshift flows: a redshift uncertainty that is <= 0
+                              or infinite
+``z_err_outside_training_range``  photometric-redshift flows: a redshift uncertainty above the
+                              largest the flow was trained with (give the row no z instead)
+``z_err_without_z``           photometric-redshift flows: an uncertainty but no redshift
 ``nan_flux:<bands>``          flux NaN
 ``infinite_flux:<bands>``     flux infinite
 ``nonpositive_flux:<bands>``  flux <= 0 (no magnitude)
@@ -20,6 +26,11 @@ Several labels are joined with ``;`` (e.g. ``nan_flux:u;zero_ivar:r``).
 The observation vector (:data:`sedscale.observe.layout.PHOTOMETRY_X_COLUMNS`)
 is the ugriz AB magnitudes, their 1-sigma errors in magnitudes
 (``1.0857 sigma_f / f``), and z.
+
+A photometric-redshift flow (z among its parameters) ends its x in the given
+redshift, its uncertainty and whether one is given
+(:mod:`sedscale.observe.redshift_input`) instead of z, and every row says
+which case applied (:data:`Z_SOURCES`).
 
 Band-masked flows (:data:`~sedscale.observe.layout.MASKED_PHOTOMETRY_X_COLUMNS`)
 mask a band with a NaN flux, an ivar that is 0, NaN or negative, or a flux
@@ -38,6 +49,7 @@ import numpy as np
 
 from ..observe.filters import SDSS_BANDS
 from ..observe.layout import MIN_BANDS, masked_photometry_x
+from ..observe.redshift_input import RedshiftInput
 from ..units import flux_sigma_to_mag_sigma, ivar_to_sigma, nanomaggies_to_mag
 
 #: Status values of the posterior catalog, in order of precedence.
@@ -48,6 +60,11 @@ STATUS_OUT_OF_SUPPORT = "out_of_support"
 #: A galaxy sent to MCMC (``--fallback mcmc``) whose chains did not converge within its budget.
 STATUS_MCMC_NOT_CONVERGED = "mcmc_not_converged"
 STATUSES = (STATUS_OK, STATUS_BAD_INPUT, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT, STATUS_MCMC_NOT_CONVERGED)
+#: ``z_source`` values: the redshift was given and used as exact; given with a
+#: Gaussian uncertainty that the posterior marginalizes over; or inferred from
+#: the photometry alone (photometric redshift).
+Z_GIVEN, Z_GIVEN_WITH_ERROR, Z_PHOTOMETRIC = "given", "given_with_error", "photometric"
+Z_SOURCES = (Z_GIVEN, Z_GIVEN_WITH_ERROR, Z_PHOTOMETRIC)
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +84,8 @@ class CheckedPhotometry:
     mag, mag_sigma : ndarray, shape (n, n_band)
         Magnitudes and their errors (error floor included) of every
         measured band, also of ``bad`` rows (NaN for unusable bands).
+    z_source : ndarray of str (object), shape (n,)
+        Per galaxy one of :data:`Z_SOURCES` (``""`` for bad input).
     bands : tuple of str
         Band labels, in column order.
     """
@@ -77,6 +96,7 @@ class CheckedPhotometry:
     used: np.ndarray
     mag: np.ndarray
     mag_sigma: np.ndarray
+    z_source: np.ndarray
     bands: tuple = SDSS_BANDS
 
     @property
@@ -104,7 +124,8 @@ def photometry_x(flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> np.ndarra
 
 def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, masked: bool = False,
                      error_floor: float = 0.0, bands: tuple[str, ...] = SDSS_BANDS,
-                     absent: tuple[str, ...] = (), min_snr: float = 0.0) -> CheckedPhotometry:
+                     absent: tuple[str, ...] = (), min_snr: float = 0.0, z_err=None,
+                     redshift: RedshiftInput | None = None) -> CheckedPhotometry:
     """Flag unusable rows and build the observation vectors of the others.
 
     Parameters
@@ -129,6 +150,12 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
     min_snr : float
         Band-masked x: bands with ``flux sqrt(ivar)`` below this are masked
         (``low_snr``); 0 keeps every positive flux.
+    z_err : array_like, shape (n,), optional
+        1-sigma redshift uncertainties (NaN: none given); photometric-redshift flows only.
+    redshift : RedshiftInput, optional
+        The redshift input of a photometric-redshift flow (band-masked x):
+        rows without z are inferred, not refused, and x ends in the encoded
+        redshift instead of z.
 
     Returns
     -------
@@ -150,15 +177,26 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
         if masked and min_snr > 0:
             per_band["low_snr"] = flux_finite & (flux > 0) & ivar_finite & (ivar > 0) & (flux * np.sqrt(ivar) < min_snr)
         z_ok = np.isfinite(z)
-        per_row = {"missing_z": ~z_ok, "nonpositive_z": z_ok & (z <= 0)}
+        per_row = {"missing_z": ~z_ok if redshift is None else np.zeros(z.shape, dtype=bool),
+                   "nonpositive_z": z_ok & (z <= 0)}
         if z_range is not None:
             per_row["z_outside_training_range"] = z_ok & (z > 0) & ((z < z_range[0]) | (z > z_range[1]))
+        z_err = np.full(z.shape, np.nan) if z_err is None else np.asarray(z_err, dtype=np.float64)
+        if redshift is not None:
+            err_given = ~np.isnan(z_err)
+            per_row["invalid_z_err"] = err_given & ~(np.isfinite(z_err) & (z_err > 0))
+            per_row["z_err_outside_training_range"] = err_given & np.isfinite(z_err) & (z_err > redshift.sigma_max)
+            per_row["z_err_without_z"] = err_given & np.isnan(z)
     band_bad = np.zeros(flux.shape, dtype=bool)
     for mask in per_band.values():
         band_bad |= mask
     if masked:
         per_row["fewer_than_3_bands"] = (~band_bad).sum(axis=1) < MIN_BANDS
-        x, used, _ = masked_photometry_x(np.where(band_bad, np.nan, flux), ivar_to_sigma(ivar), z, error_floor)
+        # A photometric-redshift row without z still gets its photometry's x (z is re-encoded below).
+        z_x = z if redshift is None else np.where(z_ok, z, 0.0)
+        x, used, _ = masked_photometry_x(np.where(band_bad, np.nan, flux), ivar_to_sigma(ivar), z_x, error_floor)
+        if redshift is not None:
+            x = np.concatenate([x[:, :-1], redshift.encode(z, z_err)], axis=1)
     else:
         x, used = photometry_x(flux, ivar, z), ~band_bad
     bad = np.zeros(z.shape[0], dtype=bool) if masked else np.asarray(band_bad.any(axis=1))
@@ -177,6 +215,8 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
     x = np.asarray(x, dtype=np.float64)
     x[bad] = np.nan
     used = used & ~bad[:, None]
+    z_source = np.where(~z_ok, Z_PHOTOMETRIC, np.where(np.isnan(z_err), Z_GIVEN, Z_GIVEN_WITH_ERROR)).astype(object)
+    z_source[bad] = ""
     # Magnitudes of every measured band, also of rows refused for another reason (a missing z):
     # the catalog keeps what was measured.
     measured = ~band_bad | per_band.get("low_snr", False)
@@ -184,7 +224,7 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
         mag = np.where(measured, nanomaggies_to_mag(flux), np.nan)
         sigma = np.sqrt(flux_sigma_to_mag_sigma(flux, ivar_to_sigma(ivar)) ** 2 + (error_floor if masked else 0.0) ** 2)
     return CheckedPhotometry(x=x, bad=bad, reason=reason, used=used, mag=mag,
-                             mag_sigma=np.where(measured, sigma, np.nan), bands=tuple(bands))
+                             mag_sigma=np.where(measured, sigma, np.nan), bands=tuple(bands), z_source=z_source)
 
 
 def reason_labels(reason: str) -> list[str]:

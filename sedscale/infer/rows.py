@@ -9,6 +9,7 @@ the statuses).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import fields
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -103,6 +104,8 @@ def sample_quantities(post: Posterior, model: ForwardModel, theta: np.ndarray, z
     theta : ndarray, shape (n, n_samples, d)
         Samples inside the prior box (NaN where missing).
     z : ndarray, shape (n,)
+        The galaxies' redshifts; ignored by a photometric-redshift flow,
+        whose every sample has its own (the last parameter).
     n_derived : int
         Leading samples per galaxy used for the derived properties.
 
@@ -117,10 +120,12 @@ def sample_quantities(post: Posterior, model: ForwardModel, theta: np.ndarray, z
     quantities = {name: theta[:, :, j] for j, name in enumerate(post.param_names)}
     physical = post.to_physical(theta)
     quantities.update(physical_quantities(physical, post.param_names))
-    derived = derived_quantities(model, theta[:, :n_derived], z)
+    d = post.n_model_params
+    sample_z = theta[:, :n_derived, d] if d < theta.shape[2] else z
+    derived = derived_quantities(model, theta[:, :n_derived, :d], sample_z)
     if not derived:
         # No sampled galaxy here: NaN columns of the same names keep all blocks' schemas equal.
-        probe = model.derived((post.prior.low + post.prior.high)[None, :] / 2, np.array([_PROBE_Z]))
+        probe = model.derived((post.prior.low[:d] + post.prior.high[:d])[None, :] / 2, np.array([_PROBE_Z]))
         derived = {k: np.full((theta.shape[0], n_derived), np.nan) for k in probe}
     derived = with_log_ssfr({k: v for k, v in derived.items() if k not in quantities})
     quantities.update(derived)
@@ -237,7 +242,13 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
     samples, n_acc, acc = drawn.samples, drawn.n_accepted, drawn.acceptance
     timed_out = n_acc < options.n_samples
     theta = clip_to_prior(samples, post.prior.low, post.prior.high)
-    quantities = sample_quantities(post, model, theta, np.asarray(z, dtype=float)[good], options.n_derived)
+    z_good = np.asarray(z, dtype=float)[good]
+    if post.redshift_input is not None and good.size:
+        # Prior widths (contraction) are read at the posterior-median redshift (NaN without samples).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            z_good = np.nanmedian(theta[:, :, -1], axis=1)
+    quantities = sample_quantities(post, model, theta, z_good, options.n_derived)
 
     status = np.full(n, STATUS_OK, dtype=object)
     reason = np.asarray(reason, dtype=object).copy()
@@ -259,6 +270,6 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
         "reason": pa.array(reason.tolist(), pa.string()),
         "support_score": pa.array(score.astype(np.float32)),
     }
-    cols.update(summary_columns(post, model, quantities, np.asarray(z, dtype=float)[good], good, n, n_acc,
+    cols.update(summary_columns(post, model, quantities, z_good, good, n, n_acc,
                                 drawn.n_drawn, acc, options.save_samples))
     return pa.table(cols), theta

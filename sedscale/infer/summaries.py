@@ -76,9 +76,9 @@ def derived_quantities(model, theta: np.ndarray, z: np.ndarray) -> dict[str, np.
     theta : ndarray, shape (n, s, d)
         Samples inside the prior box (see :func:`clip_to_prior`); NaN rows
         (missing samples) give NaN.
-    z : ndarray, shape (n,)
-        Redshift of each galaxy (finite and in the model's range for rows
-        with samples).
+    z : ndarray, shape (n,) or (n, s)
+        Redshift of each galaxy, or of each sample (photometric-redshift
+        flows); finite and in the model's range for rows with samples.
 
     Returns
     -------
@@ -87,12 +87,13 @@ def derived_quantities(model, theta: np.ndarray, z: np.ndarray) -> dict[str, np.
     """
     n, s, d = theta.shape
     flat = theta.reshape(n * s, d)
-    zz = np.repeat(np.asarray(z, dtype=np.float64), s)
+    z = np.asarray(z, dtype=np.float64)
+    zz = z.reshape(n * s) if z.ndim == 2 else np.repeat(z, s)
     rows = np.flatnonzero(np.isfinite(flat).all(axis=1))
     if rows.size == 0:
         return {}
     out: dict[str, np.ndarray] = {}
-    # One call: the model chunks its own work (and a galaxy's samples, sharing z, stay together).
+    # One call: the model chunks its own work (and a galaxy's samples stay together).
     for name, values in model.derived(flat[rows], zz[rows]).items():
         out[name] = np.full(n * s, np.nan)
         out[name][rows] = values

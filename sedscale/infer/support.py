@@ -301,12 +301,14 @@ def training_set_provenance(sims: str | os.PathLike) -> dict:
             "config_hash": manifest["config_hash"]}
 
 
-def fit_support_from_simulation(sims: str | os.PathLike, columns, photometric_noise=None, **kwargs) -> XSupport:
+def fit_support_from_simulation(sims: str | os.PathLike, columns, photometric_noise=None, redshift_input=None,
+                                **kwargs) -> XSupport:
     """Fit the x-support to the observations of a finished simulation (``bin/run_simulate`` output).
 
     For noiseless photometric sets, x is made with ``photometric_noise``
     (the checkpoint's) from validation rows (fixed draws), at most
-    ``n_reference + n_calibration`` of them.
+    ``n_reference + n_calibration`` of them; with ``redshift_input`` (a
+    photometric-redshift checkpoint's), x ends in the drawn redshift inputs.
 
     Raises
     ------
@@ -324,5 +326,5 @@ def fit_support_from_simulation(sims: str | os.PathLike, columns, photometric_no
         x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in columns])
         return fit_support(x, columns, provenance=provenance, **kwargs)
     wanted = kwargs.get("n_reference", DEFAULT_REFERENCE) + kwargs.get("n_calibration", DEFAULT_CALIBRATION)
-    x = reference_x(ts.with_noise(None, photometric_noise), wanted)
+    x = reference_x(ts.with_noise(None, photometric_noise).with_redshift(redshift_input), wanted)
     return fit_support(x, columns, provenance=provenance, **kwargs)

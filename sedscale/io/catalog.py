@@ -9,7 +9,9 @@ photometry frame used by :mod:`sedscale.infer.catalog`:
     The catalog's identifier (NSA: ``NSAID``), or the row number when no id
     column is mapped.
 ``z``
-    Redshift.
+    Redshift (NaN where the catalog gives none: a photometric-redshift flow infers it).
+``z_err``
+    1-sigma uncertainty of ``z`` (NaN where none is given: an exact, spectroscopic z).
 ``flux_u`` .. ``flux_z``
     Galactic-extinction corrected SDSS fluxes in nanomaggies.
 ``flux_ivar_u`` .. ``flux_ivar_z``
@@ -31,6 +33,8 @@ needs a :class:`ColumnMapping` (YAML file or ``key=value`` pairs)::
     flux_unit: uJy             # nanomaggy, maggy, Jy, mJy, uJy, nJy: required unless
                                # the file gives it (FITS TUNIT, Parquet field 'unit')
     extinction: A_{band}       # optional Galactic extinction (mag) to correct for
+    # z: none                  # no redshift column: photometric redshifts (a flow with z as a parameter)
+    # z_err: ZERR              # optional 1-sigma redshift uncertainty, marginalized over (same flows)
     # or magnitudes instead of fluxes:
     # mag: MAG_{band}
     # mag_err: MAGERR_{band}
@@ -112,7 +116,7 @@ _FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fts")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _BAND_KEYS = ("flux", "flux_ivar", "flux_err", "mag", "mag_err", "extinction")
-_SCALAR_KEYS = ("id", "z", "flux_unit", "keep", "format", "names", "bands")
+_SCALAR_KEYS = ("id", "z", "z_err", "flux_unit", "keep", "format", "names", "bands")
 #: Unit strings found in files (FITS TUNIT, Parquet field metadata) -> FLUX_UNITS key.  Jansky
 #: prefixes are case-sensitive (MJy is not mJy); the maggy words are not.
 _FILE_FLUX_UNITS = {**{k: k for k in FLUX_UNITS}, "nanomaggies": "nanomaggy", "nmaggy": "nanomaggy",
@@ -132,8 +136,12 @@ class ColumnMapping:
 
     Attributes
     ----------
-    z : str
-        Redshift column.
+    z : str or None
+        Redshift column; None (``z: none``) when the catalog has none
+        (photometric redshifts, with a flow that has z as a parameter).
+    z_err : str or None
+        Column of the redshift's 1-sigma uncertainty (same flows); NaN
+        entries mean an exact redshift.
     id : str or None
         Identifier column; None numbers the rows from 0.
     flux, flux_ivar, flux_err : dict of band -> column, or None
@@ -166,7 +174,8 @@ class ColumnMapping:
         flow's set: the others are masked in every row.
     """
 
-    z: str = "z"
+    z: str | None = "z"
+    z_err: str | None = None
     id: str | None = None
     flux: dict | None = None
     flux_ivar: dict | None = None
@@ -200,6 +209,8 @@ class ColumnMapping:
             raise ConfigError(f"format must be 'text' (or left out), got {self.format!r}")
         if self.names and len(set(self.names)) != len(self.names):
             raise ConfigError("'names' repeats a column name")
+        if self.z is None and self.z_err is not None:
+            raise ConfigError("'z_err' needs a 'z' column (z: none means no redshift at all)")
 
     @classmethod
     def from_dict(cls, d: Mapping, source: str = "<mapping>", bands: Sequence[str] = SDSS_BANDS) -> ColumnMapping:
@@ -229,9 +240,11 @@ class ColumnMapping:
         kwargs: dict[str, Any] = {"partial": bands != flow_bands}
         kwargs.update({k: _band_columns(d[k], k, source, bands) for k in _BAND_KEYS if d.get(k) is not None})
         kwargs["bands"] = bands
-        for key in ("id", "z", "flux_unit", "format"):
+        for key in ("id", "z", "z_err", "flux_unit", "format"):
             if d.get(key) is not None:
                 kwargs[key] = str(d[key])
+        if str(kwargs.get("z", "")).lower() == "none":
+            kwargs["z"] = None
         for key in ("keep", "names"):
             value = d.get(key) or ()
             if isinstance(value, str):
@@ -271,7 +284,7 @@ class ColumnMapping:
 
     def source_columns(self) -> list[str]:
         """Every catalog column the mapping reads, in a stable order."""
-        cols = [self.z] + ([self.id] if self.id else [])
+        cols = [c for c in (self.z, self.z_err, self.id) if c]
         for key in _BAND_KEYS:
             bands = getattr(self, key)
             if bands is not None:
@@ -280,6 +293,8 @@ class ColumnMapping:
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in _SCALAR_KEYS + _BAND_KEYS if getattr(self, k) not in (None, ())}
+        if self.z is None:
+            d["z"] = "none"
         if not self.partial:
             del d["bands"]  # the flow's set, which the checkpoint records
         return d
@@ -628,19 +643,27 @@ def _with_absent_bands(df: pd.DataFrame, bands: Sequence[str]) -> pd.DataFrame:
     if absent:
         df = df.assign(**{f"flux_{b}": np.nan for b in absent}, **{f"flux_ivar_{b}": 0.0 for b in absent})
     canonical = canonical_columns(bands)
+    if "z_err" not in df:
+        df = df.assign(z_err=np.nan)
     df = df[list(canonical) + [c for c in df.columns if c not in canonical]]
     df.attrs["absent_bands"] = tuple(absent)
     return df
 
 
+#: Columns of the canonical frame a file in sedscale's own layout may leave out (NaN: none given).
+OPTIONAL_CANONICAL = ("z", "z_err")
+
+
 def canonical_columns(bands: Sequence[str] = SDSS_BANDS) -> tuple[str, ...]:
-    """``id``, ``z``, ``flux_<band>``, ``flux_ivar_<band>``: the canonical frame of ``bands``."""
-    return ("id", "z") + tuple(f"flux_{b}" for b in bands) + tuple(f"flux_ivar_{b}" for b in bands)
+    """``id``, ``z``, ``z_err``, ``flux_<band>``, ``flux_ivar_<band>``: the canonical frame of ``bands``."""
+    return ("id", "z", "z_err") + tuple(f"flux_{b}" for b in bands) + tuple(f"flux_ivar_{b}" for b in bands)
 
 
-def _canonical_mapping(bands: Sequence[str]) -> ColumnMapping:
-    return ColumnMapping(id="id", z="z", flux={b: f"flux_{b}" for b in bands},
-                         flux_ivar={b: f"flux_ivar_{b}" for b in bands}, flux_unit="nanomaggy", bands=tuple(bands))
+def _canonical_mapping(bands: Sequence[str], present: Sequence[str] = OPTIONAL_CANONICAL) -> ColumnMapping:
+    """The mapping of a file in the canonical layout that has the ``present`` optional columns."""
+    return ColumnMapping(id="id", z="z" if "z" in present else None, z_err="z_err" if "z_err" in present else None,
+                         flux={b: f"flux_{b}" for b in bands}, flux_ivar={b: f"flux_ivar_{b}" for b in bands},
+                         flux_unit="nanomaggy", bands=tuple(bands))
 
 
 def column_units(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, str]:
@@ -725,7 +748,7 @@ def mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str], unit: 
         cols = getattr(mapping, key)
         return np.column_stack([_as_float(raw[cols[b]], path, cols[b]) for b in mapping.bands])
 
-    n = len(raw[mapping.z])
+    n = len(next(iter(raw.values())))
     if mapping.flux is not None:
         assert unit is not None  # flux mappings always have one (flux_unit_of)
         scale = FLUX_UNITS[unit]
@@ -746,7 +769,8 @@ def mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str], unit: 
         flux, ivar = flux * boost, ivar / boost**2
     cols: dict[str, np.ndarray] = {
         "id": raw[mapping.id] if mapping.id else np.zeros(n, dtype=np.int64),
-        "z": _as_float(raw[mapping.z], path, mapping.z),
+        "z": _as_float(raw[mapping.z], path, mapping.z) if mapping.z else np.full(n, np.nan),
+        "z_err": _as_float(raw[mapping.z_err], path, mapping.z_err) if mapping.z_err else np.full(n, np.nan),
     }
     cols.update({f"flux_{b}": flux[:, k] for k, b in enumerate(mapping.bands)})
     cols.update({f"flux_ivar_{b}": ivar[:, k] for k, b in enumerate(mapping.bands)})

@@ -142,11 +142,15 @@ def nsa_band_indices(bands: Sequence[str]) -> np.ndarray:
 
 
 def nsa_frame(data: np.ndarray, extra: Sequence[str], bands: Sequence[str]) -> pd.DataFrame:
-    """The canonical frame of raw NSA rows (:func:`read_nsa_file`): ``bands`` of NMGY, NSAID as ``id``, ``mass_nsa``."""
+    """The canonical frame of raw NSA rows (:func:`read_nsa_file`): ``bands`` of NMGY, NSAID as ``id``, ``mass_nsa``.
+
+    ``z_err`` is NaN: the NSA's ``Z`` are spectroscopic redshifts, used as exact.
+    """
     idx = nsa_band_indices(bands)
     flux = np.asarray(data["NMGY"][:, idx], dtype=np.float64)
     ivar = np.asarray(data["NMGY_IVAR"][:, idx], dtype=np.float64)
-    cols = {"id": np.asarray(data["NSAID"], dtype=np.int64), "z": np.asarray(data["Z"], dtype=np.float64)}
+    cols = {"id": np.asarray(data["NSAID"], dtype=np.int64), "z": np.asarray(data["Z"], dtype=np.float64),
+            "z_err": np.full(len(data), np.nan)}
     cols.update({f"flux_{b}": flux[:, k] for k, b in enumerate(bands)})
     cols.update({f"flux_ivar_{b}": ivar[:, k] for k, b in enumerate(bands)})
     if "MASS" in (data.dtype.names or ()):
@@ -182,7 +186,7 @@ def read_nsa(
     -------
     pandas.DataFrame
         One row per unique ``NSAID`` (first occurrence kept, original order)
-        with columns ``id`` (NSAID), ``z``, ``flux_u`` .. ``flux_z``
+        with columns ``id`` (NSAID), ``z``, ``z_err`` (NaN), ``flux_u`` .. ``flux_z``
         (nanomaggies, Galactic-extinction corrected), ``flux_ivar_u`` ..
         ``flux_ivar_z`` (nanomaggies^-2), ``mass_nsa`` (Msun h^-2) when every
         file has ``MASS``, and the extra columns.  ``df.attrs`` records

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError, MissingDataError
 from ..observe.filters import SDSS_BANDS
 from .catalog import (
+    OPTIONAL_CANONICAL,
     ColumnMapping,
     RowRange,
     _canonical_mapping,
@@ -366,14 +367,18 @@ def open_catalog(
     canonical = canonical_columns(bands)
     kind = "mapped" if mapping is not None else "canonical"
     if mapping is None:
+        required = [c for c in canonical if c not in OPTIONAL_CANONICAL]
+        present: set[str] = set(OPTIONAL_CANONICAL)
         for f in files:
             lower = {c.lower() for c in table_columns(f)}
-            if not all(c in lower for c in canonical):
+            if not all(c in lower for c in required):
                 raise CatalogFormatError(
                     f"{f}: neither an NSA catalog (NSAID, Z, NMGY, NMGY_IVAR) nor in sedscale's layout "
-                    f"({', '.join(canonical)}); give a column mapping (--columns / --column-map)"
+                    f"({', '.join(required)}, optionally {', '.join(OPTIONAL_CANONICAL)}); give a column mapping "
+                    "(--columns / --column-map)"
                 )
-        mapping = _canonical_mapping(bands)
+            present &= lower
+        mapping = _canonical_mapping(bands, tuple(present))
     source_files, units, line_offsets = [], [], {}
     text = text_names_of(mapping)
     for f in files:

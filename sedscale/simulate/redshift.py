@@ -44,6 +44,12 @@ class UniformRedshift:
         """``n`` redshifts (float64)."""
         return rng.uniform(self.low, self.high, n)
 
+    def log_prob(self, z) -> np.ndarray:
+        """Log density of ``z`` (-inf outside ``[low, high]``)."""
+        z = np.asarray(z, dtype=np.float64)
+        inside = (z >= self.low) & (z <= self.high)
+        return np.where(inside, -np.log(self.high - self.low), -np.inf)
+
     def to_dict(self) -> dict:
         return {"kind": "uniform", "low": float(self.low), "high": float(self.high)}
 
@@ -63,8 +69,33 @@ class SurveyRedshift(UniformRedshift):
         log = np.exp(rng.uniform(np.log(self.low), np.log(self.high), n))
         return np.where(rng.random(n) < 0.5, lin, log)
 
+    def log_prob(self, z) -> np.ndarray:
+        """Log density of the mixture, ``log(1/(2 (high - low)) + 1/(2 z ln(high/low)))``; -inf outside."""
+        z = np.asarray(z, dtype=np.float64)
+        inside = (z >= self.low) & (z <= self.high)
+        zz = np.where(inside, z, self.low)
+        density = 0.5 / (self.high - self.low) + 0.5 / (zz * np.log(self.high / self.low))
+        return np.where(inside, np.log(density), -np.inf)
+
     def to_dict(self) -> dict:
         return {"kind": "survey", "low": float(self.low), "high": float(self.high)}
+
+
+def redshift_distribution_from_dict(d: object) -> UniformRedshift | SurveyRedshift:
+    """Inverse of ``to_dict`` for the closed-form distributions (a catalog's redshifts have no density).
+
+    Raises
+    ------
+    ConfigError
+        Not a ``uniform`` or ``survey`` description.
+    """
+    kinds = {"uniform": UniformRedshift, "survey": SurveyRedshift}
+    if not isinstance(d, dict) or d.get("kind") not in kinds:
+        raise ConfigError(f"redshift distribution must be one of {sorted(kinds)} with low and high; got {str(d)[:200]}")
+    try:
+        return kinds[d["kind"]](float(d["low"]), float(d["high"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"malformed redshift distribution ({exc!r})") from None
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,12 @@ class TrainConfig:
         masks drawn when rows are read (``"survey"`` or
         :class:`~sedscale.observe.survey_noise.SurveyNoise` options);
         ignored where the noise is in the data.
+    redshift : None, str or dict
+        Noiseless photometric training sets: None (z is an input, as in a
+        spec-z flow) or ``"parameter"`` / a dict of
+        :class:`~sedscale.observe.redshift_input.RedshiftInput` options (z is
+        inferred; x ends in the given redshift, its uncertainty and whether
+        one is given).
     augment : int
         Spectral sets: passes over the training rows per epoch, each with
         fresh noise (DIGS: 10^4 spectra x 200 = 2x10^6 rows).
@@ -194,6 +200,7 @@ class TrainConfig:
     shuffle_buffer: int = 1_000_000
     spectral_noise: str | dict = "survey"
     photometric_noise: str | dict = "survey"
+    redshift: str | dict | None = None
     augment: int = 1
     preset: str = "custom"
 
@@ -222,6 +229,9 @@ class TrainConfig:
         from ..observe.survey_noise import photometric_noise_model
 
         photometric_noise_model(self.photometric_noise)
+        from ..observe.redshift_input import redshift_input
+
+        redshift_input(self.redshift)
 
     def to_dict(self) -> dict:
         d = asdict(self)

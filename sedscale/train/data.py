@@ -38,7 +38,9 @@ import torch
 
 from ..errors import ConfigError, MissingDataError, SedscaleError
 from ..models.priors import Parameter, Prior, tabulated_marginal
+from ..models.redshift_prior import REDSHIFT_PARAMETER, RedshiftParameterPrior
 from ..observe.layout import FLUX_TRUE_COLUMNS, REDSHIFT_COLUMN, spectrum_x
+from ..observe.redshift_input import REDSHIFT_X_COLUMNS, RedshiftInput, redshift_input
 from ..observe.spectral_noise import SpectralNoiseModel, spectral_noise_model
 from ..observe.survey_noise import SurveyNoise, photometric_noise_model
 from .flows import Normalization, marginal_tensors, pretransform_theta
@@ -60,6 +62,11 @@ def prior_from_dict(d: dict) -> Prior:
     ConfigError
         Not a BoxUniform or PhysicalPrior description.
     """
+    if isinstance(d, dict) and d.get("type") == "RedshiftParameterPrior":
+        from ..simulate.redshift import redshift_distribution_from_dict
+
+        return RedshiftParameterPrior(prior_from_dict(d.get("base") or {}),
+                                      redshift_distribution_from_dict(d.get("redshift")))
     if isinstance(d, dict) and d.get("type") == "PhysicalPrior":
         from ..models import get_model
 
@@ -150,11 +157,19 @@ class PhotometricSource:
 
     noise: SurveyNoise
     columns: tuple[str, ...] = FLUX_TRUE_COLUMNS + (REDSHIFT_COLUMN,)
+    redshift: RedshiftInput | None = None
 
     def x_from_batch(self, batch, keep: np.ndarray, rng: np.random.Generator):
-        """``(x, valid)`` of the ``keep`` rows of a Parquet record batch, noise from ``rng``."""
+        """``(x, valid)`` of the ``keep`` rows of a Parquet record batch, noise from ``rng``.
+
+        With ``redshift`` (z a parameter), x ends in the drawn redshift inputs
+        instead of the true z.
+        """
         values = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in self.columns])[keep]
-        return self.noise.apply(values[:, :-1], values[:, -1], rng)
+        x, valid = self.noise.apply(values[:, :-1], values[:, -1], rng)
+        if self.redshift is not None:
+            x = np.concatenate([x[:, :-1], self.redshift.draw(values[:, -1], rng)], axis=1)
+        return x, valid
 
     def with_noise(self, spectral, photometric) -> PhotometricSource:
         return replace(self, noise=photometric_noise_model(photometric))
@@ -204,6 +219,48 @@ class TrainingSet:
         return replace(self, source=self.source.with_noise(spectral, photometric))
 
     @property
+    def redshift_input(self) -> RedshiftInput | None:
+        """How z is given to a photometric-redshift flow (None: z is an input, not a parameter)."""
+        return self.source.redshift if isinstance(self.source, PhotometricSource) else None
+
+    def with_redshift(self, spec) -> TrainingSet:
+        """This set with z moved from x into the parameters (``spec``: see
+        :func:`~sedscale.observe.redshift_input.redshift_input`; None leaves the set as it is).
+
+        The parameters become ``(*param_names, "z")`` under
+        :class:`~sedscale.models.redshift_prior.RedshiftParameterPrior` (the
+        simulation's redshift distribution times the model prior), and x ends
+        in :data:`~sedscale.observe.redshift_input.REDSHIFT_X_COLUMNS`.
+
+        Raises
+        ------
+        TrainingSetError
+            Not a noiseless photometric set whose x ends in z, or a redshift
+            distribution without a density (drawn from a catalog).
+        """
+        from ..simulate.redshift import redshift_distribution_from_dict
+
+        spec = redshift_input(spec)
+        if spec is None or self.redshift_input == spec:
+            return self
+        if not isinstance(self.source, PhotometricSource) or self.redshift_input is not None \
+                or self.x_columns[-1:] != (REDSHIFT_COLUMN,):
+            raise TrainingSetError(f"{self.path}: redshift as a parameter needs a noiseless photometric training set "
+                                   "(bin/run_simulate --noise-model none) whose x ends in z")
+        try:
+            distribution = redshift_distribution_from_dict(self.metadata.get("redshift"))
+        except ConfigError as err:
+            raise TrainingSetError(f"{self.path}: redshift as a parameter needs a uniform or survey redshift "
+                                   f"distribution ({err})") from None
+        return replace(
+            self,
+            param_names=(*self.param_names, REDSHIFT_PARAMETER),
+            x_columns=(*self.x_columns[:-1], *REDSHIFT_X_COLUMNS),
+            prior=RedshiftParameterPrior(self.prior, distribution),
+            source=replace(self.source, redshift=spec),
+        )
+
+    @property
     def n_rows(self) -> int:
         return int(sum(self.row_counts))
 
@@ -237,6 +294,7 @@ class TrainingSet:
             "observable": self.observable,
             "spectral_noise": self.source.noise.to_dict() if isinstance(self.source, SpectralSource) else None,
             "photometric_noise": self.source.noise.to_dict() if isinstance(self.source, PhotometricSource) else None,
+            "redshift_input": None if self.redshift_input is None else self.redshift_input.to_dict(),
         }
 
 
@@ -341,8 +399,8 @@ def read_chunks(ts: TrainingSet, split: Split, file_order=None, rows: int = CHUN
     a generator seeded by the split and the file (the same x on every read).
     """
     offsets = np.concatenate([[0], np.cumsum(ts.row_counts)])
-    d = len(ts.param_names)
-    columns = list(ts.param_names) + list(ts.x_columns if ts.source is None else ts.source.columns)
+    # A photometric-redshift set reads z once, as a parameter and as the source of x.
+    columns = list(dict.fromkeys([*ts.param_names, *(ts.x_columns if ts.source is None else ts.source.columns)]))
     order = range(len(ts.files)) if file_order is None else file_order
     for i in order:
         start = int(offsets[i])
@@ -359,7 +417,7 @@ def read_chunks(ts: TrainingSet, split: Split, file_order=None, rows: int = CHUN
             if ts.source is not None:
                 x, valid = ts.source.x_from_batch(batch, keep, noise_rng)
             else:
-                x = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in columns[d:]])
+                x = np.column_stack([batch.column(c).to_numpy(zero_copy_only=False) for c in ts.x_columns])
                 x, valid = x[keep].astype(np.float32, copy=False), True
             good = valid & np.isfinite(theta).all(axis=1) & np.isfinite(x).all(axis=1) & ts.prior.in_support(theta)
             yield theta[good], x[good], int((~good).sum())

@@ -271,6 +271,7 @@ def _resume_run(out: Path, ts: TrainingSet, config: TrainConfig | None) -> _Run:
     tensors, state = read_train_state(out)
     saved = TrainConfig.from_dict(state["config"])
     config = saved if config is None else _check_resumable(saved, config)
+    ts = ts.with_noise(config.spectral_noise, config.photometric_noise).with_redshift(config.redshift)
     if state["training_set"]["manifest_sha256"] != ts.manifest_sha256 or state["x_columns"] != list(ts.x_columns):
         raise CheckpointError(
             f"{out}: the interrupted run trained on other data ({state['training_set']['path']}, "
@@ -337,7 +338,7 @@ def prior_reference_log_prob(ts: TrainingSet, rows: int = 20_000) -> float:
         return float(-np.sum(np.log(ts.prior.high - ts.prior.low)))
     import pyarrow.parquet as pq
 
-    table = pq.read_table(ts.files[0], columns=[*ts.param_names, "z"]).slice(0, rows)
+    table = pq.read_table(ts.files[0], columns=list(dict.fromkeys([*ts.param_names, "z"]))).slice(0, rows)
     theta = np.column_stack([table.column(c).to_numpy() for c in ts.param_names]).astype(np.float64)
     lp = ts.prior.log_prob(theta, table.column("z").to_numpy().astype(np.float64))
     return float(np.mean(lp[np.isfinite(lp)]))
@@ -359,7 +360,9 @@ def _source_metadata(ts: TrainingSet) -> dict:
         sigma_star = ts.metadata.get("sigma_star_kms")
         return {"spectral_noise": ts.source.noise.to_dict(), "wavelength": ts.source.wave.tolist(),
                 **({"sigma_star_kms": sigma_star} if sigma_star else {})}
-    return {"photometric_noise": ts.source.noise.to_dict()}
+    redshift = ts.redshift_input
+    return {"photometric_noise": ts.source.noise.to_dict(),
+            **({} if redshift is None else {"redshift_input": redshift.to_dict()})}
 
 
 def _describe_noise(noise) -> str:
@@ -503,11 +506,12 @@ def train(
     else:
         config = config or PRESETS[default_preset(ts)]
         # The normalization statistics are computed from x made with the run's spectral noise.
-        run = _new_run(ts.with_noise(config.spectral_noise, config.photometric_noise), config)
+        run = _new_run(ts.with_noise(config.spectral_noise, config.photometric_noise).with_redshift(config.redshift),
+                       config)
         if init_from is not None:
             _warm_start(run, ts, init_from)
     config = run.config
-    ts = ts.with_noise(config.spectral_noise, config.photometric_noise)
+    ts = ts.with_noise(config.spectral_noise, config.photometric_noise).with_redshift(config.redshift)
     prior_lp = prior_reference_log_prob(ts)
     log(
         f"training set {ts.path}: {ts.n_rows} rows, model {ts.model_name}; {run.counts.n_train} train, "

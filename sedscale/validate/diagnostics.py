@@ -109,7 +109,8 @@ def ppc_pvalues(model, samples, z, flux, flux_sigma, n_draws: int, rng: np.rando
     ----------
     model : ForwardModel
     samples : array_like, shape (n, L, d)
-    z : array_like, shape (n,)
+    z : array_like, shape (n,) or (n, L)
+        Redshift of each galaxy, or of each sample (photometric-redshift flows).
     flux, flux_sigma : array_like, shape (n, n_band)
         Observed fluxes and errors, nanomaggies.
     n_draws : int
@@ -118,8 +119,10 @@ def ppc_pvalues(model, samples, z, flux, flux_sigma, n_draws: int, rng: np.rando
     """
     samples = np.asarray(samples, dtype=float)[:, :n_draws]
     n, k, d = samples.shape
+    z = np.asarray(z, dtype=float)
+    zz = z[:, :n_draws].reshape(n * k) if z.ndim == 2 else np.repeat(z, k)
     theta = np.clip(samples.reshape(n * k, d), model.prior.low, model.prior.high)
-    model_flux = model.photometry(theta, np.repeat(z, k)).reshape(n, k, -1)
+    model_flux = model.photometry(theta, zz).reshape(n, k, -1)
     sigma = np.asarray(flux_sigma, dtype=float)[:, None, :]
     # Masked bands (sigma NaN) count neither in the observed nor in the replicated chi2.
     used = np.isfinite(sigma) & (sigma > 0)

@@ -32,12 +32,37 @@ from ..cosmology import cosmology_table
 from ..units import POGSON, ivar_to_sigma
 from .prior_predictive import prior_draws_by_redshift
 
-__all__ = ["grid_masses"]
+__all__ = ["GRID_QUANTITIES", "grid_masses", "grid_posterior"]
+
+
+#: Quantities :func:`grid_posterior` reports: name -> (derived property, extensive).  Extensive ones
+#: scale with the fitted amplitude (log10 of the property, shifted like the mass); the others do not.
+GRID_QUANTITIES = {
+    "log_mstar_total": ("log_mstar_total", True),
+    "log_mstar": ("log_mstar", True),
+    "log_sfr_100myr": ("sfr_100myr", True),
+    "log_sfr_1gyr": ("sfr_1gyr", True),
+    "age_mw": ("age_mw", False),
+}
 
 
 def grid_masses(model, flux, ivar, z, n_draws: int = 100_000, n_bins: int = 10, error_floor: float = 0.02,
                 seed: int = 0, mass: str = "log_mstar_total") -> np.ndarray:
     """Posterior-median log stellar mass of every galaxy under ``model``'s prior (brute force).
+
+    :func:`grid_posterior` of one mass; ``mass`` is ``log_mstar_total`` or ``log_mstar``.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        NaN for galaxies without a usable z or with fewer than 3 usable bands.
+    """
+    return grid_posterior(model, flux, ivar, z, (mass,), n_draws, n_bins, error_floor, seed)[mass]
+
+
+def grid_posterior(model, flux, ivar, z, quantities: Sequence[str] = ("log_mstar_total",), n_draws: int = 100_000,
+                   n_bins: int = 10, error_floor: float = 0.02, seed: int = 0) -> dict[str, np.ndarray]:
+    """Posterior medians of derived quantities of every galaxy under ``model``'s prior (brute force).
 
     Parameters
     ----------
@@ -46,6 +71,10 @@ def grid_masses(model, flux, ivar, z, n_draws: int = 100_000, n_bins: int = 10, 
         Fluxes in ``model.bands`` (nanomaggies) and inverse variances; unusable bands
         (non-positive ivar, non-finite values) are left out of the chi2.
     z : ndarray, shape (n,)
+    quantities : sequence of str
+        Keys of :data:`GRID_QUANTITIES`: log stellar masses (Msun), log SFRs
+        (Msun/yr; a draw without star formation counts as a specific SFR of
+        10^-15 /yr of its mass formed), mass-weighted age (Gyr).
     n_draws : int
         Prior draws per redshift bin.
     n_bins : int
@@ -53,12 +82,10 @@ def grid_masses(model, flux, ivar, z, n_draws: int = 100_000, n_bins: int = 10, 
     error_floor : float
         Magnitudes added in quadrature to the flux errors.
     seed : int
-    mass : str
-        Derived mass to report (``log_mstar_total`` or ``log_mstar``).
 
     Returns
     -------
-    ndarray, shape (n,)
+    dict of str to ndarray, shape (n,)
         NaN for galaxies without a usable z or with fewer than 3 usable bands.
     """
     flux = np.asarray(flux, dtype=float)
@@ -68,12 +95,20 @@ def grid_masses(model, flux, ivar, z, n_draws: int = 100_000, n_bins: int = 10, 
     usable = np.isfinite(flux) & np.isfinite(sigma) & (sigma > 0)
     weight = np.where(usable, 1.0 / np.where(usable, sigma, 1.0) ** 2, 0.0)
     flux = np.where(usable, flux, 0.0)
-    out = np.full(z.size, np.nan)
+    out = {q: np.full(z.size, np.nan) for q in quantities}
     rows_ok = np.flatnonzero((usable.sum(axis=1) >= 3) & np.isfinite(z) & (z > 0) & (z <= model.z_max))
     cosmo = cosmology_table(model.cosmology)
     draws = prior_draws_by_redshift(model, z, rows_ok, n_draws, n_bins, np.random.default_rng(seed))
     for rows, theta, z_draw, model_flux in draws:
-        log_m = model.derived(theta, z_draw)[mass] - 2 * np.log10(cosmo.luminosity_distance_cm(z_draw))
+        derived = model.derived(theta, z_draw)
+        log_dl = 2 * np.log10(cosmo.luminosity_distance_cm(z_draw))
+        values = {}
+        for q in quantities:
+            name, extensive = GRID_QUANTITIES[q]
+            v = derived[name]
+            if name.startswith("sfr"):
+                v = np.maximum(v, 1e-15 * 10 ** derived["log_mformed"])
+            values[q] = (v if name.startswith("log") else np.log10(v)) - log_dl if extensive else v
         for s in range(0, rows.size, 64):
             r = rows[s : s + 64]
             w = weight[r]
@@ -83,11 +118,13 @@ def grid_masses(model, flux, ivar, z, n_draws: int = 100_000, n_bins: int = 10, 
             chi2 = (flux[r] ** 2 * w).sum(axis=1)[:, None] - a_num**2 / b
             logw = -0.5 * chi2 - np.log(a) - 0.5 * np.log(b)
             p = np.exp(logw - logw.max(axis=1, keepdims=True))
-            lm = np.log10(a) + log_m[None, :] + 2 * np.log10(cosmo.luminosity_distance_cm(z[r]))[:, None]
-            order = np.argsort(lm, axis=1)
-            cum = np.cumsum(np.take_along_axis(p, order, axis=1), axis=1)
-            k = (cum < 0.5 * cum[:, -1:]).sum(axis=1)
-            out[r] = np.take_along_axis(lm, order, axis=1)[np.arange(r.size), k]
+            shift = np.log10(a) + 2 * np.log10(cosmo.luminosity_distance_cm(z[r]))[:, None]
+            for q in quantities:
+                v = values[q][None, :] + shift if GRID_QUANTITIES[q][1] else np.broadcast_to(values[q], p.shape)
+                order = np.argsort(v, axis=1)
+                cum = np.cumsum(np.take_along_axis(p, order, axis=1), axis=1)
+                k = (cum < 0.5 * cum[:, -1:]).sum(axis=1)
+                out[q][r] = np.take_along_axis(v, order, axis=1)[np.arange(r.size), k]
     return out
 
 

@@ -68,7 +68,6 @@ from .mcmc_benchmark import GalaxyObservation, run_mcmc_benchmark
 from .render import write_parquet, write_summary
 from .test_set import (
     STRATA_BAND,
-    Z_STRATA,
     derived_for_calibration,
     noise_for_checkpoint,
     observed_pattern,
@@ -77,6 +76,7 @@ from .test_set import (
     simulate_test_set,
     strata_band,
     validation_streams,
+    z_strata,
 )
 
 
@@ -123,6 +123,10 @@ class ValidationConfig:
         flow's set (one survey's pattern, e.g. DESI's ``decam_g decam_r
         decam_z w1 w2`` for the ``all_surveys`` flow); None: the training
         noise's mix of patterns and masks.
+    redshift_case : {"photometric", "mixed"}
+        Photometric-redshift flows: test every galaxy without a given
+        redshift (photo-z, the default) or with the training mix of no
+        redshift and redshifts with Gaussian uncertainties.
     """
 
     flow: str
@@ -142,8 +146,11 @@ class ValidationConfig:
     anpe_samples: int = 10_000
     n_corner: int = 3
     observed_bands: tuple[str, ...] | None = None
+    redshift_case: str = "photometric"
 
     def __post_init__(self):
+        if self.redshift_case not in REDSHIFT_CASES:
+            raise ConfigError(f"redshift_case must be one of {REDSHIFT_CASES}, got {self.redshift_case!r}")
         for name in ("n_test", "n_samples", "chunk_size", "strata_bins", "anpe_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -211,6 +218,18 @@ def catalog_observations(path, n: int, rng: np.random.Generator, z_range) -> lis
 
 
 # ------------------------------------------------------------------ the run
+#: Test cases of a photometric-redshift flow (:attr:`ValidationConfig.redshift_case`).
+REDSHIFT_CASES = ("photometric", "mixed")
+
+
+def redshift_test_x(z, redshift_input, case: str, rng: np.random.Generator) -> np.ndarray:
+    """The redshift inputs (n, 3) of test galaxies at true redshifts ``z``: none given, or the training mix."""
+    z = np.asarray(z, dtype=np.float64)
+    if case == "photometric":
+        return redshift_input.encode(np.full(z.shape, np.nan), np.full(z.shape, np.nan))
+    return redshift_input.draw(z, rng)
+
+
 def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     """Simulate, sample, diagnose and write the report (see the module docstring).
 
@@ -245,8 +264,11 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
                           "--noise-model and the MCMC comparison are not available for them")
     model = get_model(post.model_name, **(meta["model"].get("options") or {}))
     names = list(post.param_names)
-    if names != list(model.param_names):
+    # A photometric-redshift flow's last parameter is z, which is not a model parameter.
+    d = post.n_model_params
+    if names[:d] != list(model.param_names):
         raise ConfigError(f"{config.flow}: parameters {names} differ from model {model.name!r} {list(model.param_names)}")
+    photoz = post.redshift_input is not None
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     train_seed = (meta.get("training_set") or {}).get("seed")
@@ -262,6 +284,10 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
             noise = noise.observing(observed_pattern(model.bands, config.observed_bands))
             log(f"test galaxies observed in {', '.join(config.observed_bands)} only")
         test, x = simulate_masked_test_set(model, noise, redshift, config.n_test, streams)
+        if photoz:
+            x = np.concatenate([x[:, :-1], redshift_test_x(test[REDSHIFT_COLUMN], post.redshift_input,
+                                                           config.redshift_case, streams[2])], axis=1)
+            log(f"redshift inputs of the test galaxies: {config.redshift_case}")
     else:
         noise = noise_for_checkpoint(meta, config.noise_model, log)
         test = simulate_test_set(model, noise, redshift, config.n_test, streams)
@@ -278,26 +304,31 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     samples = drawn["samples"][used].astype(float)
     sub = test.iloc[used].reset_index(drop=True)
     z_used = sub[REDSHIFT_COLUMN].to_numpy(dtype=float)
+    # Every sample's redshift: its own for a photometric-redshift flow, else the galaxy's.
+    z_samples = samples[:, :, d] if photoz else np.repeat(z_used[:, None], samples.shape[1], axis=1)
     # Parameters, then derived log M* and log SFR (ranks need only samples and truths).
-    d_names, d_samples, d_truth, d_low, d_high = derived_for_calibration(model, samples, theta[used], z_used)
+    d_names, d_samples, d_truth, d_low, d_high = derived_for_calibration(model, samples[:, :, :d], theta[used, :d],
+                                                                         z_used, z_samples)
     truth = learned_theta(theta[used], post.prior.low, post.prior.high, meta["theta_transform"], post.flow.marginals)
     cal = compute_calibration(np.concatenate([samples, d_samples], axis=-1),
                               np.concatenate([truth, d_truth], axis=-1), names + d_names,
-                              np.concatenate([model.prior.low, d_low]), np.concatenate([model.prior.high, d_high]),
+                              np.concatenate([post.prior.low, d_low]), np.concatenate([post.prior.high, d_high]),
                               streams[3], drawn["logp_samples"][used], drawn["logp_true"][used])
     calib = summarize_calibration(cal, config.thresholds)
     # Calibration alone does not tell an informative posterior from the prior (both pass).
     prior_var = None
-    if not getattr(model.prior, "is_uniform", True):
+    if photoz:
+        prior_var = post.prior.sample(20000, np.random.default_rng([seed, 4])).var(axis=0)
+    elif not getattr(model.prior, "is_uniform", True):
         # The variance of the prior itself, at the test set's redshifts.
         z_prior = np.random.default_rng([seed, 3]).choice(z_used, 20000)
         prior_var = model.prior.sample(20000, np.random.default_rng([seed, 4]), z_prior).var(axis=0)
-    contraction = posterior_contraction(samples, model.prior.low, model.prior.high, prior_var)
+    contraction = posterior_contraction(samples, post.prior.low, post.prior.high, prior_var)
     calib.insert(2, "contraction", calib["parameter"].map(dict(zip(names, contraction))))
     bands = model.bands
     sb = strata_band(sub, bands.bands if masked else (STRATA_BAND,))
     strata_vars = {
-        "z": (sub[REDSHIFT_COLUMN].to_numpy(), Z_STRATA) if masked else sub[REDSHIFT_COLUMN].to_numpy(),
+        "z": (sub[REDSHIFT_COLUMN].to_numpy(), z_strata(redshift.high)) if masked else sub[REDSHIFT_COLUMN].to_numpy(),
         f"mag_{sb}": sub[f"mag_{sb}"].to_numpy(),
         f"snr_{sb}": (sub[f"flux_{sb}"] / sub[f"flux_sigma_{sb}"]).to_numpy(),
     }
@@ -313,11 +344,11 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     flux = sub[list(bands.columns("flux_"))].to_numpy(dtype=float)
     sigma = sub[list(bands.columns("flux_sigma_"))].to_numpy(dtype=float)
     z = sub[REDSHIFT_COLUMN].to_numpy(dtype=float)
-    chi2_med = ppc_chi2(model, med, z, flux, sigma)
-    chi2_true = ppc_chi2(model, theta[used], z, flux, sigma)
+    chi2_med = ppc_chi2(model, med[:, :d], med[:, d] if photoz else z, flux, sigma)
+    chi2_true = ppc_chi2(model, theta[used, :d], z, flux, sigma)
     dof = int(np.round(np.mean(np.sum(np.isfinite(sigma), axis=1))))
     p99 = stats.chi2.ppf(0.99, dof)
-    p_ppc = ppc_pvalues(model, samples, z, flux, sigma, PPC_DRAWS, np.random.default_rng([seed, 2]))
+    p_ppc = ppc_pvalues(model, samples[:, :, :d], z_samples, flux, sigma, PPC_DRAWS, np.random.default_rng([seed, 2]))
     ppc = dict(dof=dof, median_chi2_median_sed=float(np.median(chi2_med)), median_chi2_true_sed=float(np.median(chi2_true)),
                frac_above_p99_median_sed=float(np.mean(chi2_med > p99)), frac_above_p99_true_sed=float(np.mean(chi2_true > p99)),
                ppc_draws=PPC_DRAWS, mean_p_ppc=float(np.mean(p_ppc)), median_p_ppc=float(np.median(p_ppc)),
@@ -337,7 +368,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
     per_sim["chi2_true"] = chi2_true
     per_sim["p_ppc"] = p_ppc
 
-    labels = [p.label or p.name for p in model.prior.parameters]
+    labels = [p.label or p.name for p in post.prior.parameters]
     plots.plot_rank_histograms(cal.u, names, out / "rank_histograms.png", config.thresholds.n_bins,
                                config.thresholds.band_level, labels)
     plots.plot_pp(cal.u, names, out / "pp_plot.png", labels)
@@ -351,6 +382,7 @@ def run_validation(config: ValidationConfig, client=None, log=print) -> dict:
         x_columns=list(post.x_columns), n_test=config.n_test, n_used=int(used.size), n_samples=config.n_samples,
         seed=seed, redshift=redshift.to_dict() if hasattr(redshift, "to_dict") else str(redshift),
         thresholds=asdict(config.thresholds), observed_bands=list(config.observed_bands or []) or None,
+        redshift_case=config.redshift_case if photoz else None,
         anpe_wall_s=drawn["wall_s"], anpe_sample_cpu_s=drawn["sample_cpu_s"], anpe_logp_cpu_s=drawn["logp_cpu_s"],
         anpe_cpu_s_per_galaxy=drawn["sample_cpu_s"] / config.n_test,
         workers=_describe_workers(client),

@@ -25,8 +25,14 @@ from ..observe.layout import (
 TEST_STREAM_KEY = 2**31 - 1
 #: Band of the magnitude and S/N strata.
 STRATA_BAND = "r"
-#: Redshift strata of band-masked (survey) flows.
+#: Redshift strata of band-masked (survey) flows (extended to a training set's upper redshift).
 Z_STRATA = np.array([0.002, 0.05, 0.15, 0.3, 0.6])
+
+
+def z_strata(z_high: float) -> np.ndarray:
+    """:data:`Z_STRATA` up to ``z_high``, ending at it when it lies beyond the last edge."""
+    edges = Z_STRATA[Z_STRATA < z_high]
+    return np.append(edges, z_high) if z_high > Z_STRATA[-1] else Z_STRATA
 
 
 def validation_streams(seed: int) -> tuple[np.random.Generator, ...]:
@@ -171,9 +177,13 @@ DERIVED_CHECKS = (
 )
 
 
-def derived_for_calibration(model, samples, theta_true, z) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def derived_for_calibration(model, samples, theta_true, z,
+                            z_samples=None) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Derived quantities of the samples and of the truths (:data:`DERIVED_CHECKS`: log M* of living stars
     + remnants, log SFR over 100 Myr and 1 Gyr, mass-weighted log Z and age).
+
+    ``samples`` (n, L, d) are the model's parameters, ``z`` (n,) the true
+    redshifts and ``z_samples`` (n, L) each sample's redshift (default ``z``).
 
     Returns
     -------
@@ -185,7 +195,7 @@ def derived_for_calibration(model, samples, theta_true, z) -> tuple[list, np.nda
     """
     n, L, d = samples.shape
     theta = np.clip(samples.reshape(n * L, d), model.prior.low, model.prior.high)
-    drawn = model.derived(theta, np.repeat(z, L))
+    drawn = model.derived(theta, np.repeat(z, L) if z_samples is None else np.asarray(z_samples, float).reshape(n * L))
     truth = model.derived(np.asarray(theta_true, dtype=float), z)
     names = [c[0] for c in DERIVED_CHECKS]
     samples_d = np.stack([f(drawn).reshape(n, L) for _, f, _ in DERIVED_CHECKS], axis=-1)
