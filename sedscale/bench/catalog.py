@@ -56,7 +56,8 @@ def warm_worker(flow: str, flow_sha: str, support: str | None, support_sha: str 
     if support:
         load_support_cached(support, support_sha)
     model = model_for(post)
-    theta = (post.prior.low + post.prior.high)[None, :] / 2
+    d = post.n_model_params
+    theta = (post.prior.low[:d] + post.prior.high[:d])[None, :] / 2
     model.derived(theta, np.array([0.03]))
     post.draw(post.flow.x_mean.numpy()[None, :], 10)
     return time.perf_counter() - start

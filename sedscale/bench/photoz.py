@@ -51,7 +51,7 @@ R_BINS = (10.0, 16.0, 17.0, 17.5, 18.0, 30.0)
 
 def _row(name: str, m: dict) -> str:
     """A markdown table row of one code's figures (:meth:`PhotozMetrics.to_dict` plus ``cpu_ms_per_galaxy``)."""
-    cov = "-" if not np.isfinite(m["coverage_68"]) else f"{100 * m['coverage_68']:.1f}% / {100 * m['coverage_95']:.1f}%"
+    cov = " / ".join("-" if not np.isfinite(m[k]) else f"{100 * m[k]:.1f}%" for k in ("coverage_68", "coverage_95"))
     return (f"| {name} | {m['n']} | {m['sigma_nmad']:.4f} | {100 * m['outlier_fraction']:.2f}% | {m['bias']:+.4f} "
             f"| {cov} | {m['cpu_ms_per_galaxy']:.2f} |")
 

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_PARTITION_SIZE,
     )
     from ..infer.posterior import DEFAULT_MAX_PROPOSALS
+    from ..infer.zprior import DEFAULT_Z_PRIOR, Z_PRIORS
 
     p = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="band-masked flows: mask bands measured below this S/N (flux x sqrt(ivar); non-detections, "
         "reason low_snr); default: the lowest S/N the flow was trained on (1.09 for the survey flows); 0 keeps all",
     )
+    p.add_argument("--z-prior", choices=Z_PRIORS,
+                   help=f"photometric-redshift flows: the redshift prior (default {DEFAULT_Z_PRIOR}; 'training' keeps "
+                        "the flow's training distribution)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument(
         "--max-time", type=float, default=DEFAULT_MAX_TIME,
@@ -261,6 +265,7 @@ def _main(argv: Sequence[str] | None) -> int:
         check_support=not args.no_support_check,
         error_floor=args.error_floor,
         min_snr=args.min_snr,
+        z_prior=args.z_prior,
     )
     from ..train.checkpoint import checkpoint_observable
 

@@ -30,6 +30,7 @@ from ..observe.layout import PHOTOMETRY_X_COLUMNS
 from ..units import POGSON, nanomaggies_to_mag
 from .posterior import DEFAULT_MAX_PROPOSALS
 from .support import XSupport, fit_support_from_simulation, support_path, training_set_mismatch
+from .zprior import DEFAULT_Z_PRIOR, check_z_prior
 
 if TYPE_CHECKING:
     from .catalog_mcmc import CatalogMCMC
@@ -101,6 +102,10 @@ class CatalogOptions:
         non-detection's magnitude error (tens of magnitudes) lies outside
         every training row, and the flow cannot use it as an upper limit.
         0 keeps every positive flux.  SEDflow-layout flows mask nothing.
+    z_prior : str or None
+        Photometric-redshift flows: the redshift prior the samples are
+        re-weighted to (:data:`~sedscale.infer.zprior.Z_PRIORS`; None:
+        :data:`~sedscale.infer.zprior.DEFAULT_Z_PRIOR`).  Other flows take none.
     """
 
     n_samples: int = DEFAULT_N_SAMPLES
@@ -114,6 +119,7 @@ class CatalogOptions:
     check_support: bool = True
     error_floor: float | None = None
     min_snr: float | None = None
+    z_prior: str | None = None
 
     def __post_init__(self):
         for name in ("n_samples", "partition_size"):
@@ -136,6 +142,8 @@ class CatalogOptions:
             raise ConfigError(f"error_floor must be in [0, 1] mag, got {self.error_floor!r}")
         if self.min_snr is not None and not (np.isfinite(self.min_snr) and self.min_snr >= 0):
             raise ConfigError(f"min_snr must be a finite S/N >= 0, got {self.min_snr!r}")
+        if self.z_prior is not None:
+            check_z_prior(self.z_prior)
 
     @property
     def n_derived(self) -> int:
@@ -320,7 +328,7 @@ def plan_catalog(
     if reserved:
         raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
     options = replace(options, error_floor=resolve_error_floor(post, options.error_floor),
-                      min_snr=resolve_min_snr(post, options.min_snr))
+                      min_snr=resolve_min_snr(post, options.min_snr), z_prior=resolve_z_prior(post, options.z_prior))
     work = Path(work_dir) if work_dir else default_work_dir(outputs[0])
     xsupport, support_file = (None, None)
     if options.check_support:
@@ -387,6 +395,22 @@ def resolve_min_snr(post: Posterior, min_snr: float | None) -> float:
     return float(min_snr)
 
 
+def resolve_z_prior(post: Posterior, z_prior: str | None) -> str | None:
+    """The redshift prior of a run with ``post`` (None for flows that take z as an input).
+
+    Raises
+    ------
+    ConfigError
+        A redshift prior for a flow without z among its parameters.
+    """
+    if post.redshift_input is None:
+        if z_prior is not None:
+            raise ConfigError(f"{post.path} takes z as an input; a redshift prior (--z-prior) needs a "
+                              "photometric-redshift flow")
+        return None
+    return z_prior or DEFAULT_Z_PRIOR
+
+
 def training_z_range(metadata: dict) -> tuple[float, float]:
     """Redshift range of a checkpoint's training set (from its metadata)."""
     z = (metadata.get("training_set") or {}).get("redshift") or {}
@@ -416,7 +440,8 @@ def resolve_support(post: Posterior, flow, support=None, support_sims=None,
         path = Path(support)
         found = XSupport.load(path)
     else:
-        path = support_path(flow)
+        # Beside the checkpoint itself: ``flow`` may be the name of a shipped checkpoint, not a path.
+        path = support_path(post.path)
         cached = (cache_dir / path.name) if cache_dir else None
         if not path.is_file() and cached is not None and cached.is_file():
             path = cached

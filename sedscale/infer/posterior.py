@@ -33,6 +33,8 @@ import torch
 
 from ..errors import ParameterError
 from ..models.priors import marginals_from_list
+from ..models.redshift_prior import RedshiftParameterPrior
+from ..observe.redshift_input import redshift_input
 from ..train.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -223,7 +225,9 @@ class Posterior:
     Build with :meth:`load`.  Attributes: ``metadata`` (the checkpoint's
     sidecar), ``path``, ``flow`` (:class:`~sedscale.train.flows.ConditionalFlow`),
     ``prior`` (:class:`~sedscale.models.priors.Prior`), ``param_names``,
-    ``x_columns``, ``x_units``, ``model_name``.
+    ``x_columns``, ``x_units``, ``model_name``, ``redshift_input`` (the
+    :class:`~sedscale.observe.redshift_input.RedshiftInput` of a
+    photometric-redshift flow, whose last parameter is z; None when z is an input).
     """
 
     def __init__(self, flow: ConditionalFlow, metadata: dict, path: str = "", model=None, model_options=None):
@@ -238,6 +242,7 @@ class Posterior:
         self._model = model
         self._model_options = dict(model_options or metadata["model"].get("options") or {})
         self._sampler = CouplingSampler.from_flow(self.flow)
+        self.redshift_input = redshift_input(metadata.get("redshift_input"))
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -292,12 +297,9 @@ class Posterior:
         check_compatible(self.metadata, self.path, model=model, x_columns=x_columns, param_names=param_names)
 
     @property
-    def redshift_input(self):
-        """The :class:`~sedscale.observe.redshift_input.RedshiftInput` of a photometric-redshift
-        flow (z is its last parameter), else None (z is an input)."""
-        from ..observe.redshift_input import redshift_input
-
-        return redshift_input(self.metadata.get("redshift_input"))
+    def training_redshift(self):
+        """A photometric-redshift flow's training redshift distribution (its prior's p(z)), else None."""
+        return self.prior.redshift if isinstance(self.prior, RedshiftParameterPrior) else None
 
     @property
     def n_model_params(self) -> int:

@@ -20,6 +20,7 @@ from .contraction import DERIVED_CONTRACTION, contraction_columns, with_log_ssfr
 from .posterior import SampleResult
 from .quality import STATUS_BAD_INPUT, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT
 from .summaries import clip_to_prior, derived_quantities, physical_quantities, summarize
+from .zprior import DEFAULT_Z_PRIOR, reweight_redshift_prior
 
 if TYPE_CHECKING:
     from ..models.base import ForwardModel
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 ROWS_PER_PASS = 8192
 #: Redshift of the probe that names the derived properties of a block without usable rows.
 _PROBE_Z = 0.05
+#: Third key of the random stream of a partition's redshift-prior resampling (apart from its sampling seeds).
+_Z_PRIOR_STREAM = 0x2F
 
 
 def _chunk_seed(seed: int, partition: int, chunk: int) -> int:
@@ -222,7 +225,8 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
     Returns
     -------
     table : pyarrow.Table
-        ``status``, ``reason``, ``support_score``, ``n_samples``,
+        ``status``, ``reason``, ``support_score``, ``z_prior_ess`` (photometric-redshift
+        flows: effective sample size of the redshift-prior weights), ``n_samples``,
         ``n_draws``, ``acceptance``, summaries ``<quantity>_<stat>`` and, with
         ``options.save_samples``, ``samples_<quantity>`` list columns.
     theta : ndarray (n_good, n_samples, d)
@@ -243,6 +247,10 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
     timed_out = n_acc < options.n_samples
     theta = clip_to_prior(samples, post.prior.low, post.prior.high)
     z_good = np.asarray(z, dtype=float)[good]
+    prior_ess = None
+    if post.training_redshift is not None:
+        theta, prior_ess = reweight_redshift_prior(theta, post.training_redshift, options.z_prior or DEFAULT_Z_PRIOR,
+                                                   np.random.default_rng([options.seed, partition, _Z_PRIOR_STREAM]))
     if post.redshift_input is not None and good.size:
         # Prior widths (contraction) are read at the posterior-median redshift (NaN without samples).
         with warnings.catch_warnings():
@@ -270,6 +278,10 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
         "reason": pa.array(reason.tolist(), pa.string()),
         "support_score": pa.array(score.astype(np.float32)),
     }
+    if prior_ess is not None:
+        ess = np.full(n, np.nan, dtype=np.float32)
+        ess[good] = prior_ess
+        cols["z_prior_ess"] = pa.array(ess)
     cols.update(summary_columns(post, model, quantities, z_good, good, n, n_acc,
                                 drawn.n_drawn, acc, options.save_samples))
     return pa.table(cols), theta

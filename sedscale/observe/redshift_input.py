@@ -41,7 +41,7 @@ class RedshiftInput:
         Fraction of training rows without a given redshift.
     sigma_min, sigma_max : float
         Range of the given redshifts' 1-sigma uncertainties (log-uniform);
-        a catalog redshift without an uncertainty is given ``sigma_min``.
+        a catalog redshift without an uncertainty is given :attr:`exact_sigma`.
     """
 
     p_unknown: float = 0.5
@@ -55,6 +55,13 @@ class RedshiftInput:
             raise ConfigError(f"redshift uncertainties must satisfy 0 < sigma_min < sigma_max < 1, got "
                               f"[{self.sigma_min}, {self.sigma_max}]")
 
+    @property
+    def exact_sigma(self) -> float:
+        """The uncertainty encoded for a redshift given without one (a spectroscopic z): twice
+        ``sigma_min``, inside the trained range (its edge is barely ever drawn), and any uncertainty
+        far below the photometric one acts alike."""
+        return 2.0 * self.sigma_min
+
     def draw(self, z, rng: np.random.Generator) -> np.ndarray:
         """Training inputs (n, 3) for true redshifts ``z`` (n,): a case per row, then its noisy z."""
         z = np.asarray(z, dtype=np.float64)
@@ -62,7 +69,7 @@ class RedshiftInput:
         known = rng.random(n) >= self.p_unknown
         sigma = np.exp(rng.uniform(np.log(self.sigma_min), np.log(self.sigma_max), n))
         z_obs = z + sigma * rng.standard_normal(n)
-        return self.encode(np.where(known, z_obs, np.nan), np.where(known, sigma, np.nan))
+        return self._columns(np.where(known, z_obs, np.nan), sigma)
 
     def encode(self, z_obs, z_err) -> np.ndarray:
         """Flow inputs (n, 3) of given redshifts and uncertainties.
@@ -73,13 +80,18 @@ class RedshiftInput:
             Given redshift; NaN where none is given.
         z_err : array_like, shape (n,)
             Its 1-sigma uncertainty; NaN for a redshift given without one
-            (encoded as ``sigma_min``, a spectroscopic redshift).  Must be
-            positive where given (the catalog flags the rest).
+            (a spectroscopic redshift).  Uncertainties are encoded within
+            ``[exact_sigma, sigma_max]`` (the catalog flags those above
+            ``sigma_max`` and those <= 0).
         """
-        z_obs = np.asarray(z_obs, dtype=np.float64)
         z_err = np.asarray(z_err, dtype=np.float64)
+        sigma = np.clip(np.where(np.isfinite(z_err), z_err, self.exact_sigma), self.exact_sigma, self.sigma_max)
+        return self._columns(np.asarray(z_obs, dtype=np.float64), sigma)
+
+    @staticmethod
+    def _columns(z_obs: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """The (n, 3) inputs: a NaN ``z_obs`` is the no-redshift case (0, 0, 0)."""
         known = np.isfinite(z_obs)
-        sigma = np.clip(np.where(np.isfinite(z_err), z_err, self.sigma_min), self.sigma_min, self.sigma_max)
         return np.column_stack([np.where(known, z_obs, 0.0), np.where(known, np.log10(sigma), 0.0),
                                 known.astype(np.float64)]).astype(np.float32)
 

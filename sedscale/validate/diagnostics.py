@@ -143,6 +143,10 @@ def ppc_chi2(model, theta, z, flux, flux_sigma) -> np.ndarray:
 #: contract -- and its posterior SEDs must fit the data.  Measured (docs/validation.md): shipped
 #: flows 0.97 and a PPC mean p of 0.10-0.13; a 6-epoch flow on 2,000 simulations 0.89 and 0.025.
 MIN_MASS_CONTRACTION = 0.93
+#: The same for photometric-redshift flows (z among the parameters, ``z`` in the table): without a
+#: distance the mass is known less well.  Measured: the shipped photo-z flows 0.72 (ugriz) and 0.75
+#: (grz W1 W2) on 2,000 simulations each, a 3-epoch photo-z flow on 20,000 simulations 0.35.
+MIN_MASS_CONTRACTION_PHOTOZ = 0.6
 MIN_MEAN_PPC_P = 0.05
 #: Fraction of parameters (and derived properties) that must pass SBC and coverage.
 MIN_CALIBRATED_FRACTION = 0.8
@@ -161,14 +165,15 @@ def verdict(calib: pd.DataFrame, ppc: dict) -> dict:
     n_pass, n = int(params["passed"].sum()), len(params)
     failed = params.loc[~params["passed"].astype(bool), "parameter"].tolist()
     mass = float(params["contraction"].iloc[0]) if len(params) else float("nan")
+    min_mass = MIN_MASS_CONTRACTION_PHOTOZ if (params["parameter"] == "z").any() else MIN_MASS_CONTRACTION
     mean_p = float(ppc.get("mean_p_ppc", float("nan")))
     problems = []
     if n_pass < MIN_CALIBRATED_FRACTION * n:
         problems.append(f"miscalibrated: {n - n_pass}/{n} quantities fail SBC/coverage")
     if len(joint) and not joint["passed"].astype(bool).all():
         problems.append("joint HPD/TARP coverage fails")
-    if not mass >= MIN_MASS_CONTRACTION:
-        problems.append(f"uninformative: {params['parameter'].iloc[0]} contraction {mass:.2f} < {MIN_MASS_CONTRACTION}")
+    if not mass >= min_mass:
+        problems.append(f"uninformative: {params['parameter'].iloc[0]} contraction {mass:.2f} < {min_mass}")
     if not mean_p >= MIN_MEAN_PPC_P:
         problems.append(f"posterior SEDs misfit: mean PPC p {mean_p:.3f} < {MIN_MEAN_PPC_P}")
     calibrated = f"calibrated {n_pass}/{n}" + (f" ({', '.join(failed)} fail)" if failed else "")
