@@ -86,7 +86,7 @@ def check_catalog_rows(part: pd.DataFrame, post: Posterior, options: CatalogOpti
         part[list(bands.columns("flux_"))].to_numpy(), part[list(bands.columns("flux_ivar_"))].to_numpy(),
         part["z"].to_numpy(), z_range, masked=post.band_masked, error_floor=options.error_floor or 0.0,
         bands=bands.bands, absent=tuple(absent), min_snr=options.min_snr or 0.0,
-        z_err=part["z_err"].to_numpy() if "z_err" in part else None, redshift=post.redshift_input,
+        z_err=part["z_err"].to_numpy(), redshift=post.redshift_input,
     )
 
 

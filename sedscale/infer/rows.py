@@ -251,11 +251,10 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
     if post.training_redshift is not None:
         theta, prior_ess = reweight_redshift_prior(theta, post.training_redshift, options.z_prior or DEFAULT_Z_PRIOR,
                                                    np.random.default_rng([options.seed, partition, _Z_PRIOR_STREAM]))
-    if post.redshift_input is not None and good.size:
         # Prior widths (contraction) are read at the posterior-median redshift (NaN without samples).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            z_good = np.nanmedian(theta[:, :, -1], axis=1)
+            z_good = np.nanmedian(theta[:, :, -1], axis=1) if good.size else z_good
     quantities = sample_quantities(post, model, theta, z_good, options.n_derived)
 
     status = np.full(n, STATUS_OK, dtype=object)
