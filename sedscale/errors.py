@@ -20,3 +20,7 @@ class ParameterError(SedscaleError, ValueError):
 
 class ConfigError(SedscaleError, ValueError):
     """A configuration file or option is invalid."""
+
+
+class InputChangedError(SedscaleError):
+    """An input file changed (rewritten, replaced, removed) while a run was reading it."""

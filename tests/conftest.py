@@ -72,3 +72,33 @@ def train_masked_flow():
         return root / "ckpt"
 
     return make
+
+
+#: Redshift range of the tiny catalog flow and its mock catalogs.
+Z_RANGE = (0.01, 0.06)
+
+
+@pytest.fixture(scope="session")
+def tiny_flow(tmp_path_factory) -> Path:
+    """A small NSF trained for 15 epochs on 3000 dirichlet simulations (checkpoint directory)."""
+    import torch
+
+    from sedscale.simulate import SimulationConfig, run_simulation
+    from sedscale.train import resolve_config, train
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("catalog_flow")
+    run_simulation(SimulationConfig(model="dirichlet", n=3000, out=root / "sims", seed=11, partition_size=1500, z_range=Z_RANGE))
+    # A fixed number of epochs (not a time budget) keeps the flow, hence the test, independent of machine load.
+    config = resolve_config("default", max_epochs=15, max_time=90.0, seed=1)
+    train(root / "sims", root / "ckpt", config, progress=False, log=lambda line: None)
+    return root / "ckpt"
+
+
+@pytest.fixture(scope="session")
+def mock_catalog(tmp_path_factory) -> Path:
+    """A MOCK NSA-format FITS file: 160 galaxies, the last 5 with one defect each."""
+    from sedscale.infer.mock import write_mock_nsa
+
+    path = tmp_path_factory.mktemp("catalog_mock") / "mock_nsa.fits"
+    return write_mock_nsa(path, n=160, seed=5, z_range=Z_RANGE, n_defects=5)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from sedscale.errors import ConfigError
-from sedscale.io.catalog import ColumnMapping, read_catalog
+from sedscale.io.catalog import ColumnMapping, read_catalog, write_canonical
 from sedscale.io.nsa import CatalogFormatError, read_nsa
 from sedscale.models import get_model
 from sedscale.observe.bands import band_set_names, get_band_set
@@ -204,7 +204,7 @@ def test_nsa_rows_with_and_without_galex_through_a_uv_flow(uv_flow, shared_data,
     df = read_nsa(nsa_file, bands=get_band_set("galex_sdss").bands).iloc[:30].copy()
     df.loc[df.index[:10], "flux_ivar_fuv"] = 0.0
     path = tmp_path / "nsa_uv.parquet"
-    df.to_parquet(path)
+    write_canonical(df, path)
     plan = plan_catalog(path, uv_flow, [tmp_path / "post.parquet"], CatalogOptions(n_samples=50, seed=2),
                         work_dir=tmp_path / "parts")
     run_catalog(plan)

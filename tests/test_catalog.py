@@ -29,30 +29,6 @@ Z_RANGE = (0.01, 0.06)
 
 
 @pytest.fixture(scope="session")
-def tiny_flow(tmp_path_factory) -> Path:
-    """A small NSF trained for 15 epochs on 3000 dirichlet simulations (checkpoint directory)."""
-    import torch
-
-    from sedscale.simulate import SimulationConfig, run_simulation
-    from sedscale.train import resolve_config, train
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("catalog_flow")
-    run_simulation(SimulationConfig(model="dirichlet", n=3000, out=root / "sims", seed=11, partition_size=1500, z_range=Z_RANGE))
-    # A fixed number of epochs (not a time budget) keeps the flow, hence the test, independent of machine load.
-    config = resolve_config("default", max_epochs=15, max_time=90.0, seed=1)
-    train(root / "sims", root / "ckpt", config, progress=False, log=lambda line: None)
-    return root / "ckpt"
-
-
-@pytest.fixture(scope="session")
-def mock_catalog(tmp_path_factory) -> Path:
-    """A MOCK NSA-format FITS file: 160 galaxies, the last 5 with one defect each."""
-    path = tmp_path_factory.mktemp("catalog_mock") / "mock_nsa.fits"
-    return write_mock_nsa(path, n=160, seed=5, z_range=Z_RANGE, n_defects=5)
-
-
-@pytest.fixture(scope="session")
 def mock_run(tiny_flow, mock_catalog, tmp_path_factory):
     """The mock catalog through run_catalog (in this process), as Parquet and FITS with samples."""
     out = tmp_path_factory.mktemp("catalog_out")
@@ -441,6 +417,64 @@ def test_an_output_that_is_the_input_catalog_is_refused(mock_catalog, tiny_flow,
     err = capsys.readouterr().err.strip()
     assert "is an input catalog and would be overwritten" in err and len(err.splitlines()) == 1
     assert fits.read_bytes() == before
+
+
+def test_non_ascii_strings_for_a_fits_output_are_refused_before_any_inference(mock_catalog, tiny_flow, tmp_path,
+                                                                               capsys, monkeypatch):
+    """FITS strings are ASCII: non-ASCII ids stop the plan, a kept column the first partition holding one."""
+    import sedscale.infer.catalog_plan as catalog_plan
+    from sedscale.cli.catalog import main
+    from sedscale.io.catalog import write_fits
+
+    rows = read_catalog(mock_catalog).iloc[:60].reset_index(drop=True)
+    rows["name"] = [f"galaxy {k}" for k in range(len(rows))]
+    ascii_ids = rows.copy()
+    rows["id"] = ["galaxié-1", "銀河2"] + [f"g{k}" for k in range(2, len(rows))]
+    rows.to_csv(tmp_path / "unicode_ids.csv", index=False)
+    columns = ["id=id", "z=z", "flux=flux_{band}", "flux_ivar=flux_ivar_{band}", "flux_unit=nanomaggy"]
+    out = tmp_path / "x.fits"
+    argv = [str(tmp_path / "unicode_ids.csv"), "--flow", str(tiny_flow), "--out", str(out), "--columns", *columns,
+            "--cluster", "none", "--no-progress", "--no-support-check"]
+    for extra in ([], ["--resume"]):
+        assert main(argv + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert "ids 'galaxié-1', '銀河2' are not ASCII: FITS tables hold ASCII strings only; write Parquet" in err
+        assert not list(tmp_path.glob("x.fits.parts/part-*")) and not out.exists()
+    # Parquet holds them.
+    options = CatalogOptions(n_samples=20, partition_size=20, seed=1, check_support=False)
+    plan_catalog(tmp_path / "unicode_ids.csv", tiny_flow, tmp_path / "x.parquet", options, mapping=columns)
+    # A kept column read past the plan's first rows: its partition stops before inference, the earlier ones stand.
+    ascii_ids.loc[45, "name"] = "NGC 4321 ≡ M100"
+    ascii_ids.to_csv(tmp_path / "unicode_names.csv", index=False)
+    monkeypatch.setattr(catalog_plan, "SAMPLE_ROWS", 10)
+    plan = plan_catalog(tmp_path / "unicode_names.csv", tiny_flow, tmp_path / "y.fits", options, mapping=columns,
+                        keep=["name"])
+    with pytest.raises(ConfigError, match=r"^values 'NGC 4321 ≡ M100' of column name are not ASCII: .*"
+                                          r"or do not keep name$"):
+        run_catalog(plan)
+    assert sorted(p.name for p in plan.work_dir.glob("part-*")) == ["part-000000.parquet", "part-000001.parquet"]
+    # The FITS writer's own check, whoever calls it.
+    with pytest.raises(ConfigError, match="not ASCII"):
+        write_fits(pa.table({"name": ["銀河2"]}), tmp_path / "z.fits")
+
+
+def test_a_csv_with_quoted_newlines_runs_row_for_row(mock_catalog, tiny_flow, tmp_path, monkeypatch):
+    """A quoted CSV field holding a newline is one galaxy; workers seek to rows past such fields."""
+    import sedscale.io.source as source
+
+    monkeypatch.setattr(source, "LINE_INDEX_STRIDE", 16)  # seeks inside this small file
+    rows = read_catalog(mock_catalog).iloc[:100].reset_index(drop=True)
+    rows["name"] = [f"NGC {k}\nM{k}" if k % 3 == 0 else f"galaxy {k}" for k in range(len(rows))]
+    rows.to_csv(tmp_path / "cat.csv", index=False)
+    columns = ["id=id", "z=z", "flux=flux_{band}", "flux_ivar=flux_ivar_{band}", "flux_unit=nanomaggy"]
+    options = CatalogOptions(n_samples=20, partition_size=23, seed=1, check_support=False)
+    plan = plan_catalog(tmp_path / "cat.csv", tiny_flow, tmp_path / "x.parquet", options, mapping=columns, keep=["name"])
+    run_catalog(plan)
+    got = pd.read_parquet(tmp_path / "x.parquet")
+    np.testing.assert_array_equal(got["id"], rows["id"])
+    assert got["name"].tolist() == rows["name"].tolist()
+    np.testing.assert_allclose(got["z"], rows["z"])
 
 
 def test_sigterm_stops_a_catalog_run_as_ctrl_c_does(mock_catalog, tiny_flow, tmp_path, capsys, monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 from sedscale.errors import ConfigError
 from sedscale.infer.catalog import CatalogOptions, plan_catalog, run_catalog
 from sedscale.infer.quality import Z_GIVEN, Z_GIVEN_WITH_ERROR, Z_PHOTOMETRIC, check_photometry
+from sedscale.io.catalog import write_canonical
 from sedscale.models import get_model
 from sedscale.models.redshift_prior import RedshiftParameterPrior
 from sedscale.observe.redshift_input import REDSHIFT_X_COLUMNS, RedshiftInput, redshift_input
@@ -148,7 +149,7 @@ def test_photoz_checkpoint_records_redshift_as_its_last_parameter(photoz_flow):
 
 def test_catalog_without_a_redshift_column_gets_photometric_redshifts(photoz_flow, tmp_path):
     df = _catalog(40, seed=5)
-    df.to_parquet(tmp_path / "noz.parquet")
+    write_canonical(df, tmp_path / "noz.parquet")
     plan = plan_catalog(tmp_path / "noz.parquet", photoz_flow, [tmp_path / "out.parquet"],
                         CatalogOptions(n_samples=100, seed=1), work_dir=tmp_path / "parts")
     run_catalog(plan)
@@ -176,7 +177,7 @@ def test_mixed_redshift_cases_domain_edges_and_bad_uncertainties(photoz_flow, tm
     z_err[40:43] = [-0.01, 0.0, np.inf]    # bad uncertainties
     df["z"] = z
     df["z_err"] = z_err
-    df.to_parquet(tmp_path / "mixed.parquet")
+    write_canonical(df, tmp_path / "mixed.parquet")
     # The training z prior: re-weighting to a flat one would magnify this 10-epoch flow's tails at the
     # low edge, which is not what this test is about (tests/test_photoz.py: the re-weighting's own test).
     plan = plan_catalog(tmp_path / "mixed.parquet", photoz_flow, [tmp_path / "out.parquet"],

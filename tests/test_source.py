@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sedscale.errors import ConfigError, MissingDataError
+from sedscale.errors import ConfigError, InputChangedError, MissingDataError
 from sedscale.io.catalog import CatalogFormatError, ColumnMapping, read_catalog
 from sedscale.io.nsa import read_nsa
 from sedscale.io.source import LINE_INDEX_STRIDE, expand_catalog_paths, open_catalog, read_partition
@@ -98,8 +98,36 @@ def test_a_file_changed_after_planning_is_a_clear_error_not_wrong_rows(reference
     reference[CANONICAL].iloc[:600].to_csv(path, index=False)
     source = open_catalog(path, ColumnMapping.from_pairs(FLUX_MAP))
     reference[CANONICAL].iloc[:400].to_csv(path, index=False)
-    with pytest.raises(CatalogFormatError, match="changed since the run was planned"):
+    with pytest.raises(InputChangedError, match="input file changed during the run .size, modification time"):
         _by_partitions(source, 250)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_quoted_newlines_in_a_csv_field_are_one_row_at_every_partition_size(tmp_path, suffix):
+    """A quoted field holding newlines (and escaped quotes, blank lines) is one row: counts and seeks respect quotes."""
+    rng = np.random.default_rng(4)
+    n = 2 * LINE_INDEX_STRIDE + 88
+    names = [f"galaxy {k}" for k in range(n)]
+    for k in range(0, n, 7):
+        names[k] = f"NGC {k}\nM{k}"
+    for k in range(3, n, 50):
+        names[k] = f'the "{k}" one,\n\n  second paragraph\n'
+    names[LINE_INDEX_STRIDE - 1] = "spans\nthe\nstride"
+    df = pd.DataFrame({"id": np.arange(n) + 10, "z": rng.uniform(0.01, 0.06, n), "name": names,
+                       **{f"flux_{b}": rng.uniform(1, 100, n) for b in SDSS_BANDS},
+                       **{f"flux_ivar_{b}": rng.uniform(1, 10, n) for b in SDSS_BANDS}})
+    path = tmp_path / f"cat{suffix}"
+    df.to_csv(path, index=False)
+    expected = pd.read_csv(path)
+    assert len(expected) == n and expected["name"].tolist() == names
+    mapping = ColumnMapping.from_pairs(FLUX_MAP)
+    for dedup_max_rows in (10**6, 0):  # ids read (de-duplication) or not
+        source = open_catalog(path, mapping, keep=["name"], dedup_max_rows=dedup_max_rows)
+        assert source.n_rows == n
+        for size in (37, LINE_INDEX_STRIDE - 1, LINE_INDEX_STRIDE + 7, n):
+            got = _by_partitions(source, size)
+            pd.testing.assert_frame_equal(got[["id", "z", "name", "flux_r"]], expected[["id", "z", "name", "flux_r"]],
+                                          check_dtype=False, obj=f"partitions of {size}")
 
 
 def test_bad_paths_are_refused_before_any_row_is_read(tmp_path):

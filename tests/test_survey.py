@@ -19,7 +19,7 @@ from scipy import integrate, stats
 from sedscale.errors import ConfigError, ParameterError
 from sedscale.infer.catalog import CatalogOptions, plan_catalog, run_catalog
 from sedscale.infer.quality import check_photometry
-from sedscale.io.catalog import CatalogFormatError, ColumnMapping, read_catalog
+from sedscale.io.catalog import CatalogFormatError, ColumnMapping, read_catalog, write_canonical
 from sedscale.models import get_model
 from sedscale.models.physical_prior import GALLAZZI05, load_prior_config, mass_metallicity_relation
 from sedscale.observe.layout import MASKED_PHOTOMETRY_X_COLUMNS, MISSING_LOG_SIGMA_MAG, masked_photometry_x
@@ -473,7 +473,7 @@ def test_masked_band_gives_the_posterior_of_a_catalog_without_it(survey_flow, sh
         else:
             d["flux_u"] = -1.0
         path = tmp_path / f"{how}.parquet"
-        d.to_parquet(path)
+        write_canonical(d, path)
         plan = plan_catalog(path, survey_flow, [tmp_path / f"{how}_post.parquet"],
                             CatalogOptions(n_samples=50, seed=4, error_floor=0.03), work_dir=tmp_path / f"{how}.parts")
         run_catalog(plan)
@@ -495,7 +495,7 @@ def test_default_error_floor_and_min_snr_are_the_training_limits_and_spectral_fl
 
     df = read_nsa(sorted((shared_data / "nsa_lcs").glob("*_NSAmastertable.fits"))[:1]).iloc[:5]
     path = tmp_path / "few.parquet"
-    df.to_parquet(path)
+    write_canonical(df, path)
     plan = plan_catalog(path, survey_flow, [tmp_path / "p.parquet"], CatalogOptions(n_samples=20))
     assert plan.spec.options.error_floor == 0.002
     assert plan.spec.options.min_snr == pytest.approx(2.5 / np.log(10.0))  # sigma_max 1 mag
@@ -537,7 +537,7 @@ def test_shipped_survey_flow_on_real_virgo_galaxies(repo_root, shared_data, tmp_
     df = read_catalog(virgo, ColumnMapping.from_pairs(["z=Z", "flux=MAGGIES[2:7]", "flux_ivar=IVARMAGGIES[2:7]",
                                                        "flux_unit=maggy", "id=ISEDFIT_ID"])).iloc[:1000]
     path = tmp_path / "virgo.parquet"
-    df.to_parquet(path)
+    write_canonical(df, path)
     plan = plan_catalog(path, repo_root / "checkpoints" / "dirichlet_survey", [tmp_path / "post.parquet"],
                         CatalogOptions(n_samples=200))
     summary = run_catalog(plan)

@@ -22,6 +22,7 @@ from sedscale.train import (
     CheckpointError,
     FlowConfig,
     TrainConfig,
+    TrainingSetError,
     build_flow,
     open_training_set,
     resolve_config,
@@ -291,6 +292,74 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("run_train: error:") and "\n" not in err
     assert run_train(["--sims", str(tmp_path), "--out", str(tmp_path / "o"), "--resume"]) == 2
     assert "no interrupted training" in capsys.readouterr().err
+
+
+def _flip_byte(path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def _edit_manifest(sims, edit) -> None:
+    manifest = json.loads((sims / "_manifest.json").read_text())
+    edit(manifest)
+    (sims / "_manifest.json").write_text(json.dumps(manifest))
+
+
+def _replace_last_partition(sims) -> None:
+    """The last partition replaced by another, and the manifest's byte count made to agree."""
+    shutil.copyfile(sims / "part-000001.parquet", sims / "part-000002.parquet")
+    _edit_manifest(sims, lambda m: m["partitions"]["2"].update(bytes=(sims / "part-000002.parquet").stat().st_size))
+
+
+LAST = "part-000002.parquet"
+DAMAGES = {
+    "deleted": (lambda d: (d / LAST).unlink(), f"{LAST}: partition file listed in _manifest.json is missing"),
+    "truncated": (lambda d: (d / LAST).write_bytes((d / LAST).read_bytes()[: (d / LAST).stat().st_size // 2]),
+                  "(truncated or overwritten)"),
+    "bad footer": (lambda d: _flip_byte(d / LAST, -1), f"{LAST}: unreadable Parquet file (Parquet magic bytes"),
+    "bit flip": (lambda d: _flip_byte(d / LAST, (d / LAST).stat().st_size // 2), "(sha256 mismatch)"),
+    "replaced": (_replace_last_partition, f"{LAST}: 2000 rows, _manifest.json records 1000"),
+}
+MANIFEST_DAMAGES = {
+    "unfinished": (lambda d: _edit_manifest(d, lambda m: m["partitions"].pop("2")),
+                   "unfinished simulation (2/3 partitions); finish it with bin/run_simulate --out"),
+    "no manifest": (lambda d: (d / "_manifest.json").unlink(), "holds no simulation (no _manifest.json)"),
+    "corrupt manifest": (lambda d: (d / "_manifest.json").write_text("{"), "corrupt manifest"),
+    "malformed manifest": (lambda d: _edit_manifest(d, lambda m: m["partitions"]["1"].pop("bytes")),
+                           "malformed manifest"),
+}
+
+
+@pytest.mark.parametrize("damage", [*DAMAGES, *MANIFEST_DAMAGES])
+def test_damaged_training_set_refused_before_training(sims, tmp_path, capsys, damage):
+    """A missing, truncated or altered partition file, or a missing, corrupt or unfinished manifest:
+    one line on stderr naming what to do, exit status 2, nothing trained or written."""
+    broken, out = tmp_path / "sims", tmp_path / "out"
+    shutil.copytree(sims, broken)
+    make, message = {**DAMAGES, **MANIFEST_DAMAGES}[damage]
+    make(broken)
+    capsys.readouterr()
+    assert run_train(["--sims", str(broken), "--out", str(out), "--max-epochs", "1", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("run_train: error:") and captured.err.count("\n") == 1
+    assert message in captured.err
+    if damage in DAMAGES:
+        assert str(broken / LAST) in captured.err
+        assert f"rerun bin/run_simulate --out {broken} --resume" in captured.err
+    assert "training set" not in captured.out and not out.exists()
+
+
+def test_recomputed_partition_restores_the_training_set(sims, tmp_path):
+    """The advice works: bin/run_simulate --resume rewrites a truncated partition as it was."""
+    broken = tmp_path / "sims"
+    shutil.copytree(sims, broken)
+    DAMAGES["truncated"][0](broken)
+    with pytest.raises(TrainingSetError, match="truncated"):
+        open_training_set(broken)
+    run_simulation(SimulationConfig(model="dirichlet", n=N_SIMS, out=broken, seed=7, partition_size=2000), resume=True)
+    repaired = open_training_set(broken, checksums=True)
+    assert repaired.manifest_sha256 == open_training_set(sims).manifest_sha256 and repaired.n_rows == N_SIMS
 
 
 def test_bad_options_refused():

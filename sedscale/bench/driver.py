@@ -7,8 +7,11 @@ benchmark checks that its memory does not grow with the catalog:
 * ``--rows N1 N2 ...``: for each size, a Parquet dataset of N rows (a mock
   NSA catalog, tiled with new ids, in files of ``--rows-per-file``) runs
   through ``bin/run_catalog`` (local cluster, ``--workers`` processes,
-  ``--n-samples`` samples) in a fresh process, which reports its own peak RSS
-  (``VmHWM``; the workers are other processes) and wall time;
+  ``--n-samples`` samples, ``bin/run_catalog``'s partition size, single-file
+  Parquet and FITS outputs) in a fresh process, which reports its own peak
+  RSS for the whole run, assembly of the outputs included (``VmHWM``; the
+  scheduler of the local cluster lives in it), the workers' peak RSS, and
+  the wall time;
 * ``--plan-rows N``: a dataset of N rows is planned only (files opened, run
   identity hashed, the first rows read), timed, with the planning process's
   peak RSS.
@@ -16,6 +19,7 @@ benchmark checks that its memory does not grow with the catalog:
 Example (the figures in docs/benchmarks.md)::
 
     python -m sedscale.bench driver --rows 10000 1000000 --plan-rows 100000000 --n-samples 10
+    python -m sedscale.bench driver --rows 10000000 --plan-rows 0 --partition-size 5000
 """
 from __future__ import annotations
 
@@ -37,10 +41,22 @@ _HWM = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).
 _RUN = f"""
 import json, sys, time
 t0 = time.perf_counter()
+import sedscale.infer.catalog as catalog
 from sedscale.cli.catalog import main
+
+workers = []
+run_catalog = catalog.run_catalog
+
+def measured(plan, client=None, **kwargs):
+    summary = run_catalog(plan, client, **kwargs)
+    if client is not None:  # the workers' peaks, before the cluster closes
+        workers.extend(client.run(lambda: {_HWM}).values())
+    return summary
+
+catalog.run_catalog = measured
 rc = main(sys.argv[1:])
 print("{_REPORT}", json.dumps({{"rc": rc, "wall_s": time.perf_counter() - t0,
-      "maxrss_mib": {_HWM}}}))
+      "maxrss_mib": {_HWM}, "worker_maxrss_mib": max(workers, default=float("nan"))}}))
 """
 _PLAN = f"""
 import json, sys, time
@@ -54,6 +70,7 @@ print("{_REPORT}", json.dumps({{"wall_s": time.perf_counter() - t0, "n_galaxies"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..infer.catalog_plan import DEFAULT_PARTITION_SIZE
     from ..shipped import default_flow
 
     p = argparse.ArgumentParser(prog="python -m sedscale.bench driver", description=__doc__.split("\n")[0])
@@ -62,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan-rows", type=int, default=100_000_000, help="catalog size to plan only (0: skip)")
     p.add_argument("--rows-per-file", type=int, default=1_000_000, help="rows per Parquet file (default 10^6)")
     p.add_argument("--n-samples", type=int, default=10, help="posterior samples per galaxy (default 10)")
-    p.add_argument("--partition-size", type=int, default=5000, help="rows per partition (default 5000)")
+    p.add_argument("--partition-size", type=int, default=DEFAULT_PARTITION_SIZE,
+                   help=f"rows per partition (default {DEFAULT_PARTITION_SIZE}, as bin/run_catalog)")
+    p.add_argument("--formats", nargs="+", choices=("parquet", "fits"), default=["parquet", "fits"],
+                   help="single-file outputs the run writes (default both)")
     p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
     p.add_argument("--base-rows", type=int, default=10_000, help="rows of the mock catalog that is tiled")
     p.add_argument("--scratch", help="directory for the datasets (default: a temporary one, removed)")
@@ -114,13 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         results: dict = {"machine": platform.node(), "date": time.strftime("%Y-%m-%d"), "runs": []}
         for n in args.rows:
             data = write_dataset(base, n, args.rows_per_file, tmp / f"rows-{n}")
-            r = _report([sys.executable, "-c", _RUN, str(data), "--flow", str(args.flow), "--out",
-                         str(tmp / f"post-{n}.parquet"), "--n-samples", str(args.n_samples), "--partition-size",
+            outputs = [arg for fmt in args.formats for arg in ("--out", str(tmp / f"post-{n}.{fmt}"))]
+            r = _report([sys.executable, "-c", _RUN, str(data), "--flow", str(args.flow), *outputs,
+                         "--n-samples", str(args.n_samples), "--partition-size",
                          str(args.partition_size), "--cluster", "local", "--n-workers", str(args.workers),
                          "--no-progress", "--columns", *mapping])
             r.update(rows=n, galaxies_per_s=n / r["wall_s"])
             results["runs"].append(r)
-            print(f"run  {n:>11,} rows: driver peak RSS {r['maxrss_mib']:7.0f} MiB, {r['wall_s']:7.1f} s "
+            print(f"run  {n:>11,} rows: driver peak RSS {r['maxrss_mib']:7.0f} MiB, worker "
+                  f"{r['worker_maxrss_mib']:6.0f} MiB, {r['wall_s']:7.1f} s "
                   f"({r['galaxies_per_s']:.0f} galaxies/s incl. start-up, {args.n_samples} samples)", flush=True)
         if len(results["runs"]) >= 2:
             ratio = results["runs"][-1]["maxrss_mib"] / results["runs"][0]["maxrss_mib"]

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_N_SAMPLES,
         DEFAULT_PARTITION_SIZE,
     )
+    from ..infer.importance import DEFAULT_PROPOSALS, MIN_EFFICIENCY
     from ..infer.posterior import DEFAULT_MAX_PROPOSALS
     from ..infer.zprior import DEFAULT_Z_PRIOR, Z_PRIORS
 
@@ -104,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--derived-samples", type=int,
         help="samples per galaxy used for derived properties (default: all; fewer is faster)",
     )
+    p.add_argument("--importance-sampling", nargs="?", type=int, const=DEFAULT_PROPOSALS, default=0, metavar="N",
+                   help="correct each galaxy's posterior by importance sampling against the exact likelihood of its "
+                        f"photometry, N proposals per galaxy (default {DEFAULT_PROPOSALS:,}; ~1-3 CPU-s per galaxy): "
+                        "columns is_ess, is_efficiency, log_evidence; status low_is_efficiency below "
+                        f"{MIN_EFFICIENCY:g} efficiency")
+    p.add_argument("--fit-check", action="store_true",
+                   help="goodness of fit per galaxy: model magnitudes of 50 posterior samples against the measured "
+                        "ones (columns model_mag_<band>, chi2_best, n_bands_fit, ppc_p; status poor_fit below "
+                        "p = 0.001); ~15 ms per galaxy")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run (same options)")
     p.add_argument("--keep-parts", action="store_true",
                    help=f"keep the partition directory after the catalog is assembled (kept anyway above "
@@ -209,7 +219,7 @@ def _spectral_main(args, options) -> int:
     from ..errors import ConfigError
     from ..infer.spectra import read_spectral_inputs, run_spectral_catalog, status_counts, write_spectral_catalog
 
-    for name in ("columns", "column_map", "support", "support_sims", "keep"):
+    for name in ("columns", "column_map", "support", "support_sims", "keep", "importance_sampling", "fit_check"):
         if getattr(args, name):
             raise ConfigError(f"--{name.replace('_', '-')} applies to photometric catalogs only")
     from ..infer.catalog import default_work_dir
@@ -248,10 +258,9 @@ def _spectral_main(args, options) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from ..cluster import limit_threads
     from ..errors import ConfigError
-    from ..infer.catalog import CatalogOptions, plan_catalog, run_catalog
-    from ..io.source import DEDUP_MAX_ROWS
+    from ..infer.catalog import CatalogOptions, plan_catalog
+    from ..io.lock import exclusive_run
 
     args = build_parser().parse_args(argv)
     options = CatalogOptions(
@@ -266,6 +275,8 @@ def _main(argv: Sequence[str] | None) -> int:
         error_floor=args.error_floor,
         min_snr=args.min_snr,
         z_prior=args.z_prior,
+        importance_proposals=args.importance_sampling,
+        fit_check=args.fit_check,
     )
     from ..train.checkpoint import checkpoint_observable
 
@@ -291,12 +302,24 @@ def _main(argv: Sequence[str] | None) -> int:
         keep=args.keep, support=args.support, support_sims=args.support_sims, work_dir=args.work_dir,
         mcmc=_mcmc_request(args),
     )
-    if args.overwrite:
-        from ..infer.catalog import clear_work_dir
+    # Held from here to the end: every refusal about the work directory comes before a cluster starts.
+    with exclusive_run(plan.work_dir, "work directory"):
+        return _run_planned(args, plan)
 
+
+def _run_planned(args, plan) -> int:
+    """Check the work directory, report the plan, run it on the cluster, tidy up (under the work-dir lock)."""
+    from ..cluster import limit_threads
+    from ..infer.catalog import check_work_dir, clear_work_dir, run_catalog
+    from ..io.source import DEDUP_MAX_ROWS
+
+    if args.overwrite:
         removed = clear_work_dir(plan.work_dir)
         if removed:
             print(f"{PROG}: --overwrite: removed the earlier run's work directory ({removed} files)", flush=True)
+    else:
+        check_work_dir(plan, args.resume)
+    options = plan.spec.options
     source = plan.source
     if plan.flux_warning:
         print(f"{PROG}: warning: {plan.flux_warning}", file=sys.stderr, flush=True)

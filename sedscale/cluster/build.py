@@ -133,6 +133,25 @@ def open_client(config: ClusterConfig, report: Callable[[str], None] | None = No
                                  config.worker_timeout, report or (lambda line: None))
             yield client
         finally:
-            client.close()
+            with quiet_shutdown():
+                client.close()
     finally:
-        cluster.close()
+        with quiet_shutdown():
+            cluster.close()
+
+
+@contextlib.contextmanager
+def quiet_shutdown() -> Iterator[None]:
+    """Silence logs up to ERROR while a client or cluster closes (Dask's loggers have levels of their own).
+
+    Closing after an error or a Ctrl-C, or on a loaded machine, makes Dask
+    log closed connections and cancelled tasks (``CommClosedError``,
+    ``CancelledError`` tracebacks) that bury the run's own one-line message;
+    nothing in them is actionable once the run is over.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)

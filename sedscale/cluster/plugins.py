@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
+import signal
 import sys
+import threading
 
 from distributed import WorkerPlugin
+
+from ..errors import SedscaleError
 
 #: Environment variables read by OpenMP, MKL, OpenBLAS and numexpr thread pools.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -64,8 +69,9 @@ def tune_malloc() -> bool:
 
 
 class WorkerTuning(WorkerPlugin):
-    """Limit thread pools (:func:`limit_threads`) and tune malloc (:func:`tune_malloc`)
-    in every worker, including workers that join later.
+    """Limit thread pools (:func:`limit_threads`), tune malloc (:func:`tune_malloc`),
+    log sedscale errors in the driver only (:func:`quiet_expected_errors`) and,
+    in worker processes, ignore Ctrl-C, in every worker, including workers that join later.
 
     Parameters
     ----------
@@ -77,7 +83,45 @@ class WorkerTuning(WorkerPlugin):
 
     def __init__(self, n_threads: int = 1):
         self.n_threads = int(n_threads)
+        # Made in the driver: a worker in another process may ignore Ctrl-C, one in the driver's may not.
+        self.driver_pid = os.getpid()
 
     def setup(self, worker) -> None:
         limit_threads(self.n_threads)
         tune_malloc()
+        quiet_expected_errors()
+        if os.getpid() != self.driver_pid and threading.current_thread() is threading.main_thread():
+            # Ctrl-C in a terminal reaches every process of its group.  The driver stops the run and
+            # shuts the cluster down; local workers interrupted as well each printed a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class ExpectedErrorFilter(logging.Filter):
+    """Drops a worker's "Compute Failed" log of a :class:`~sedscale.errors.SedscaleError`.
+
+    Such an error (an input file changed, a corrupt partition) reaches the
+    driver, which reports it in one line; the worker's traceback of it
+    would bury that line.  Any other exception is still logged in full.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if not str(record.msg).startswith("Compute Failed") or len(args) < 4:
+            return True
+        return not str(args[3]).startswith(tuple(f"{name}(" for name in _error_names(SedscaleError)))
+
+
+def _error_names(cls: type) -> set[str]:
+    """Names of ``cls`` and of all its subclasses."""
+    names = {cls.__name__}
+    sub: type
+    for sub in cls.__subclasses__():
+        names |= _error_names(sub)
+    return names
+
+
+def quiet_expected_errors() -> None:
+    """Install :class:`ExpectedErrorFilter` on the worker logger of this process (once)."""
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, ExpectedErrorFilter) for f in logger.filters):
+        logger.addFilter(ExpectedErrorFilter())

@@ -19,12 +19,14 @@ How it works
   checkpoint once to validate it, resolves the x-support reference
   (:mod:`sedscale.infer.support`) and hashes everything that determines
   the output (the run identity).
-* The catalog becomes a Dask dataframe of ``partition_size``-row
-  partitions that the workers read themselves
-  (``dask.dataframe.from_map`` over the partitions' row ranges: FITS rows,
-  Parquet row groups, seeks into CSV/text files), and ``map_partitions``
-  runs :func:`infer_partition` on each one.  The driver's memory does not
-  grow with the catalog (beyond the ids).  A worker loads the flow and the support reference once per process
+* The catalog is cut into ``partition_size``-row partitions that the
+  workers read themselves (:class:`~sedscale.io.source.CatalogPartition`:
+  FITS rows, Parquet row groups, seeks into CSV/text files; each reader
+  first checks that its file is still the one planned on), and
+  :func:`infer_input_partition` runs on each one, a few per worker thread
+  at a time (:data:`TASKS_PER_THREAD`): the driver, and the scheduler of a
+  local cluster in it, hold a few tasks, not every partition, so its
+  memory does not grow with the catalog (beyond the ids).  A worker loads the flow and the support reference once per process
   (cached, never shipped with tasks), checks the inputs
   (:mod:`sedscale.infer.quality`), samples every good galaxy of the
   partition in large batches under ``torch.inference_mode()`` with a per-partition
@@ -69,6 +71,10 @@ that failed, ``;``-separated):
     x lies outside the training support (``support_score`` > 1 or an
     entry outside the training range); the posterior is computed but
     should not be trusted.
+``low_is_efficiency``
+    With ``importance_proposals`` (``--importance-sampling``,
+    :mod:`sedscale.infer.importance`), the importance weights against the
+    exact likelihood kept fewer than ``MIN_EFFICIENCY`` of the proposals.
 ``mcmc_not_converged``
     With ``--fallback mcmc`` (:mod:`sedscale.infer.catalog_mcmc`), galaxies
     ``out_of_support`` or ``sampling_timeout`` are sampled by MCMC instead
@@ -84,6 +90,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..io.lock import exclusive_run
 from ..io.runs import ManifestWriter, remove_temporary_files
@@ -133,7 +140,6 @@ from .catalog_worker import (
     load_posterior_cached,
     load_support_cached,
     model_for,
-    summary_frame,
 )
 from .quality import STATUS_OK
 
@@ -349,26 +355,29 @@ def _partition_rows(plan: CatalogPlan, index: int) -> int:
     return min(size, plan.n_galaxies - index * size)
 
 
+#: Catalog partitions on the cluster at a time, per worker thread (see :func:`~sedscale.cluster.execute.run_tasks`).
+TASKS_PER_THREAD = 4
+
+
 def _execute(plan: CatalogPlan, todo: list[int], client, record: Callable[[dict], None]) -> None:
-    """Map :func:`infer_partition` over the Dask dataframe of input partitions ``todo``, read by the workers."""
+    """Run :func:`infer_input_partition` on the partitions ``todo`` (read by the workers), a few at a time."""
     if not todo:
         return
-    import dask.dataframe as dd
+    from dask import delayed
 
     from ..cluster.execute import run_tasks
 
-    meta = plan.input_meta.assign(_partition=np.int64(0))
-    ddf = dd.from_map(_read_input, [plan.partition(i) for i in todo], spec=plan.source.spec, meta=meta,
-                      enforce_metadata=False, label="read-catalog")
-    results = ddf.map_partitions(infer_partition, plan.spec, meta=summary_frame([]))
+    task = delayed(infer_input_partition, pure=True)
+    tasks = (task(plan.partition(i), plan.source.spec, plan.spec,
+                  dask_key_name=f"catalog-partition-{i}-{plan.config_hash[:12]}") for i in todo)
 
     def record_part(_, frame) -> None:
         for row in frame.to_dict("records"):
             record(row)
 
-    run_tasks(results.to_delayed(), client, record_part)
+    run_tasks(tasks, client, record_part, window=TASKS_PER_THREAD)
 
 
-def _read_input(part: CatalogPartition, spec: ReadSpec):
-    """Dask task: one input partition's canonical rows, tagged with the partition index."""
-    return read_partition(part, spec).assign(_partition=np.int64(part.index))
+def infer_input_partition(part: CatalogPartition, read_spec: ReadSpec, spec) -> pd.DataFrame:
+    """Dask task: read one input partition (:func:`read_partition`) and infer it (:func:`infer_partition`)."""
+    return infer_partition(read_partition(part, read_spec).assign(_partition=np.int64(part.index)), spec)

@@ -1,7 +1,7 @@
 """The assembled posterior catalog: partitions checked against the input, units, provenance.
 
 Partitions are read back one at a time in input order, checked row by row
-against the input ids and written as Parquet (streamed) and/or FITS, with a
+against the input ids and streamed into Parquet and/or FITS, with a
 unit per column and the run's provenance (Parquet ``sedscale.*`` metadata,
 FITS header keywords); the partition directory gets a ``_metadata`` so that
 it opens as one table too.
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from .._version import __version__
 from ..errors import SedscaleError
 from ..io.atomic import atomic_write
-from ..io.catalog import META_PREFIX, output_format, with_units, write_fits, write_parquet_stream
+from ..io.catalog import META_PREFIX, output_format, with_units, write_fits_stream, write_parquet_stream
 from ..models.derived import DERIVED_UNITS
 from .catalog_mcmc import patched_tables
 from .catalog_plan import CatalogPlan
@@ -79,7 +79,7 @@ def assembled_parts(plan: CatalogPlan, manifest: dict) -> Iterator[pa.Table]:
 
 
 def write_outputs(plan: CatalogPlan, manifest: dict, fallback: dict | None = None) -> None:
-    """Assemble the partitions into every output file (Parquet streamed, FITS in memory), with units and provenance.
+    """Assemble the partitions into every output file, one partition in memory at a time, with units and provenance.
 
     ``fallback`` (row -> MCMC columns, :func:`~sedscale.infer.catalog_mcmc.run_catalog_mcmc`)
     replaces those rows and adds the ``method`` and ``mcmc_*`` columns.
@@ -97,17 +97,30 @@ def write_outputs(plan: CatalogPlan, manifest: dict, fallback: dict | None = Non
         if output_format(out) == "parquet":
             write_parquet_stream((t.cast(schema) for t in parts()), out, schema)
         else:
-            write_fits(pa.concat_tables(parts()).cast(schema), out, fits_header(plan))
+            write_fits_stream(lambda: (t.cast(schema) for t in parts()), out, schema, fits_header(plan))
 
 
-def write_dataset_metadata(work: Path, files: Sequence[str]) -> Path:
+#: Largest run whose partitions get a ``_metadata`` file (it holds every partition's footer: ~25 kB
+#: each, and several times that in memory while it is built).
+DATASET_METADATA_MAX_PARTITIONS = 1_000
+
+
+def write_dataset_metadata(work: Path, files: Sequence[str]) -> Path | None:
     """``_metadata`` of the partition files: the work directory opens as one table, in input order.
 
     ``pandas.read_parquet(work)``, ``pyarrow.dataset.dataset(work)`` and
     ``dask.dataframe.read_parquet(work)`` then read the partitions of a
     survey-size run without assembling a single file (files starting with
-    ``_``, such as the run manifest, are not data).
+    ``_``, such as the run manifest, are not data).  Above
+    :data:`DATASET_METADATA_MAX_PARTITIONS` partitions none is written (the
+    driver's memory would grow with the catalog); the readers then list the
+    partition files, whose names sort in input order.  Returns the path
+    written, or None.
     """
+    path = work / "_metadata"
+    if len(files) > DATASET_METADATA_MAX_PARTITIONS:
+        path.unlink(missing_ok=True)
+        return None
     collected = []
     schema = None
     for name in files:
@@ -116,7 +129,6 @@ def write_dataset_metadata(work: Path, files: Sequence[str]) -> Path:
         meta = parquet.metadata
         meta.set_file_path(name)
         collected.append(meta)
-    path = work / "_metadata"
     atomic_write(path, lambda tmp: pq.write_metadata(schema, tmp, metadata_collector=collected))
     return path
 
@@ -124,7 +136,8 @@ def write_dataset_metadata(work: Path, files: Sequence[str]) -> Path:
 def column_units(plan: CatalogPlan, columns: Sequence[str]) -> dict[str, str]:
     """Unit of every output column (``""`` where dimensionless or unknown)."""
     bands = plan.posterior.bands
-    base = {**{c: "mag(AB)" for c in bands.columns("mag_")}, **{c: "mag" for c in bands.columns("sigma_")}}
+    base = {**{c: "mag(AB)" for c in bands.columns("mag_") + bands.columns("model_mag_")},
+            **{c: "mag" for c in bands.columns("sigma_")}}
     return output_units(plan.posterior, columns, base)
 
 

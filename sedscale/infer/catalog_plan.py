@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SedscaleError
 from ..io.atomic import check_writable
-from ..io.catalog import ColumnMapping, load_column_mapping, output_format
+from ..io.catalog import ColumnMapping, check_fits_strings, load_column_mapping, output_format
 from ..io.runs import file_sha256
 from ..io.source import CatalogPartition, CatalogSource, open_catalog
 from ..observe.filters import SDSS_BANDS
 from ..observe.layout import PHOTOMETRY_X_COLUMNS
 from ..units import POGSON, nanomaggies_to_mag
+from .importance import check_importance_flow
 from .posterior import DEFAULT_MAX_PROPOSALS
 from .support import XSupport, fit_support_from_simulation, support_path, training_set_mismatch
 from .zprior import DEFAULT_Z_PRIOR, check_z_prior
@@ -106,6 +107,18 @@ class CatalogOptions:
         Photometric-redshift flows: the redshift prior the samples are
         re-weighted to (:data:`~sedscale.infer.zprior.Z_PRIORS`; None:
         :data:`~sedscale.infer.zprior.DEFAULT_Z_PRIOR`).  Other flows take none.
+    importance_proposals : int
+        0: the flow's samples.  N >= 10: each usable galaxy's posterior is
+        importance-sampled with N proposals, the flow as proposal and the
+        exact likelihood of its photometry as target
+        (:mod:`sedscale.infer.importance`); columns ``is_ess``,
+        ``is_efficiency``, ``log_evidence``, ``log_evidence_err``, and status
+        ``low_is_efficiency`` below :data:`~sedscale.infer.importance.MIN_EFFICIENCY`.
+    fit_check : bool
+        Goodness of fit per galaxy (:mod:`sedscale.infer.fit_check`): columns
+        ``model_mag_<band>``, ``chi2_best``, ``n_bands_fit``, ``ppc_p``, and
+        status ``poor_fit`` where the posterior does not reproduce the
+        galaxy's photometry.
     """
 
     n_samples: int = DEFAULT_N_SAMPLES
@@ -120,6 +133,8 @@ class CatalogOptions:
     error_floor: float | None = None
     min_snr: float | None = None
     z_prior: str | None = None
+    importance_proposals: int = 0
+    fit_check: bool = False
 
     def __post_init__(self):
         for name in ("n_samples", "partition_size"):
@@ -144,6 +159,9 @@ class CatalogOptions:
             raise ConfigError(f"min_snr must be a finite S/N >= 0, got {self.min_snr!r}")
         if self.z_prior is not None:
             check_z_prior(self.z_prior)
+        value = self.importance_proposals
+        if isinstance(value, bool) or not isinstance(value, int) or not (value == 0 or value >= 10):
+            raise ConfigError(f"importance_proposals must be 0 (off) or an integer >= 10, got {value!r}")
 
     @property
     def n_derived(self) -> int:
@@ -170,6 +188,9 @@ class PartitionSpec:
         Extra input columns carried into the output.
     absent_bands : tuple of str
         Bands of the flow the catalog does not have (masked, not named in reasons).
+    ascii_strings : bool
+        A FITS output: the id and kept string columns of every partition must
+        be ASCII (checked before its inference).
     """
 
     flow: str
@@ -181,6 +202,7 @@ class PartitionSpec:
     work_dir: str
     keep: tuple = ()
     absent_bands: tuple = ()
+    ascii_strings: bool = False
 
 
 @dataclass
@@ -204,9 +226,6 @@ class CatalogPlan:
         finished run recomputes no partition.
     flux_warning : str
         Non-empty when the fluxes of the first rows look like another unit.
-    input_meta : pandas.DataFrame
-        The canonical input frame's columns and dtypes (no rows), from the
-        first rows read at planning: the Dask dataframe's ``meta``.
     """
 
     source: CatalogSource
@@ -216,7 +235,6 @@ class CatalogPlan:
     outputs: list
     identity: dict
     config_hash: str
-    input_meta: pd.DataFrame
     mcmc: CatalogMCMC | None = None
     flux_warning: str = ""
 
@@ -308,6 +326,9 @@ def plan_catalog(
             f"{flow} is not a photometric checkpoint (x: {', '.join(post.x_columns[:3])}, ...); "
             "spectral checkpoints take SDSS spectra, not photometric catalogs"
         )
+    check_forward_model(post)
+    if options.importance_proposals:
+        check_importance_flow(post)
     bands = post.bands.bands
     mapping = load_column_mapping(mapping, bands=bands)
     if post.redshift_input is None and mapping is not None and (mapping.z is None or mapping.z_err is not None):
@@ -327,6 +348,11 @@ def plan_catalog(
     reserved = set(output_columns_fixed(bands)) & {k.lower() for k in keep}
     if reserved:
         raise ConfigError(f"kept column(s) {sorted(reserved)} clash with posterior-catalog columns; rename them")
+    fits_output = any(output_format(out) == "fits" for out in outputs)
+    if fits_output:
+        # FITS strings are ASCII: the ids (when read) and the first rows here, every partition on its worker.
+        check_fits_strings({"id": sample["id"] if source.ids is None else source.ids,
+                            **{k.lower(): sample[k.lower()] for k in keep}})
     options = replace(options, error_floor=resolve_error_floor(post, options.error_floor),
                       min_snr=resolve_min_snr(post, options.min_snr), z_prior=resolve_z_prior(post, options.z_prior))
     work = Path(work_dir) if work_dir else default_work_dir(outputs[0])
@@ -343,6 +369,7 @@ def plan_catalog(
         work_dir=str(work.resolve()),
         keep=tuple(k.lower() for k in keep),
         absent_bands=tuple(source.absent_bands),
+        ascii_strings=fits_output,
     )
     identity = {
         "schema_version": SCHEMA_VERSION,
@@ -357,7 +384,36 @@ def plan_catalog(
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return CatalogPlan(source=source, posterior=post, support=xsupport, spec=spec, outputs=outputs, identity=identity,
                        config_hash=digest, mcmc=mcmc if mcmc is not None and mcmc.active else None,
-                       flux_warning=flux_warning, input_meta=sample.iloc[:0])
+                       flux_warning=flux_warning)
+
+
+def check_forward_model(post: Posterior) -> None:
+    """Build the checkpoint's forward model here, as every worker will, and check it against the flow.
+
+    A sidecar naming a model that cannot be built, or another model than the
+    flow's parameters belong to, is refused before a cluster starts instead of
+    failing in every worker.  The model lands in the per-process cache
+    (:func:`~sedscale.infer.catalog_worker.model_for`).
+
+    Raises
+    ------
+    CheckpointError
+        The model cannot be built with the recorded options, or its parameters
+        are not the flow's.
+    """
+    from ..train.checkpoint import CheckpointError
+    from .catalog_worker import model_for
+
+    try:
+        model = model_for(post)
+    except SedscaleError as exc:
+        raise CheckpointError(f"{post.path}: its metadata's forward model cannot be built: {exc}") from None
+    expected = tuple(post.param_names[: post.n_model_params])
+    if tuple(model.param_names) != expected:
+        raise CheckpointError(
+            f"{post.path}: the metadata's model {post.model_name!r} has parameters {', '.join(model.param_names)}, the "
+            f"flow was trained for {', '.join(expected)}; the metadata does not belong to these weights"
+        )
 
 
 def resolve_error_floor(post: Posterior, error_floor: float | None) -> float:

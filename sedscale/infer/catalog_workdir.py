@@ -36,9 +36,20 @@ def write_run_manifest(work_dir: str | os.PathLike, manifest: dict) -> None:
     write_manifest(work_dir, manifest)
 
 
-def check_work_dir(plan: CatalogPlan, resume: bool) -> tuple[dict | None, dict]:
-    """Check that ``plan`` may use its work directory (read-only); see :func:`verify_work_dir`."""
-    return verify_work_dir(plan.work_dir, plan.config_hash, plan.identity, plan.n_partitions, resume)
+def check_work_dir(plan: CatalogPlan, resume: bool) -> None:
+    """Check, read-only and without reading partitions, that ``plan`` may use its work directory.
+
+    Called before a cluster starts, so that another run's directory or an
+    unfinished run without ``resume`` is refused first; the run itself
+    verifies the partitions' sha256 (:func:`open_work_dir`).
+
+    Raises
+    ------
+    ConfigError
+        As :func:`verify_work_dir`.
+    """
+    verify_run_dir(plan.work_dir, MANIFEST_FORMAT, plan.config_hash, plan.identity, plan.n_partitions, resume,
+                   checksums=False, **_WORDS)
 
 
 def verify_work_dir(work: Path, config_hash: str, identity: dict, n_partitions: int,

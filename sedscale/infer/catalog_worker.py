@@ -19,9 +19,12 @@ import pyarrow as pa
 
 from ..errors import ConfigError, SedscaleError
 from ..io.atomic import write_table
+from ..io.catalog import check_fits_strings
 from ..io.runs import file_sha256, partition_filename
+from ..units import POGSON, mag_to_nanomaggies
 from .catalog_plan import CatalogOptions, PartitionSpec
-from .quality import CheckedPhotometry, check_photometry, reason_labels
+from .fit_check import POOR_FIT_P, fit_check
+from .quality import STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_POOR_FIT, CheckedPhotometry, check_photometry, reason_labels
 from .rows import posterior_rows
 from .support import XSupport
 
@@ -122,8 +125,10 @@ def infer_frame(part: pd.DataFrame, post: Posterior, model: ForwardModel, suppor
     started = time.perf_counter()
     bands = post.bands
     checked = check_catalog_rows(part, post, options, z_range, absent)
-    rows, _ = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
-                             options, partition, started)
+    rows, theta = posterior_rows(post, model, checked.x, part["z"].to_numpy(), checked.bad, checked.reason, support,
+                                 options, partition, started)
+    if options.fit_check:
+        rows = with_fit_check(rows, post, model, theta, checked, part["z"].to_numpy())
     cols: dict[str, pa.Array] = {
         "id": pa.array(part["id"].to_numpy()), "z": pa.array(part["z"].to_numpy(np.float64)),
         "z_err": pa.array(part["z_err"].to_numpy(np.float64)), "z_source": pa.array(checked.z_source.tolist(), pa.string()),
@@ -138,6 +143,49 @@ def infer_frame(part: pd.DataFrame, post: Posterior, model: ForwardModel, suppor
     for name in rows.column_names:
         cols[name] = rows.column(name)
     return pa.table(cols)
+
+
+def with_fit_check(rows: pa.Table, post: Posterior, model: ForwardModel, theta: np.ndarray,
+                   checked: CheckedPhotometry, z: np.ndarray) -> pa.Table:
+    """``rows`` with the goodness-of-fit columns (:mod:`sedscale.infer.fit_check`); a poorly fit ``ok`` row becomes ``poor_fit``.
+
+    Parameters
+    ----------
+    rows : pyarrow.Table
+        :func:`~sedscale.infer.rows.posterior_rows` of the block.
+    theta : ndarray, shape (n_good, n_samples, d)
+        Its samples of the usable rows.
+    checked : CheckedPhotometry
+        The block's photometry as the flow saw it (used bands, magnitudes, errors with the floor).
+    z : ndarray, shape (n,)
+        Catalog redshifts (photometric-redshift flows: each sample's own).
+    """
+    good = np.flatnonzero(~checked.bad)
+    n, bands = checked.bad.size, post.bands
+    flux = np.where(checked.used, mag_to_nanomaggies(checked.mag), np.nan)[good]
+    sigma = checked.mag_sigma[good] * flux / POGSON
+    k = post.n_model_params
+    z_fit = theta[:, :, -1] if post.redshift_input is not None else z[good]
+    fit = fit_check(model, theta[:, :, :k], z_fit, flux, sigma)
+    cols = {f"model_mag_{b}": fit.model_mag[:, j] for j, b in enumerate(bands.bands)}
+    cols.update(chi2_best=fit.chi2_best, ppc_p=fit.ppc_p)
+    for name, values in cols.items():
+        full = np.full(n, np.nan, dtype=np.float32)
+        full[good] = values
+        rows = rows.append_column(name, pa.array(full))
+    n_bands = np.zeros(n, dtype=np.int16)
+    n_bands[good] = fit.n_bands_fit
+    rows = rows.append_column("n_bands_fit", pa.array(n_bands))
+    p_value = np.full(n, np.nan)
+    p_value[good] = fit.ppc_p
+    status = np.asarray(rows.column("status").to_pylist(), dtype=object)
+    reason = np.asarray(rows.column("reason").to_pylist(), dtype=object)
+    for i in np.flatnonzero(p_value < POOR_FIT_P):
+        reason[i] = ";".join(filter(None, [reason[i], f"poor_fit:p={p_value[i]:.1e}"]))
+        if status[i] in (STATUS_OK, STATUS_OUT_OF_SUPPORT):
+            status[i] = STATUS_POOR_FIT
+    rows = rows.set_column(rows.schema.get_field_index("status"), "status", pa.array(status.tolist(), pa.string()))
+    return rows.set_column(rows.schema.get_field_index("reason"), "reason", pa.array(reason.tolist(), pa.string()))
 
 
 def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:
@@ -156,6 +204,8 @@ def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:
     if indices.size != 1:
         raise SedscaleError(f"a Dask partition mixes catalog partitions {indices.tolist()}")
     index = int(indices[0])
+    if spec.ascii_strings:
+        check_fits_strings({name: part[name].to_numpy() for name in ("id", *spec.keep)})
     post = load_posterior_cached(spec.flow, spec.flow_sha256)
     support = load_support_cached(spec.support, spec.support_sha256) if spec.support else None
     table = infer_frame(part, post, model_for(post), support, spec.options, spec.z_range, index, spec.keep,

@@ -59,7 +59,12 @@ STATUS_TIMEOUT = "sampling_timeout"
 STATUS_OUT_OF_SUPPORT = "out_of_support"
 #: A galaxy sent to MCMC (``--fallback mcmc``) whose chains did not converge within its budget.
 STATUS_MCMC_NOT_CONVERGED = "mcmc_not_converged"
-STATUSES = (STATUS_OK, STATUS_BAD_INPUT, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT, STATUS_MCMC_NOT_CONVERGED)
+#: Importance sampling (``--importance-sampling``): too few effective samples to trust the corrected posterior.
+STATUS_LOW_IS_EFFICIENCY = "low_is_efficiency"
+#: ``--fit-check``: the posterior does not reproduce the galaxy's own photometry (:mod:`sedscale.infer.fit_check`).
+STATUS_POOR_FIT = "poor_fit"
+STATUSES = (STATUS_OK, STATUS_BAD_INPUT, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT, STATUS_MCMC_NOT_CONVERGED,
+            STATUS_LOW_IS_EFFICIENCY, STATUS_POOR_FIT)
 #: ``z_source`` values: the redshift was given and used as exact; given with a
 #: Gaussian uncertainty that the posterior marginalizes over; or inferred from
 #: the photometry alone (photometric redshift).

@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 
 from .contraction import DERIVED_CONTRACTION, contraction_columns, with_log_ssfr
+from .importance import MIN_EFFICIENCY, ImportanceResult, importance_sample
 from .posterior import SampleResult
-from .quality import STATUS_BAD_INPUT, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT
+from .quality import STATUS_BAD_INPUT, STATUS_LOW_IS_EFFICIENCY, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT
 from .summaries import clip_to_prior, derived_quantities, physical_quantities, summarize
 from .zprior import DEFAULT_Z_PRIOR, reweight_redshift_prior
 
@@ -196,6 +197,35 @@ def _short_reason(drawn: SampleResult, j: int, n_samples: int) -> str:
     return f"sampling_timeout:{got}"
 
 
+#: Columns of an importance-sampled run (:func:`_importance_corrected`).
+IMPORTANCE_COLUMNS = ("is_ess", "is_efficiency", "log_evidence", "log_evidence_err")
+_IMPORTANCE_STREAM = 3
+
+
+def _importance_corrected(post: Posterior, model: ForwardModel, x: np.ndarray, theta: np.ndarray,
+                          timed_out: np.ndarray, options, partition: int) -> ImportanceResult:
+    """Replace the flow samples ``theta`` (in place) of galaxies the flow could sample by importance-sampled ones.
+
+    Galaxies left without effective samples keep the flow's samples (and
+    are flagged by their efficiency, 0).  Returns the per-galaxy results
+    (NaN efficiency where not sampled: timed out).
+    """
+    n = theta.shape[0]
+    result = ImportanceResult(samples=theta, ess=np.full(n, np.nan), efficiency=np.full(n, np.nan),
+                              log_evidence=np.full(n, np.nan), log_evidence_err=np.full(n, np.nan),
+                              flow_acceptance=np.full(n, np.nan))
+    todo = np.flatnonzero(~timed_out)
+    if todo.size:
+        got = importance_sample(post, model, x[todo], n_samples=options.n_samples,
+                                error_floor=options.error_floor or 0.0, n_proposals=options.importance_proposals,
+                                seed=_chunk_seed(options.seed, partition, _IMPORTANCE_STREAM))
+        for name in ("ess", "efficiency", "log_evidence", "log_evidence_err", "flow_acceptance"):
+            getattr(result, name)[todo] = getattr(got, name)
+        have = todo[got.ess > 0]
+        theta[have] = clip_to_prior(got.samples[got.ess > 0], post.prior.low, post.prior.high)
+    return result
+
+
 def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, support, options, partition: int,
                    started: float | None = None, support_x=None):
     """Status, support, sampling and summary columns of a block of galaxies.
@@ -255,6 +285,9 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             z_good = np.nanmedian(theta[:, :, -1], axis=1) if good.size else z_good
+    importance = None
+    if options.importance_proposals:
+        importance = _importance_corrected(post, model, xg, theta, timed_out, options, partition)
     quantities = sample_quantities(post, model, theta, z_good, options.n_derived)
 
     status = np.full(n, STATUS_OK, dtype=object)
@@ -270,6 +303,9 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
             if not timed_out[j]:
                 status[i] = STATUS_OUT_OF_SUPPORT
             labels.append(support_reason[i])
+        if importance is not None and not timed_out[j] and importance.efficiency[j] < MIN_EFFICIENCY:
+            status[i] = STATUS_LOW_IS_EFFICIENCY
+            labels.append(f"low_is_efficiency:{importance.efficiency[j]:.2g}")
         reason[i] = ";".join(labels)
 
     cols: dict[str, pa.Array] = {
@@ -281,6 +317,11 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
         ess = np.full(n, np.nan, dtype=np.float32)
         ess[good] = prior_ess
         cols["z_prior_ess"] = pa.array(ess)
+    if importance is not None:
+        for name in IMPORTANCE_COLUMNS:
+            values = np.full(n, np.nan)
+            values[good] = getattr(importance, name.removeprefix("is_"))
+            cols[name] = pa.array(values.astype(np.float32 if name.startswith("is_") else np.float64))
     cols.update(summary_columns(post, model, quantities, z_good, good, n, n_acc,
                                 drawn.n_drawn, acc, options.save_samples))
     return pa.table(cols), theta

@@ -75,7 +75,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -85,7 +85,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import ConfigError, MissingDataError
+from ..errors import ConfigError, MissingDataError, SedscaleError
 from ..observe.filters import SDSS_BANDS
 from ..units import POGSON, mag_to_nanomaggies
 from .atomic import atomic_write
@@ -592,6 +592,21 @@ def is_nsa_file(path: str | os.PathLike) -> bool:
 
 
 # --------------------------------------------------------------------------- canonical frame
+def write_canonical(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a canonical frame (:func:`read_catalog`: fluxes in nanomaggies) as Parquet that reads back unmapped.
+
+    The flux and inverse-variance columns carry their units (Parquet field
+    metadata ``unit``: ``nanomaggy``, ``nanomaggy-2``), so the file is read
+    in sedscale's layout without a column mapping; a frame saved with
+    ``DataFrame.to_parquet`` has none and is refused.
+    """
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    units = {c: "nanomaggy" for c in df.columns if c.startswith("flux_") and not c.startswith("flux_ivar_")}
+    units.update({c: "nanomaggy-2" for c in df.columns if c.startswith("flux_ivar_")})
+    fields = [f.with_metadata({"unit": units[f.name]}) if f.name in units else f for f in table.schema]
+    return write_parquet(table.cast(pa.schema(fields, metadata=table.schema.metadata)), path)
+
+
 def read_catalog(
     paths: str | os.PathLike | Iterable[str | os.PathLike],
     mapping: ColumnMapping | None = None,
@@ -659,11 +674,17 @@ def canonical_columns(bands: Sequence[str] = SDSS_BANDS) -> tuple[str, ...]:
     return ("id", "z", "z_err") + tuple(f"flux_{b}" for b in bands) + tuple(f"flux_ivar_{b}" for b in bands)
 
 
-def _canonical_mapping(bands: Sequence[str], present: Sequence[str] = OPTIONAL_CANONICAL) -> ColumnMapping:
-    """The mapping of a file in the canonical layout that has the ``present`` optional columns."""
+def _canonical_mapping(bands: Sequence[str], present: Sequence[str] = OPTIONAL_CANONICAL,
+                       flux_unit: str | None = None) -> ColumnMapping:
+    """The mapping of a file in the canonical layout that has the ``present`` optional columns.
+
+    ``flux_unit`` None takes the unit from the file's metadata (FITS
+    ``TUNIT``, Parquet field ``unit``); a file without one is refused, never
+    read in an assumed unit.
+    """
     return ColumnMapping(id="id", z="z" if "z" in present else None, z_err="z_err" if "z_err" in present else None,
                          flux={b: f"flux_{b}" for b in bands}, flux_ivar={b: f"flux_ivar_{b}" for b in bands},
-                         flux_unit="nanomaggy", bands=tuple(bands))
+                         flux_unit=flux_unit, bands=tuple(bands))
 
 
 def column_units(path: str | os.PathLike, columns: Sequence[str]) -> dict[str, str]:
@@ -819,18 +840,40 @@ def write_parquet(table: pa.Table, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
-def write_parquet_stream(tables: Iterable[pa.Table], path: str | os.PathLike, schema: pa.Schema) -> Path:
-    """Write tables of one ``schema`` as consecutive row groups of a Parquet file, atomically.
+#: Bytes of input tables gathered into one row group of a streamed Parquet file.
+ROW_GROUP_BYTES = 32 * 2**20
 
-    Only one table is in memory at a time.
+
+def write_parquet_stream(tables: Iterable[pa.Table], path: str | os.PathLike, schema: pa.Schema,
+                         row_group_bytes: int = ROW_GROUP_BYTES) -> Path:
+    """Write tables of one ``schema`` as consecutive rows of a Parquet file, atomically.
+
+    Tables are gathered into row groups of about ``row_group_bytes``: the
+    writer keeps every row group's metadata until it closes the file, and
+    with a row group per small table (catalog partitions of 250 rows) that
+    metadata grew with the catalog (~0.6 kB per row).  At most one row group
+    is in memory.
     """
 
     def write(tmp):
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            pending: list[pa.Table] = []
+            size = 0
             for table in tables:
-                writer.write_table(table)
+                pending.append(table)
+                size += table.nbytes
+                if size >= row_group_bytes:
+                    _write_row_group(writer, pending)
+                    pending, size = [], 0
+            if pending:
+                _write_row_group(writer, pending)
 
     return atomic_write(path, write)
+
+
+def _write_row_group(writer: pq.ParquetWriter, tables: list[pa.Table]) -> None:
+    rows = pa.concat_tables(tables)
+    writer.write_table(rows, row_group_size=max(1, rows.num_rows))
 
 
 #: sedscale unit strings -> FITS (astropy ``format="fits"``) spellings.
@@ -852,56 +895,169 @@ def fits_unit(unit: str) -> str:
 
 
 def write_fits(table: pa.Table, path: str | os.PathLike, header: Mapping[str, object] | None = None) -> Path:
-    """Write ``table`` as a FITS binary table atomically, with TUNIT per column.
+    """Write ``table`` as a FITS binary table atomically, with TUNIT per column (see :func:`write_fits_stream`)."""
+    return write_fits_stream(lambda: iter([table]), path, table.schema, header)
+
+
+def write_fits_stream(tables: Callable[[], Iterable[pa.Table]], path: str | os.PathLike, schema: pa.Schema,
+                      header: Mapping[str, object] | None = None) -> Path:
+    """Write tables of one ``schema`` as one FITS binary table (HDU ``POSTERIORS``), atomically.
+
+    Only one table is in memory at a time, so a catalog of any size is
+    written in bounded memory.  FITS rows have a fixed width, so ``tables()``
+    is iterated twice: once for the row count and the longest string of
+    each string column, once to write the rows.
 
     Parameters
     ----------
-    table : pyarrow.Table
+    tables : callable
+        Returns a fresh iterator over the tables (both passes must see the same rows).
+    path : str or PathLike
+    schema : pyarrow.Schema
         Scalar numeric, boolean and string columns, and fixed-size list
         columns (written as vector columns).  Units come from the field
         metadata ``unit``.
-    path : str or PathLike
     header : mapping
         Extra keywords of the table HDU (8-character names; long strings are
         written with the CONTINUE convention).
+
+    Raises
+    ------
+    ConfigError
+        A string that is not ASCII, or a column type FITS cannot hold.
     """
+    import pyarrow.compute as pc
     from astropy.io import fits
 
-    columns = []
-    for f, col in zip(table.schema, table.columns):
-        unit = fits_unit((f.metadata or {}).get(b"unit", b"").decode()) or None
-        columns.append(_fits_column(f, col, unit))
-    hdu = fits.BinTableHDU.from_columns(columns, name="POSTERIORS")
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    n_rows, widths = 0, dict.fromkeys(strings, 1)
+    for table in tables():
+        n_rows += table.num_rows
+        for name in strings:
+            longest = pc.max(pc.binary_length(table.column(name).fill_null(""))).as_py()
+            widths[name] = max(widths[name], int(longest or 0))
+    columns = [fits.Column(name=f.name, format=_fits_format(f, widths.get(f.name)),
+                           unit=fits_unit((f.metadata or {}).get(b"unit", b"").decode()) or None) for f in schema]
+    hdu = fits.BinTableHDU.from_columns(columns, nrows=0, name="POSTERIORS")
+    hdu.header["NAXIS2"] = n_rows
     with warnings.catch_warnings():
         # Long JSON provenance values are written with CONTINUE cards on purpose.
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
         for key, value in dict(header or {}).items():
             hdu.header[key] = value
-        return atomic_write(path, lambda tmp: fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, overwrite=True))
+        table_header = hdu.header.tostring().encode("ascii")
+    row_bytes = int(hdu.header["NAXIS1"])
+
+    def write(tmp) -> None:
+        written = 0
+        with open(tmp, "wb") as fh:
+            fh.write(fits.PrimaryHDU().header.tostring().encode("ascii"))
+            fh.write(table_header)
+            for table in tables():
+                rows = _fits_rows(table, widths)
+                if rows.dtype.itemsize != row_bytes:
+                    raise SedscaleError(f"FITS rows of {rows.dtype.itemsize} bytes, the header says {row_bytes}")
+                fh.write(rows.tobytes())
+                written += len(rows)
+            if written != n_rows:
+                raise SedscaleError(f"{path}: {written} rows written, {n_rows} counted; the tables changed in between")
+            fh.write(b"\0" * (-(written * row_bytes) % FITS_BLOCK))
+
+    return atomic_write(path, write)
 
 
-def _fits_column(f: pa.Field, col: pa.ChunkedArray, unit: str | None):
-    from astropy.io import fits
+#: FITS files are written in blocks of this many bytes.
+FITS_BLOCK = 2880
+_FITS_CODES = {"f4": "E", "f8": "D", "i2": "I", "i4": "J", "i8": "K", "u1": "B", "b1": "L"}
 
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_fixed_size_list(f.type):
-        width = f.type.list_size
-        values = arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), width)
-        return fits.Column(name=f.name, format=f"{width}{_fits_code(values.dtype)}", unit=unit, array=values)
+
+def _fits_format(f: pa.Field, width: int | None) -> str:
+    """TFORM of an Arrow field (``width``: bytes of a string column)."""
     if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
-        values = np.asarray(arr.fill_null("").to_pylist(), dtype=str)
-        width = max(1, int(np.char.str_len(values).max(initial=1)))
-        return fits.Column(name=f.name, format=f"{width}A", unit=unit, array=values.astype(f"S{width}"))
-    values = arr.to_numpy(zero_copy_only=False)
-    return fits.Column(name=f.name, format=_fits_code(values.dtype), unit=unit, array=values)
+        return f"{width}A"
+    if pa.types.is_fixed_size_list(f.type):
+        return f"{f.type.list_size}{_fits_code(f.type.value_type.to_pandas_dtype())}"
+    return _fits_code(f.type.to_pandas_dtype())
 
 
-def _fits_code(dtype: np.dtype) -> str:
-    codes = {"f4": "E", "f8": "D", "i2": "I", "i4": "J", "i8": "K", "u1": "B", "b1": "L"}
+def _fits_rows(table: pa.Table, widths: Mapping[str, int]) -> np.ndarray:
+    """The rows of ``table`` as FITS stores them: a packed big-endian record array.
+
+    Logical columns hold ``T`` / ``F``, strings are NUL-padded ASCII of the
+    column's width, fixed-size lists are vector cells.
+    """
+    fields: list[tuple] = []
+    values = []
+    for f, col in zip(table.schema, table.columns):
+        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if f.name in widths:
+            text = np.asarray(arr.fill_null("").to_pylist(), dtype=str)
+            check_fits_strings({f.name: text})
+            fields.append((f.name, f"S{widths[f.name]}"))
+            values.append(text.astype(f"S{widths[f.name]}"))
+            continue
+        shape: tuple = ()
+        if pa.types.is_fixed_size_list(f.type):
+            shape = (f.type.list_size,)
+            data = arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), *shape)
+        else:
+            data = arr.to_numpy(zero_copy_only=False)
+        _fits_code(data.dtype)  # refuses what FITS cannot hold
+        if data.dtype == np.bool_:
+            data = np.where(data, ord("T"), ord("F")).astype(np.uint8)
+        fields.append((f.name, data.dtype.newbyteorder(">"), shape))
+        values.append(data)
+    rows = np.empty(table.num_rows, dtype=np.dtype(fields))
+    for (name, *_), data in zip(fields, values):
+        rows[name] = data
+    return rows
+
+
+def _fits_code(dtype) -> str:
     key = np.dtype(dtype).str[1:]
-    if key not in codes:
+    if key not in _FITS_CODES:
         raise ConfigError(f"cannot write a column of dtype {dtype} to FITS")
-    return codes[key]
+    return _FITS_CODES[key]
+
+
+def check_fits_strings(columns: Mapping[str, Any]) -> None:
+    """Refuse text that a FITS table cannot hold: FITS strings are ASCII.
+
+    Parameters
+    ----------
+    columns : mapping
+        Output column name -> its values (array-like); columns without
+        strings pass.
+
+    Raises
+    ------
+    ConfigError
+        A column holds non-ASCII strings (one line: the column, a few of
+        its strings, what to do instead).
+    """
+    for name, values in columns.items():
+        bad = _non_ascii(values)
+        if not bad:
+            continue
+        shown = ", ".join(repr(v if len(v) <= 40 else v[:37] + "...") for v in bad)
+        what, instead = ((f"ids {shown}", "map an ASCII id column") if name == "id"
+                         else (f"values {shown} of column {name}", f"do not keep {name}"))
+        raise ConfigError(f"{what} are not ASCII: FITS tables hold ASCII strings only; "
+                          f"write Parquet (--out x.parquet) or {instead}")
+
+
+def _non_ascii(values: Any, limit: int = 3) -> list[str]:
+    """Up to ``limit`` distinct strings of ``values`` that are not ASCII (none for a column without strings)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "OU":
+        return []
+    found: dict[str, None] = {}
+    for v in arr.ravel().tolist():
+        if isinstance(v, str) and not v.isascii():
+            found[v] = None
+            if len(found) == limit:
+                break
+    return list(found)
 
 
 def write_catalog(table: pa.Table, path: str | os.PathLike, header: Mapping[str, object] | None = None) -> Path:

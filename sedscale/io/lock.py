@@ -51,6 +51,8 @@ def _holder(lock: Path) -> dict:
 def exclusive_run(directory: str | os.PathLike, what: str = "output directory") -> Iterator[Path]:
     """Hold ``<directory>.lock`` for the duration of a run.
 
+    Nested holds by one process are allowed; the outermost releases the lock.
+
     Raises
     ------
     ConfigError
@@ -64,6 +66,11 @@ def exclusive_run(directory: str | os.PathLike, what: str = "output directory") 
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _holder(lock)
+            if holder.get("host") == me["host"] and holder.get("pid") == me["pid"]:
+                # Held by this process already (the CLI locks before starting a cluster, then runs):
+                # the outer hold releases it.
+                yield lock
+                return
             if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
                 # Left by a run that was killed (SIGKILL): nothing holds it any more.
                 with contextlib.suppress(FileNotFoundError):

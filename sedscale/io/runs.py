@@ -145,13 +145,18 @@ class ManifestWriter:
         self.writes += 1
 
 
-def verified_entries(directory: str | os.PathLike, entries: dict[str, dict]) -> dict[str, dict]:
-    """The manifest entries (``file``, ``sha256``, ...) whose file in ``directory`` exists with the recorded sha256."""
+def verified_entries(directory: str | os.PathLike, entries: dict[str, dict], checksums: bool = True) -> dict[str, dict]:
+    """The manifest entries (``file``, ``sha256``, ...) whose file in ``directory`` exists with the recorded sha256.
+
+    ``checksums=False`` checks that the file exists with the recorded size only (no read).
+    """
     directory = Path(directory)
     good = {}
     for key, entry in entries.items():
         path = directory / entry["file"]
-        if path.is_file() and file_sha256(path) == entry["sha256"]:
+        if not path.is_file():
+            continue
+        if file_sha256(path) == entry["sha256"] if checksums else path.stat().st_size == entry.get("bytes", -1):
             good[key] = entry
     return good
 
@@ -195,6 +200,7 @@ def verify_run_dir(
     elsewhere: str = "choose another --out",
     resume_flag: str = "--resume",
     own_file: Callable[[str], bool] = lambda name: False,
+    checksums: bool = True,
 ) -> tuple[dict | None, dict]:
     """Check, read-only, that the run ``config_hash`` may use ``directory``.
 
@@ -213,6 +219,9 @@ def verify_run_dir(
         Words of the error messages (``"work directory"``, ``"choose another --out or --work-dir"``).
     own_file : callable
         Names (besides ``.*.tmp`` debris) a new run accepts in a directory without manifest.
+    checksums : bool
+        Verify the finished partitions' sha256 (False: their sizes only; a quick
+        check before a run, which verifies them when it opens the directory).
 
     Returns
     -------
@@ -243,7 +252,7 @@ def verify_run_dir(
             f"{config_hash[:12]}: {describe_differences(manifest.get('identity', {}), identity)}); "
             f"nothing was overwritten: {elsewhere} or rerun with the original options"
         )
-    good = verified_entries(directory, manifest["partitions"])
+    good = verified_entries(directory, manifest["partitions"], checksums)
     if len(good) < n_partitions and not resume:
         raise ConfigError(
             f"{what} {directory} holds an unfinished run of this configuration "

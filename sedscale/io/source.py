@@ -41,8 +41,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from pyarrow import ArrowException
 
-from ..errors import ConfigError, MissingDataError
+from ..errors import ConfigError, InputChangedError, MissingDataError, SedscaleError
 from ..observe.filters import SDSS_BANDS
 from .catalog import (
     OPTIONAL_CANONICAL,
@@ -76,6 +77,7 @@ __all__ = [
     "Segment",
     "SourceFile",
     "expand_catalog_paths",
+    "file_fingerprint",
     "open_catalog",
     "read_partition",
 ]
@@ -86,6 +88,8 @@ log = logging.getLogger(__name__)
 DEDUP_MAX_ROWS = 20_000_000
 #: CSV and text files: byte offset kept for every this many data rows (a reader skips at most this many rows).
 LINE_INDEX_STRIDE = 256
+#: Bytes hashed at each end of an input file for its fingerprint.
+FINGERPRINT_BYTES = 1 << 16
 _CATALOG_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fts", ".parquet", ".pq", ".csv", ".csv.gz",
                      ".txt", ".dat", ".ascii")
 
@@ -103,8 +107,11 @@ class SourceFile:
         Data rows in the file.
     unit : str or None
         Flux unit of a mapped file (a ``FLUX_UNITS`` key; None for NSA files and magnitudes).
-    size, mtime_ns : int
-        Bytes and modification time when the run was planned (its identity).
+    size, mtime_ns, inode : int
+        Bytes, modification time and inode number when the run was planned.
+    fingerprint : str
+        sha256 of the first and last :data:`FINGERPRINT_BYTES` (catches a
+        rewrite that kept the size and the modification time, such as ``cp -p``).
     """
 
     path: str
@@ -113,12 +120,56 @@ class SourceFile:
     unit: str | None = None
     size: int = 0
     mtime_ns: int = 0
+    inode: int = 0
+    fingerprint: str = ""
 
     @classmethod
     def at(cls, path: Path, format: str, n_rows: int, unit: str | None = None) -> SourceFile:
         """The file at ``path`` as it is now."""
         stat = path.stat()
-        return cls(str(path), format, n_rows, unit, stat.st_size, stat.st_mtime_ns)
+        return cls(str(path), format, n_rows, unit, stat.st_size, stat.st_mtime_ns, stat.st_ino,
+                   file_fingerprint(path, stat.st_size))
+
+    def check_unchanged(self) -> None:
+        """Raise when the file is no longer the one the run was planned on.
+
+        Called by the worker that reads the file, before and after reading
+        its rows, so that a file rewritten in place or replaced during a run
+        stops the run instead of mixing old and new rows in one catalog.
+
+        Raises
+        ------
+        InputChangedError
+            Naming the file and what differs.
+        """
+        path = Path(self.path)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise InputChangedError(f"{self.path}: the input file disappeared during the run") from None
+        changed = [what for what, old, new in (("size", self.size, stat.st_size),
+                                                ("modification time", self.mtime_ns, stat.st_mtime_ns),
+                                                ("inode (replaced by another file)", self.inode, stat.st_ino))
+                   if old and old != new]
+        if not changed and self.fingerprint and file_fingerprint(path, stat.st_size) != self.fingerprint:
+            changed = ["contents"]
+        if changed:
+            raise InputChangedError(
+                f"{self.path}: the input file changed during the run ({', '.join(changed)} differ from when the run "
+                "was planned); no catalog was written: restore the file and rerun with --resume, or rerun with "
+                "--overwrite to start over on the new contents"
+            )
+
+
+def file_fingerprint(path: str | os.PathLike, size: int) -> str:
+    """sha256 (hex) of a file's first and last :data:`FINGERPRINT_BYTES` bytes and its size (cheap at any size)."""
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            fh.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(fh.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -237,7 +288,7 @@ class CatalogSource:
         """
         mapping = self.spec.mapping.to_dict() if self.spec.mapping is not None else None
         return {
-            "files": [[Path(f.path).name, f.size, f.mtime_ns, f.n_rows] for f in self.files],
+            "files": [[Path(f.path).name, f.size, f.mtime_ns, f.n_rows, f.fingerprint] for f in self.files],
             "kind": self.kind,
             "mapping": json.loads(json.dumps(mapping, default=list)),
             "bands": list(self.spec.bands),
@@ -390,7 +441,7 @@ def open_catalog(
             # A header naming other columns than the rows hold: said plainly, before any column lookup.
             _text_table(f, text or (), RowRange(0, 1, int(offsets[0]), 0))
         check_columns(f, mapped_columns(mapping, keep), text)
-        unit, words = flux_unit_of(f, mapping)
+        unit, words = _canonical_flux_unit(f, mapping) if kind == "canonical" else flux_unit_of(f, mapping)
         source_files.append(SourceFile.at(f, fmt, n_rows, unit))
         units.append(words)
     spec = ReadSpec(bands=bands, mapping=mapping, keep=keep)
@@ -401,6 +452,22 @@ def open_catalog(
         _deduplicate(source, lambda f: read_table_columns(f.path, [mapping.id], text_names=text)[mapping.id],
                      dedup_max_rows)
     return source
+
+
+def _canonical_flux_unit(path: Path, mapping: ColumnMapping) -> tuple[str | None, str]:
+    """:func:`flux_unit_of` a file in sedscale's layout: the unit its metadata gives, else a one-line refusal.
+
+    Such a file comes without a column mapping, so nothing else says what its
+    fluxes are in (uJy read as nanomaggies would shift every mass by +0.56 dex).
+    """
+    try:
+        return flux_unit_of(path, mapping)
+    except ConfigError:
+        raise ConfigError(
+            f"{path}: in sedscale's layout but its flux columns carry no flux unit (FITS TUNIT or Parquet field "
+            "metadata 'unit'); write the unit into the file, or give the columns with their unit: --columns id=id "
+            "z=z flux=flux_{band} flux_ivar=flux_ivar_{band} flux_unit=<nanomaggy|uJy|nJy|mJy|Jy|maggy>"
+        ) from None
 
 
 def _open_nsa(files: list[Path], keep: tuple, bands: tuple, dedup_max_rows: int) -> CatalogSource:
@@ -445,25 +512,33 @@ def _count_rows(path: Path, fmt: str) -> tuple[int, np.ndarray | None]:
     try:
         if fmt == "parquet":
             return int(pq.ParquetFile(path).metadata.num_rows), None
-        return _line_offsets(path, header=fmt == "csv", comments=fmt == "text")
+        return _line_offsets(path, header=fmt == "csv", comments=fmt == "text", quotes=fmt == "csv")
     except (OSError, ValueError) as exc:
         raise CatalogFormatError(f"{path}: unreadable {fmt} file (truncated or corrupt?): {exc}") from exc
 
 
-def _line_offsets(path: Path, header: bool, comments: bool) -> tuple[int, np.ndarray]:
-    """Scan a line file once: data rows (blank lines, a CSV header, ``#`` lines of text tables skipped) and offsets."""
-    offsets, n, pos = [], 0, 0
+def _line_offsets(path: Path, header: bool, comments: bool, quotes: bool = False) -> tuple[int, np.ndarray]:
+    """Scan a line file once: data rows (blank lines, a CSV header, ``#`` lines of text tables skipped) and offsets.
+
+    With ``quotes`` (CSV) a row may span lines: a line with an odd number of
+    ``"`` opens or closes a quoted field (an escaped ``""`` counts twice), and
+    the lines inside a quoted field continue the row they belong to.
+    """
+    offsets, pos = [], 0
+    n = -1 if header else 0  # the header is row -1
+    inside = False  # the line starts within a quoted field
     with _open_binary(path) as fh:
-        if header:
-            pos = len(fh.readline())
         for line in fh:
+            starts_row = not inside
+            if quotes and line.count(b'"') % 2:
+                inside = not inside
             stripped = line.strip()
-            if stripped and not (comments and stripped.startswith(b"#")):
-                if n % LINE_INDEX_STRIDE == 0:
+            if starts_row and stripped and not (comments and stripped.startswith(b"#")):
+                if n >= 0 and n % LINE_INDEX_STRIDE == 0:
                     offsets.append(pos)
                 n += 1
             pos += len(line)
-    return n, np.asarray(offsets, dtype=np.int64)
+    return max(n, 0), np.asarray(offsets, dtype=np.int64)
 
 
 def _deduplicate(source: CatalogSource, read_ids, dedup_max_rows: int) -> None:
@@ -483,6 +558,18 @@ def _deduplicate(source: CatalogSource, read_ids, dedup_max_rows: int) -> None:
 
 
 # ------------------------------------------------------------------------- worker side
+def _read_segment(seg: Segment, spec: ReadSpec) -> pd.DataFrame:
+    """The canonical frame of one segment's rows."""
+    f = seg.file
+    if f.format == "nsa":
+        nsa = [b.lower() for b in NSA_BANDS]
+        frame = nsa_frame(read_nsa_file(f.path, spec.keep, rows=(seg.rows.start, seg.rows.stop)), spec.keep,
+                          [b for b in spec.bands if b in nsa] or spec.bands)
+        return frame if spec.nsa_mass else frame.drop(columns="mass_nsa", errors="ignore")
+    assert spec.mapping is not None  # NSA files are the only unmapped kind
+    return mapped_frame(Path(f.path), spec.mapping, spec.keep, f.unit, seg.rows)
+
+
 def read_partition(part: CatalogPartition, spec: ReadSpec) -> pd.DataFrame:
     """The canonical photometry frame of one partition (runs on a worker; see :func:`read_catalog`).
 
@@ -494,18 +581,24 @@ def read_partition(part: CatalogPartition, spec: ReadSpec) -> pd.DataFrame:
     frames = []
     for seg in part.segments:
         f = seg.file
-        if f.format == "nsa":
-            nsa = [b.lower() for b in NSA_BANDS]
-            frame = nsa_frame(read_nsa_file(f.path, spec.keep, rows=(seg.rows.start, seg.rows.stop)), spec.keep,
-                              [b for b in spec.bands if b in nsa] or spec.bands)
-            if not spec.nsa_mass:
-                frame = frame.drop(columns="mass_nsa", errors="ignore")
-        else:
-            assert spec.mapping is not None  # NSA files are the only unmapped kind
-            frame = mapped_frame(Path(f.path), spec.mapping, spec.keep, f.unit, seg.rows)
+        f.check_unchanged()
+        try:
+            frame = _read_segment(seg, spec)
+        except (OSError, ValueError, ArrowException) as exc:
+            if isinstance(exc, SedscaleError) and not isinstance(exc, CatalogFormatError):
+                raise  # bad values, said by the reader
+            f.check_unchanged()  # a file rewritten under the reader is said as such, not as corrupt
+            # Planning read the file's metadata and first rows only: damage further in is found here.
+            detail = str(exc).removeprefix(f"{f.path}: ") if isinstance(exc, CatalogFormatError) else _first_line(exc)
+            raise CatalogFormatError(
+                f"{f.path}: rows {seg.rows.start}..{seg.rows.stop - 1} are unreadable ({detail}); the partitions "
+                "finished so far are kept: repair or replace the file, then rerun (--overwrite starts over on it)"
+            ) from None
+        # A rewrite that began while these rows were read.
+        f.check_unchanged()
         if len(frame) != seg.rows.stop - seg.rows.start:
-            raise CatalogFormatError(f"{f.path}: rows {seg.rows.start}..{seg.rows.stop - 1} read as {len(frame)} rows "
-                                     "(the file changed since the run was planned?)")
+            raise CatalogFormatError(f"{f.path}: rows {seg.rows.start}..{seg.rows.stop - 1} read as {len(frame)} rows; "
+                                     "the file does not hold the rows its metadata announced")
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(canonical_columns(spec.bands)))
     if part.drop:

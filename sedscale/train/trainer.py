@@ -460,6 +460,9 @@ def train(
 ) -> TrainResult:
     """Fit q(theta | x) to a simulated training set and write a checkpoint.
 
+    The training set is verified first: a finished simulation whose partition
+    files all exist with the size, rows and sha256 its manifest records.
+
     Parameters
     ----------
     sims : str or Path
@@ -493,12 +496,12 @@ def train(
     Raises
     ------
     SedscaleError
-        Unusable training set, bad options, or a resume that does not fit.
+        Unusable (unfinished, missing or damaged) training set, bad options, or a resume that does not fit.
     """
     started = time.perf_counter()
     out = Path(out)
     _check_output(out, resume, overwrite)
-    ts = open_training_set(sims, x_columns)
+    ts = open_training_set(sims, x_columns, checksums=True)
     if resume and init_from is not None:
         raise ConfigError("a resumed run continues from its own weights; drop init_from (--init-from)")
     if resume:

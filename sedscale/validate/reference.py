@@ -20,7 +20,11 @@ Example::
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +35,8 @@ from ..errors import ConfigError
 from ..io.atomic import atomic_write_bytes
 from ..io.catalog import read_table_columns
 
-__all__ = ["COLOUR_BINS", "MassComparison", "compare_masses", "nmad", "read_posterior_catalog"]
+__all__ = ["COLOUR_BINS", "REF_DUPLICATES", "MassComparison", "compare_masses", "join_ids", "nmad",
+           "read_posterior_catalog"]
 
 #: g - r bin edges (the five bins of the real-catalog checks).
 COLOUR_BINS = (-np.inf, 0.4, 0.6, 0.7, 0.8, np.inf)
@@ -39,6 +44,9 @@ MASS_BINS = (-np.inf, 9.0, 9.5, 10.0, 10.5, 11.0, np.inf)
 Z_BINS = (0.0, 0.01, 0.05, 0.15, 0.3, 0.6)
 #: Reference masses outside this range (log Msun) are failed fits (iSEDfit: -1, GSWLC: 0 where unmatched).
 VALID_RANGE = (6.0, 13.0)
+#: What :func:`join_ids` does with an id on several reference rows: refuse, or take the first row.
+REF_DUPLICATES = ("error", "first")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def nmad(d) -> float:
@@ -115,6 +123,107 @@ def read_posterior_catalog(path: str | os.PathLike, columns) -> pd.DataFrame:
     return pd.DataFrame({c: (np.char.decode(v).astype(object) if v.dtype.kind == "S" else v) for c, v in raw.items()})
 
 
+def _id_kind(values: np.ndarray) -> str:
+    """``"integer"``, ``"float"``, ``"string"`` or ``"mixed"``: what the ids of a column are (missing ones aside)."""
+    if values.dtype.kind in "iub":
+        return "integer"
+    if values.dtype.kind in "fUS":
+        return {"f": "float", "U": "string", "S": "string"}[values.dtype.kind]
+    kinds = {"string" if isinstance(v, (str, bytes)) else "integer" if isinstance(v, numbers.Integral) else "float"
+             for v in values.tolist() if v is not None}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _id_key(value, numeric: bool):
+    """The join key of one id: None if missing; with ``numeric``, integer-valued floats and strings as ``int``."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        value = value.strip()
+        return int(value) if numeric and _INTEGER.fullmatch(value) else value or None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        if not math.isfinite(value):
+            return None
+        number = float(value)
+        return int(number) if numeric and number.is_integer() else number
+    return value
+
+
+def _examples(keys, n: int = 3) -> str:
+    return ", ".join(repr(k) for k in list(dict.fromkeys(k for k in keys if k is not None))[:n]) or "none"
+
+
+def join_ids(ids, ref_ids, column: str, duplicates: str = "error") -> tuple[np.ndarray, str]:
+    """The reference row of each catalog id.
+
+    Strings are compared without surrounding blanks.  When the two columns
+    hold different kinds of ids (integers in one, strings or floats in the
+    other), integer-valued strings and floats are read as integers on both
+    sides, so that ``"123"``, ``123`` and ``123.0`` match.  Missing ids
+    (None, NaN, empty strings) match nothing.
+
+    Parameters
+    ----------
+    ids : array_like, shape (n,)
+        The catalog's ids.
+    ref_ids : array_like, shape (m,)
+        The reference's id column.
+    column : str
+        Name of the reference's id column (for messages).
+    duplicates : {"error", "first"}
+        A catalog id on several reference rows: refuse, or take the first of them.
+
+    Returns
+    -------
+    rows : ndarray of int, shape (n,)
+        Reference row of each catalog id; -1 where none.
+    description : str
+        One line: how many ids matched, and how they were compared.
+
+    Raises
+    ------
+    ConfigError
+        No id matches, a catalog id repeats in the catalog, or (with
+        ``duplicates="error"``) a catalog id is on several reference rows.
+    """
+    if duplicates not in REF_DUPLICATES:
+        raise ConfigError(f"duplicates must be one of {', '.join(REF_DUPLICATES)}, got {duplicates!r}")
+    ids, ref_ids = np.asarray(ids), np.asarray(ref_ids)
+    kinds = _id_kind(ids), _id_kind(ref_ids)
+    numeric = kinds[0] != kinds[1]
+    keys = [_id_key(v, numeric) for v in ids.tolist()]
+    ref_keys = [_id_key(v, numeric) for v in ref_ids.tolist()]
+    repeated = {k: c for k, c in Counter(k for k in keys if k is not None).items() if c > 1}
+    if repeated:
+        raise ConfigError(f"{len(repeated)} ids occur more than once in the catalog (e.g. {_examples(repeated)}): "
+                          "each galaxy must be on one row (bin/run_catalog writes each id once; are two runs "
+                          "concatenated?)")
+    index: dict = {}
+    for row, key in enumerate(ref_keys):
+        if key is not None:
+            index.setdefault(key, row)
+    rows = np.array([index.get(k, -1) if k is not None else -1 for k in keys], dtype=np.int64)
+    n_found = int((rows >= 0).sum())
+    compared = (f" ({kinds[0]} catalog ids, {kinds[1]} reference ids: integer-valued ones compared as integers)"
+                if numeric else "")
+    if n_found == 0:
+        raise ConfigError(f"--match {column}: none of the catalog's {ids.size} ids is in the reference's {column} "
+                          f"column ({ref_ids.size} rows){compared}; catalog ids: {_examples(keys)}; reference ids: "
+                          f"{_examples(ref_keys)}")
+    wanted = set(keys)
+    counts = Counter(k for k in ref_keys if k in wanted)
+    ambiguous = {k: c for k, c in counts.items() if c > 1}
+    if ambiguous and duplicates == "error":
+        shown = ", ".join(f"{k!r} ({c} rows)" for k, c in list(ambiguous.items())[:3])
+        raise ConfigError(f"--match {column}: {len(ambiguous)} of the catalog's ids occur more than once in the "
+                          f"reference (e.g. {shown}): the reference is ambiguous; pass --ref-duplicates first to "
+                          "use the first row of each")
+    taken = f"; {len(ambiguous)} ids on several reference rows: first row used" if ambiguous else ""
+    return rows, f"{n_found} of {ids.size} catalog ids found in the reference's {column} column{compared}{taken}"
+
+
 def compare_masses(
     catalog: pd.DataFrame,
     reference: np.ndarray,
@@ -157,10 +266,23 @@ def compare_masses(
                           n_ok=int(ok.sum()))
 
 
-def plot_comparison(catalog: pd.DataFrame, reference: np.ndarray, result: MassComparison, path: str | os.PathLike):
-    """Ours vs reference, and the offset vs g - r (PNG, written atomically)."""
-    import io
+def comparison_figure(catalog: pd.DataFrame, reference: np.ndarray, result: MassComparison):
+    """Ours vs reference coloured by g - r (with a colour bar), and the offset vs g - r.
 
+    Parameters
+    ----------
+    catalog : pandas.DataFrame
+        The catalog given to :func:`compare_masses`.
+    reference : ndarray, shape (n,)
+        The reference log10 masses given to :func:`compare_masses`.
+    result : MassComparison
+        What :func:`compare_masses` returned.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels (and the colour bar); close it when done.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,12 +293,14 @@ def plot_comparison(catalog: pd.DataFrame, reference: np.ndarray, result: MassCo
     ok = (catalog["status"].to_numpy() == "ok") & np.isfinite(ours) & np.isfinite(ref)
     ok &= (ref > VALID_RANGE[0]) & (ref < VALID_RANGE[1])
     colour = catalog["mag_g"].to_numpy(dtype=float) - catalog["mag_r"].to_numpy(dtype=float)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    log_mass = r"$\log_{10}\,M_\ast\,/\,M_\odot$"
+    fig, axes = plt.subplots(1, 2, figsize=(10.8, 4.2))
     ax = axes[0]
-    ax.scatter(ref[ok], ours[ok], s=3, c=colour[ok], cmap="coolwarm", vmin=0.2, vmax=1.0)
+    points = ax.scatter(ref[ok], ours[ok], s=3, c=colour[ok], cmap="coolwarm", vmin=0.2, vmax=1.0)
+    fig.colorbar(points, ax=ax, label="g - r (observed)")
     lim = [np.nanmin(ref[ok]) - 0.2, np.nanmax(ref[ok]) + 0.2] if ok.any() else [8, 12]
     ax.plot(lim, lim, "k-", lw=0.8)
-    ax.set(xlabel=f"{result.reference} log M* [Msun]", ylabel=f"{result.column} [Msun]", xlim=lim, ylim=lim)
+    ax.set(xlabel=f"{result.reference}: {log_mass}", ylabel=f"{result.column}: {log_mass}", xlim=lim, ylim=lim)
     ax = axes[1]
     ax.scatter(colour[ok], ours[ok] - ref[ok], s=3, color="0.6")
     mid = [r for r in result.by["g-r"] if r["n"]]
@@ -186,18 +310,45 @@ def plot_comparison(catalog: pd.DataFrame, reference: np.ndarray, result: MassCo
     ax.axhline(0, color="k", lw=0.8)
     for y in (-0.15, 0.15):
         ax.axhline(y, color="k", lw=0.5, ls=":")
-    ax.set(xlabel="g - r (observed)", ylabel="ours - reference [dex]", ylim=(-1, 1), xlim=(0.0, 1.2))
+    ax.set(xlabel="g - r (observed)", ylabel=r"ours - reference: $\Delta\log_{10}\,M_\ast$ (dex)", ylim=(-1, 1),
+           xlim=(0.0, 1.2))
     o = result.overall
     fig.suptitle(f"{result.n_ok} galaxies: median {o['median']:+.3f} dex, NMAD {o['nmad']:.3f} dex")
     fig.tight_layout()
+    return fig
+
+
+def plot_comparison(catalog: pd.DataFrame, reference: np.ndarray, result: MassComparison, path: str | os.PathLike):
+    """:func:`comparison_figure` as a PNG, written atomically."""
+    import io
+
+    fig = comparison_figure(catalog, reference, result)
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def _strict_json(value):
+    """``value`` with non-finite floats as None, recursively (strict JSON has no NaN or Infinity)."""
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_report(result: MassComparison, out: str | os.PathLike) -> None:
-    """``<out>.md`` and ``<out>.json`` (atomic)."""
+    """``<out>.md`` and ``<out>.json`` (atomic).
+
+    The JSON is strict: non-finite numbers (the open ends of the outer bins,
+    the median of an empty bin) are ``null``.
+    """
     out = Path(out)
     atomic_write_bytes(out.with_suffix(".md"), (result.format() + "\n").encode())
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(result.to_dict(), indent=1) + "\n").encode())
+    text = json.dumps(_strict_json(result.to_dict()), indent=1, allow_nan=False)
+    atomic_write_bytes(out.with_suffix(".json"), (text + "\n").encode())
