@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DEFAULT_FLOW_NAME", "FLOW_ENV", "SHIPPED_CHECKPOINTS", "default_flow", "resolve_checkpoint"]
+__all__ = ["DEFAULT_FLOW_NAME", "FLOW_ENV", "SHIPPED_CHECKPOINTS", "default_flow", "resolve_checkpoint", "shipped_names"]
 
 #: Checkpoints shipped inside the package (package data), found by name.
 SHIPPED_CHECKPOINTS = Path(__file__).resolve().parent / "data" / "checkpoints"
@@ -25,6 +25,13 @@ FLOW_ENV = "SEDSCALE_FLOW"
 def default_flow() -> str:
     """The flow used when none is named: ``$SEDSCALE_FLOW``, else the shipped :data:`DEFAULT_FLOW_NAME`."""
     return os.environ.get(FLOW_ENV) or str(SHIPPED_CHECKPOINTS / DEFAULT_FLOW_NAME)
+
+
+def shipped_names() -> list[str]:
+    """Names of the checkpoints shipped inside the package, sorted."""
+    if not SHIPPED_CHECKPOINTS.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_CHECKPOINTS.iterdir() if (p / "posterior.json").is_file())
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

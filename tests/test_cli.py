@@ -11,6 +11,7 @@ def test_sedscale_command_dispatches_to_every_tool(capsys):
 
     assert main([]) == 2 and "usage: sedscale <command>" in capsys.readouterr().out
     assert main(["nope"]) == 2 and "unknown command 'nope'" in capsys.readouterr().err
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("sedscale ")
     for name in COMMANDS:
         with pytest.raises(SystemExit) as info:
             main([name, "--help"])
@@ -35,6 +36,21 @@ def test_shipped_flow_and_cluster_templates_are_package_data(tmp_path, monkeypat
     assert PACKAGE_CONFIG_DIR.parent.parent == package
     monkeypatch.setenv(FLOW_ENV, "checkpoints/mine")
     assert default_flow() == "checkpoints/mine"
+
+
+def test_shipped_flows_are_listed_and_an_unknown_name_names_them(tmp_path, monkeypatch, capsys):
+    from sedscale.cli.commands import main
+    from sedscale.shipped import DEFAULT_FLOW_NAME, shipped_names
+    from sedscale.train.checkpoint import CheckpointError, checkpoint_observable
+
+    monkeypatch.chdir(tmp_path)
+    names = shipped_names()
+    assert DEFAULT_FLOW_NAME in names and "photoz_ugriz" in names
+    assert main(["flows"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{DEFAULT_FLOW_NAME} " in listed and "(default)" in listed and "inferred (photo-z)" in listed
+    with pytest.raises(CheckpointError, match=f"a shipped flow's name \\({', '.join(names)}\\)"):
+        checkpoint_observable("galex_sdssx")
 
 
 def test_a_full_disk_is_one_line_with_the_resume_hint(capsys):

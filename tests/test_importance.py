@@ -99,10 +99,12 @@ def test_the_likelihood_is_the_training_noise_models():
     expected = stats.norm.logpdf(obs[:2], model[:, :2], np.sqrt(var)).sum(axis=1)
     got = log_likelihood(model, obs, err, floor)
     np.testing.assert_allclose(got, expected)
-    # A model 10^4 times brighter implies a magnitude error (1.0857 x 5 / 1e6) below the trained 0.002.
-    ranged = log_likelihood(model, obs, err, floor, sigma_range=(0.002, 1.0), mag_range=(5.0, 27.0))
-    np.testing.assert_allclose(ranged[:2], expected[:2])
+    # A model 10^4 times brighter implies a magnitude error (1.0857 x 5 / 1e6) below the trained 0.002...
+    ranged = log_likelihood(model, obs, err, 0.0, sigma_range=(0.002, 1.0), mag_range=(5.0, 27.0))
+    np.testing.assert_allclose(ranged[:2], log_likelihood(model, obs, err, 0.0)[:2])
     assert ranged[2] == -np.inf
+    # ... unless the floor, which x carries in quadrature, lifts it into the trained range.
+    assert np.isfinite(log_likelihood(model, obs, err, floor, sigma_range=(0.002, 1.0))[2])
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +157,18 @@ def test_catalog_rows_carry_the_weights_and_a_low_efficiency_is_never_ok(shipped
     from sedscale.shipped import default_flow
 
     catalog = write_mock_nsa(tmp_path / "mock_is.fits", n=6, seed=8, z_range=(0.02, 0.1), n_defects=1)
-    options = CatalogOptions(n_samples=100, partition_size=6, importance_proposals=600)
-    run_catalog(plan_catalog(catalog, default_flow(), tmp_path / "a.parquet", options))
+    options = CatalogOptions(n_samples=100, partition_size=3, importance_proposals=600)
+    plan = plan_catalog(catalog, default_flow(), tmp_path / "a.parquet", options)
+    run_catalog(plan)
     df = pd.read_parquet(tmp_path / "a.parquet")
     usable = df["status"] != "bad_input"
     assert usable.sum() >= 5 and df.loc[usable, "is_efficiency"].gt(0).all()
     assert df.loc[~usable, ["is_ess", "log_evidence"]].isna().all().all()
+    # Resumable like the rest: a lost partition is recomputed identically, the other kept.
+    (plan.work_dir / "part-000001.parquet").unlink()
+    again = run_catalog(plan, resume=True)
+    assert (again.partitions_run, again.partitions_skipped) == (1, 1)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), df)
     monkeypatch.setattr(rows, "MIN_EFFICIENCY", 1.01)  # every efficiency is "too low"
     run_catalog(plan_catalog(catalog, default_flow(), tmp_path / "b.parquet", options))
     flagged = pd.read_parquet(tmp_path / "b.parquet")

@@ -484,7 +484,9 @@ def test_masked_band_gives_the_posterior_of_a_catalog_without_it(survey_flow, sh
     for other in (b, c, d):
         np.testing.assert_array_equal(a["log_mstar_total_p50"].to_numpy(), other["log_mstar_total_p50"].to_numpy())
     assert np.isnan(a["mag_u"]).all() and a["sigma_g"].min() >= 0.03
-    assert (d["reason"] == "low_snr:u").all() and np.isfinite(d["mag_u"]).all() and (d["sigma_u"] > 3).all()
+    # (A posterior at a prior bound adds its at_prior_edge label after the band's.)
+    assert (d["reason"].str.split(";").str[0] == "low_snr:u").all()
+    assert np.isfinite(d["mag_u"]).all() and (d["sigma_u"] > 3).all()
     meta = __import__("pyarrow.parquet", fromlist=["x"]).read_schema(tmp_path / "nan_post.parquet").metadata
     assert json.loads(meta[b"sedscale.options"])["error_floor"] == 0.03
 

@@ -19,12 +19,14 @@ COMMANDS = {
     "catalog": ("sedscale.cli.catalog", "main", "posterior catalogs of survey catalogs or spectra (bin/run_catalog)"),
     "compare-masses": ("sedscale.cli.compare", "main", "a catalog's masses against a reference (bin/compare_masses)"),
     "mock-catalog": ("sedscale.cli.catalog", "mock_main", "a MOCK NSA-format catalog with truths (bin/make_mock_catalog)"),
+    "flows": ("sedscale.cli.flows", "main", "the trained flows usable by name, and what each serves"),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: sedscale <command> [options]   (sedscale <command> --help for its options)", "", "commands:"]
+    lines = ["usage: sedscale <command> [options]   (sedscale <command> --help for its options; sedscale --version)",
+             "", "commands:"]
     lines += [f"  {name:<{width}}  {what}" for name, (_, _, what) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -35,6 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from .._version import __version__
+
+        print(f"sedscale {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"sedscale: unknown command {name!r}\n{usage()}", file=sys.stderr)

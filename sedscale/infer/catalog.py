@@ -278,7 +278,7 @@ def run_catalog(
     on_partition : callable, optional
         Called with each finished partition's manifest entry.
     log : callable
-        Progress messages of the MCMC step.
+        Progress messages (the start of the partitions, the MCMC step).
 
     Returns
     -------
@@ -307,6 +307,10 @@ def _run_catalog(plan: CatalogPlan, client, resume: bool, progress: bool,
         n_galaxies=plan.n_galaxies, n_partitions=plan.n_partitions, partitions_skipped=len(done),
     )
     save_manifest = ManifestWriter(work, manifest)
+    if todo:
+        # Otherwise the bar sits at 0% for the tens of seconds a fresh worker spends loading.
+        log(f"{len(todo)} partitions to infer; each worker first loads the flow and builds the forward model's "
+            "SSP library (~10-40 s)")
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm

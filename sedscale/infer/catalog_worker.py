@@ -25,7 +25,7 @@ from ..units import POGSON, mag_to_nanomaggies
 from .catalog_plan import CatalogOptions, PartitionSpec
 from .fit_check import POOR_FIT_P, fit_check
 from .quality import STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_POOR_FIT, CheckedPhotometry, check_photometry, reason_labels
-from .rows import posterior_rows
+from .rows import flag_rows, posterior_rows
 from .support import XSupport
 
 if TYPE_CHECKING:
@@ -176,16 +176,9 @@ def with_fit_check(rows: pa.Table, post: Posterior, model: ForwardModel, theta: 
     n_bands = np.zeros(n, dtype=np.int16)
     n_bands[good] = fit.n_bands_fit
     rows = rows.append_column("n_bands_fit", pa.array(n_bands))
-    p_value = np.full(n, np.nan)
-    p_value[good] = fit.ppc_p
-    status = np.asarray(rows.column("status").to_pylist(), dtype=object)
-    reason = np.asarray(rows.column("reason").to_pylist(), dtype=object)
-    for i in np.flatnonzero(p_value < POOR_FIT_P):
-        reason[i] = ";".join(filter(None, [reason[i], f"poor_fit:p={p_value[i]:.1e}"]))
-        if status[i] in (STATUS_OK, STATUS_OUT_OF_SUPPORT):
-            status[i] = STATUS_POOR_FIT
-    rows = rows.set_column(rows.schema.get_field_index("status"), "status", pa.array(status.tolist(), pa.string()))
-    return rows.set_column(rows.schema.get_field_index("reason"), "reason", pa.array(reason.tolist(), pa.string()))
+    labels = np.full(n, "", dtype=object)
+    labels[good] = [f"poor_fit:p={p:.1e}" if p < POOR_FIT_P else "" for p in fit.ppc_p]
+    return flag_rows(rows, labels, STATUS_POOR_FIT, over=(STATUS_OK, STATUS_OUT_OF_SUPPORT))
 
 
 def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:

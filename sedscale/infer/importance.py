@@ -163,8 +163,8 @@ def log_likelihood(model_flux: np.ndarray, obs_flux: np.ndarray, obs_sigma: np.n
         Magnitudes: the floor's flux error is ``error_floor * model_flux / 1.0857``.
     sigma_range : (float, float), optional
         Magnitude errors the flow was trained on: a model whose flux would
-        give a band's error (``1.0857 obs_sigma / model_flux``) outside it
-        has zero likelihood.
+        give a band's error (``1.0857 obs_sigma / model_flux`` with the floor
+        in quadrature, as in x) outside it has zero likelihood.
     mag_range : (float, float), optional
         Mean model magnitude (used bands) the training set was cut to: zero
         prior mass outside (returned as ``-inf`` here with the likelihood).
@@ -180,7 +180,8 @@ def log_likelihood(model_flux: np.ndarray, obs_flux: np.ndarray, obs_sigma: np.n
     out = -0.5 * np.sum((f - m) ** 2 / var + np.log(2 * np.pi * var), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         if sigma_range is not None:
-            sigma_mag = POGSON * s / m
+            # The error the flow sees: the catalog's, with the floor in quadrature (x's log_sigma).
+            sigma_mag = np.sqrt((POGSON * s / m) ** 2 + error_floor**2)
             out[~np.all((sigma_mag >= sigma_range[0]) & (sigma_mag <= sigma_range[1]), axis=1)] = -np.inf
         if mag_range is not None:
             mean_mag = np.mean(nanomaggies_to_mag(m), axis=1)
@@ -293,7 +294,7 @@ def importance_sample(post: Posterior, model: ForwardModel, x: np.ndarray, *, n_
     n_proposals : int
         Proposals per galaxy.
     defensive : float
-        Fraction of the proposals drawn from the prior, in (0, 1).
+        Fraction of the proposals drawn from the defensive t, in (0, 1).
     seed : int, optional
 
     Returns
@@ -331,7 +332,10 @@ def importance_sample(post: Posterior, model: ForwardModel, x: np.ndarray, *, n_
         z = np.full(theta.shape[0], obs.z[g])
         log_q = post.log_prob(theta.astype(np.float32), x[g]) - np.log(acc_flow)
         log_t = law.logpdf(theta) - np.log(acc_def) if acc_def > 0 else np.full(theta.shape[0], -np.inf)
-        log_mix = np.logaddexp(np.log1p(-defensive) + log_q, np.log(defensive) + log_t)
+        # The mixture as drawn (the t may have fallen short of its share in a tight box).
+        share = def_theta.shape[0] / theta.shape[0]
+        with np.errstate(divide="ignore"):
+            log_mix = np.logaddexp(np.log1p(-share) + log_q, np.log(share) + log_t)
         log_target = model.prior.log_prob(theta, z) + log_likelihood(
             model.photometry(theta, z), obs.flux[g], obs.flux_sigma[g], error_floor, sigma_range, mag_range)
         weights = weigh(log_target, log_mix)

@@ -197,6 +197,69 @@ def _short_reason(drawn: SampleResult, j: int, n_samples: int) -> str:
     return f"sampling_timeout:{got}"
 
 
+#: A posterior "piles up" at a prior bound when this fraction of its samples lie within
+#: :data:`EDGE_WIDTH` of the bound (an unconstrained, flat posterior puts ~1% there).
+EDGE_MASS = 0.16
+#: ... of the prior box's width.
+EDGE_WIDTH = 0.01
+
+
+def edge_labels(theta: np.ndarray, post: Posterior) -> np.ndarray:
+    """Per galaxy, ``at_prior_edge:<name>,...`` for the physical parameters whose samples pile up at a prior bound.
+
+    The answer is then shaped by where the prior stops (e.g. the smallest
+    mass formed of the photometric flows, 10^7 Msun, for a dwarf), not by
+    the data alone.  The unit-cube coordinates of a non-parametric SFH
+    (``frac_u*``) and a photometric-redshift flow's z are left out: their
+    bounds are ordinary answers.
+
+    Parameters
+    ----------
+    theta : ndarray, shape (n, n_samples, d)
+    post : Posterior
+
+    Returns
+    -------
+    ndarray of str (object), shape (n,)
+        ``""`` where no parameter is at an edge.
+    """
+    low, high = np.asarray(post.prior.low), np.asarray(post.prior.high)
+    margin = EDGE_WIDTH * (high - low)
+    with np.errstate(invalid="ignore"):
+        at_low = np.mean(theta - low < margin, axis=1) >= EDGE_MASS
+        at_high = np.mean(high - theta < margin, axis=1) >= EDGE_MASS
+    names = [k for k, name in enumerate(post.param_names[: post.n_model_params]) if not name.startswith("frac_u")]
+    out = np.full(theta.shape[0], "", dtype=object)
+    for i in np.flatnonzero((at_low | at_high)[:, names].any(axis=1) if names else []):
+        out[i] = "at_prior_edge:" + ",".join(
+            f"{post.param_names[k]}={'low' if at_low[i, k] else 'high'}" for k in names if at_low[i, k] or at_high[i, k])
+    return out
+
+
+def flag_rows(table: pa.Table, labels: np.ndarray, status: str, over: tuple[str, ...] = (STATUS_OK,)) -> pa.Table:
+    """``table`` with ``labels[i]`` (where not empty) appended to row i's ``reason``; its ``status`` becomes
+    ``status`` where it was one of ``over``.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Rows with ``status`` and ``reason`` columns.
+    labels : ndarray of str (object), shape (n,)
+        ``""`` for rows left alone.
+    status : str
+    over : tuple of str
+        The statuses ``status`` replaces (a worse one, e.g. ``bad_input``, stays).
+    """
+    old_status = np.asarray(table.column("status").to_pylist(), dtype=object)
+    reason = np.asarray(table.column("reason").to_pylist(), dtype=object)
+    flagged = np.flatnonzero(labels != "")
+    for i in flagged:
+        reason[i] = ";".join(filter(None, [reason[i], labels[i]]))
+    new_status = np.where((labels != "") & np.isin(old_status, over), status, old_status)
+    table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(new_status.tolist(), pa.string()))
+    return table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reason.tolist(), pa.string()))
+
+
 #: Columns of an importance-sampled run (:func:`_importance_corrected`).
 IMPORTANCE_COLUMNS = ("is_ess", "is_efficiency", "log_evidence", "log_evidence_err")
 _IMPORTANCE_STREAM = 3
@@ -290,6 +353,7 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
         importance = _importance_corrected(post, model, xg, theta, timed_out, options, partition)
     quantities = sample_quantities(post, model, theta, z_good, options.n_derived)
 
+    edges = edge_labels(theta, post) if good.size else np.empty(0, dtype=object)
     status = np.full(n, STATUS_OK, dtype=object)
     reason = np.asarray(reason, dtype=object).copy()
     status[bad] = STATUS_BAD_INPUT
@@ -303,6 +367,8 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
             if not timed_out[j]:
                 status[i] = STATUS_OUT_OF_SUPPORT
             labels.append(support_reason[i])
+        if edges[j]:
+            labels.append(edges[j])
         if importance is not None and not timed_out[j] and importance.efficiency[j] < MIN_EFFICIENCY:
             status[i] = STATUS_LOW_IS_EFFICIENCY
             labels.append(f"low_is_efficiency:{importance.efficiency[j]:.2g}")

@@ -63,9 +63,10 @@ from ..observe.spectral_noise import SpectralNoiseModel, spectral_noise_model
 from .catalog_output import CATALOG_FORMAT, output_units
 from .catalog_plan import CatalogOptions
 from .catalog_worker import load_posterior_cached, model_for
+from .fit_check import POOR_FIT_P
 from .posterior import Posterior
-from .quality import STATUSES
-from .rows import posterior_rows
+from .quality import STATUS_OUT_OF_SUPPORT, STATUSES
+from .rows import flag_rows, posterior_rows
 from .summaries import PERCENTILES, STAT_NAMES
 from .support import XSupport, fit_support, support_path, training_set_mismatch, training_set_provenance
 
@@ -73,8 +74,6 @@ from .support import XSupport, fit_support, support_path, training_set_mismatch,
 MIN_GOOD_FRACTION = 0.5
 #: Posterior draws whose model spectra enter the posterior-predictive chi2.
 PPC_DRAWS = 50
-#: Best fits with a chi2 p-value below this are flagged (``poor_fit``).
-POOR_FIT_P = 1e-3
 #: Spectra per Dask task.
 CHUNK_SPECTRA = 256
 
@@ -397,19 +396,13 @@ def flag_poor_fits(table: pa.Table, chi2_best: np.ndarray, dof: np.ndarray, p_mi
     """
     from scipy import stats
 
-    from .quality import STATUS_OK, STATUS_OUT_OF_SUPPORT
-
-    status = np.array(table.column("status").to_pylist(), dtype=object)
-    reason = np.array(table.column("reason").to_pylist(), dtype=object)
     with np.errstate(invalid="ignore", divide="ignore"):
         poor = np.isfinite(chi2_best) & (dof > 0) & (stats.chi2.sf(chi2_best, np.maximum(dof, 1)) < p_min)
+    labels = np.full(len(poor), "", dtype=object)
     for i in np.flatnonzero(poor):
-        if status[i] == STATUS_OK:
-            status[i] = STATUS_OUT_OF_SUPPORT
         edge = f"at_prior_edge:{at_edge[i]}" if at_edge is not None and at_edge[i] else ""
-        reason[i] = ";".join(filter(None, [reason[i], f"poor_fit:chi2/dof={chi2_best[i] / dof[i]:.2f}", edge]))
-    table = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status.tolist(), pa.string()))
-    return table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reason.tolist(), pa.string()))
+        labels[i] = ";".join(filter(None, [f"poor_fit:chi2/dof={chi2_best[i] / dof[i]:.2f}", edge]))
+    return flag_rows(table, labels, STATUS_OUT_OF_SUPPORT)
 
 
 def infer_spectra_chunk(obs: SpectralObservations, flow: str, flow_sha256: str, support: XSupport | None,

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import SedscaleError
 from ..io.atomic import atomic_write_bytes
-from ..shipped import resolve_checkpoint
+from ..shipped import resolve_checkpoint, shipped_names
 
 CHECKPOINT_FORMAT = "sedscale.posterior"
 CHECKPOINT_VERSION = 1
@@ -133,7 +133,8 @@ def existing_checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     weights, sidecar = checkpoint_paths(path)
     if not resolve_checkpoint(path).exists() or not (weights.exists() or sidecar.exists()):
         raise CheckpointError(f"no checkpoint at {path}: give a checkpoint directory (holding {DEFAULT_WEIGHTS} "
-                              "and its .json sidecar) or its weights file")
+                              f"and its .json sidecar), its weights file, or a shipped flow's name "
+                              f"({', '.join(shipped_names()) or 'none installed'})")
     return weights, sidecar
 
 
