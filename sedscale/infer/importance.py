@@ -166,8 +166,9 @@ def log_likelihood(model_flux: np.ndarray, obs_flux: np.ndarray, obs_sigma: np.n
         give a band's error (``1.0857 obs_sigma / model_flux`` with the floor
         in quadrature, as in x) outside it has zero likelihood.
     mag_range : (float, float), optional
-        Mean model magnitude (used bands) the training set was cut to: zero
-        prior mass outside (returned as ``-inf`` here with the likelihood).
+        Mean model magnitude (all bands, as the training set's cut) the
+        training set was cut to: zero prior mass outside (returned as ``-inf``
+        here with the likelihood).
 
     Returns
     -------
@@ -184,7 +185,8 @@ def log_likelihood(model_flux: np.ndarray, obs_flux: np.ndarray, obs_sigma: np.n
             sigma_mag = np.sqrt((POGSON * s / m) ** 2 + error_floor**2)
             out[~np.all((sigma_mag >= sigma_range[0]) & (sigma_mag <= sigma_range[1]), axis=1)] = -np.inf
         if mag_range is not None:
-            mean_mag = np.mean(nanomaggies_to_mag(m), axis=1)
+            # The training cut is on the mean true magnitude of every band of the set, masked or not.
+            mean_mag = np.mean(nanomaggies_to_mag(model_flux), axis=1)
             out[~((mean_mag >= mag_range[0]) & (mean_mag <= mag_range[1]))] = -np.inf
     out[~np.isfinite(out)] = -np.inf
     return out
