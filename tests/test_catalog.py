@@ -495,6 +495,27 @@ def test_sigterm_stops_a_catalog_run_as_ctrl_c_does(mock_catalog, tiny_flow, tmp
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_distance_column_rescales_the_fluxes_to_the_redshift_distance(tmp_path):
+    """Nearby galaxies: fluxes at distance D are read as if at d_L(z) (x (D / d_L)^2), z stays the SED's."""
+    from sedscale.cosmology import cosmology_table
+
+    z = np.array([0.004, 0.004, 0.004, 0.02])
+    d_l = cosmology_table().luminosity_distance_cm(z) / 3.0856775814913673e24
+    table = pd.DataFrame({"z": z, "d": [d_l[0], 2 * d_l[1], -1.0, d_l[3]],
+                          **{f"f_{b}": [10.0] * 4 for b in "ugriz"}, **{f"e_{b}": [1.0] * 4 for b in "ugriz"}})
+    table.to_csv(tmp_path / "near.csv", index=False)
+    pairs = ["z=z", "flux=f_{band}", "flux_err=e_{band}", "flux_unit=nanomaggy"]
+    plain = read_catalog(tmp_path / "near.csv", ColumnMapping.from_pairs(pairs))
+    near = read_catalog(tmp_path / "near.csv", ColumnMapping.from_pairs(pairs + ["distance=d"]))
+    np.testing.assert_allclose(near["flux_r"].iloc[[0, 3]], plain["flux_r"].iloc[[0, 3]], rtol=1e-6)
+    np.testing.assert_allclose(near["flux_r"].iloc[1], 4 * plain["flux_r"].iloc[1], rtol=1e-6)
+    np.testing.assert_allclose(near["flux_ivar_r"].iloc[1], plain["flux_ivar_r"].iloc[1] / 16, rtol=1e-6)
+    np.testing.assert_array_equal(near["z"], z)
+    assert np.isnan(near["flux_r"].iloc[2])  # no usable distance: no photometry, flagged nan_flux
+    with pytest.raises(ConfigError, match="'distance' needs a 'z' column"):
+        ColumnMapping.from_pairs(["z=none", "distance=d", "flux=f_{band}", "flux_err=e_{band}"])
+
+
 def test_column_mapping_reads_magnitudes_units_and_extinction(tmp_path):
     mags = np.array([[18.0, 17.0, 16.5, 16.2, 16.0]])
     table = pd.DataFrame({

@@ -116,7 +116,9 @@ _FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fts")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _BAND_KEYS = ("flux", "flux_ivar", "flux_err", "mag", "mag_err", "extinction")
-_SCALAR_KEYS = ("id", "z", "z_err", "flux_unit", "keep", "format", "names", "bands")
+_SCALAR_KEYS = ("id", "z", "z_err", "distance", "flux_unit", "keep", "format", "names", "bands")
+#: Centimetres per megaparsec (the ``distance`` column is in Mpc).
+_CM_PER_MPC = 3.0856775814913673e24
 #: Unit strings found in files (FITS TUNIT, Parquet field metadata) -> FLUX_UNITS key.  Jansky
 #: prefixes are case-sensitive (MJy is not mJy); the maggy words are not.
 _FILE_FLUX_UNITS = {**{k: k for k in FLUX_UNITS}, "nanomaggies": "nanomaggy", "nmaggy": "nanomaggy",
@@ -144,6 +146,14 @@ class ColumnMapping:
         entries mean an exact redshift.
     id : str or None
         Identifier column; None numbers the rows from 0.
+    distance : str or None
+        Column of luminosity distances (Mpc) for galaxies whose redshift
+        does not give their distance (peculiar velocities dominate below
+        z ~ 0.01).  The fluxes are rescaled to the distance the redshift
+        implies, ``(D / d_L(z))^2`` (the project's Planck13), so the
+        posterior's masses and SFRs are those at D while z stays the
+        redshift of the SED; a distance that is not positive and finite
+        leaves the row without photometry (``nan_flux``).
     flux, flux_ivar, flux_err : dict of band -> column, or None
         Fluxes (in ``flux_unit``) and either their inverse variances or
         1-sigma errors (same unit).
@@ -177,6 +187,7 @@ class ColumnMapping:
     z: str | None = "z"
     z_err: str | None = None
     id: str | None = None
+    distance: str | None = None
     flux: dict | None = None
     flux_ivar: dict | None = None
     flux_err: dict | None = None
@@ -211,6 +222,8 @@ class ColumnMapping:
             raise ConfigError("'names' repeats a column name")
         if self.z is None and self.z_err is not None:
             raise ConfigError("'z_err' needs a 'z' column (z: none means no redshift at all)")
+        if self.z is None and self.distance is not None:
+            raise ConfigError("'distance' needs a 'z' column: the SED is placed at the redshift, the fluxes at the distance")
 
     @classmethod
     def from_dict(cls, d: Mapping, source: str = "<mapping>", bands: Sequence[str] = SDSS_BANDS) -> ColumnMapping:
@@ -240,7 +253,7 @@ class ColumnMapping:
         kwargs: dict[str, Any] = {"partial": bands != flow_bands}
         kwargs.update({k: _band_columns(d[k], k, source, bands) for k in _BAND_KEYS if d.get(k) is not None})
         kwargs["bands"] = bands
-        for key in ("id", "z", "z_err", "flux_unit", "format"):
+        for key in ("id", "z", "z_err", "distance", "flux_unit", "format"):
             if d.get(key) is not None:
                 kwargs[key] = str(d[key])
         if str(kwargs.get("z", "")).lower() == "none":
@@ -284,7 +297,7 @@ class ColumnMapping:
 
     def source_columns(self) -> list[str]:
         """Every catalog column the mapping reads, in a stable order."""
-        cols = [c for c in (self.z, self.z_err, self.id) if c]
+        cols = [c for c in (self.z, self.z_err, self.id, self.distance) if c]
         for key in _BAND_KEYS:
             bands = getattr(self, key)
             if bands is not None:
@@ -592,6 +605,18 @@ def is_nsa_file(path: str | os.PathLike) -> bool:
 
 
 # --------------------------------------------------------------------------- canonical frame
+def _distance_scale(distance_mpc: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``(D / d_L(z))^2``: fluxes at distance D rescaled to the distance redshift z implies (NaN where D is unusable)."""
+    from ..cosmology import cosmology_table
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        usable = np.isfinite(distance_mpc) & (distance_mpc > 0) & np.isfinite(z) & (z > 0)
+        d_l = np.full(z.shape, np.nan)
+        if usable.any():
+            d_l[usable] = cosmology_table().luminosity_distance_cm(z[usable]) / _CM_PER_MPC
+        return np.where(usable, (distance_mpc / d_l) ** 2, np.nan)
+
+
 def write_canonical(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a canonical frame (:func:`read_catalog`: fluxes in nanomaggies) as Parquet that reads back unmapped.
 
@@ -788,6 +813,10 @@ def mapped_frame(path: Path, mapping: ColumnMapping, keep: Sequence[str], unit: 
         # Correcting for extinction brightens the source and scales its error alike.
         boost = 10.0 ** (0.4 * bands("extinction"))
         flux, ivar = flux * boost, ivar / boost**2
+    if mapping.distance is not None and mapping.z is not None:
+        rescale = _distance_scale(_as_float(raw[mapping.distance], path, mapping.distance),
+                                  _as_float(raw[mapping.z], path, mapping.z))[:, None]
+        flux, ivar = flux * rescale, ivar / rescale**2
     cols: dict[str, np.ndarray] = {
         "id": raw[mapping.id] if mapping.id else np.zeros(n, dtype=np.int64),
         "z": _as_float(raw[mapping.z], path, mapping.z) if mapping.z else np.full(n, np.nan),
