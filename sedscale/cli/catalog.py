@@ -415,6 +415,7 @@ def _mock_main(argv: Sequence[str] | None) -> int:
     from ..errors import ConfigError
     from ..infer.catalog import training_z_range
     from ..infer.mock import write_mock_nsa
+    from ..models import DEFAULT_MODEL
     from ..train.checkpoint import checkpoint_paths, read_json
 
     args = build_mock_parser().parse_args(argv)
@@ -428,10 +429,10 @@ def _mock_main(argv: Sequence[str] | None) -> int:
         options = meta["model"].get("options") or {} if model == meta["model"]["name"] else {}
         z_range = z_range or training_z_range(meta)
     path = write_mock_nsa(
-        args.out, n=args.n, seed=args.seed, model=model or "dirichlet", z_range=tuple(z_range or (0.01, 0.06)),
+        args.out, n=args.n, seed=args.seed, model=model or DEFAULT_MODEL, z_range=tuple(z_range or (0.01, 0.06)),
         n_defects=args.defects, noise_model=args.noise_model, model_options=options,
     )
-    print(f"{MOCK_PROG}: wrote {path} ({args.n} MOCK galaxies, {args.defects} with defects, model {model or 'dirichlet'}, "
+    print(f"{MOCK_PROG}: wrote {path} ({args.n} MOCK galaxies, {args.defects} with defects, model {model or DEFAULT_MODEL}, "
           f"z {tuple(z_range or (0.01, 0.06))})")
     return 0
 

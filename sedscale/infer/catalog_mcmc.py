@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError
 from ..io.atomic import write_table
 from ..io.runs import verified_entries
-from ..units import POGSON
+from ..units import mag_sigma_to_flux_sigma
 from ..validate.mcmc import MCMCConfig, PhotometryLogPosterior, run_mcmc
 from ..validate.mcmc_benchmark import GalaxyObservation, mcmc_task
 from .catalog_worker import check_catalog_rows, load_posterior_cached, model_for
@@ -225,7 +225,7 @@ def observations(plan, index: np.ndarray) -> tuple[list[GalaxyObservation], np.n
     flux = part[list(bands.columns("flux_"))].to_numpy(dtype=float)
     checked = check_catalog_rows(part, post, plan.spec.options, plan.spec.z_range)
     # The uncertainty the flow conditions on (error floor included), in flux units; masked bands NaN.
-    sigma = np.where(checked.used, checked.mag_sigma * flux / POGSON, np.nan)
+    sigma = np.where(checked.used, mag_sigma_to_flux_sigma(flux, checked.mag_sigma), np.nan)
     flux = np.where(checked.used, flux, np.nan)
     return [GalaxyObservation(galaxy_id=int(i), flux=tuple(flux[k]), flux_sigma=tuple(sigma[k]),
                               z=float(part["z"].iloc[k]), x=tuple(checked.x[k].astype(float)))

@@ -21,7 +21,7 @@ from ..errors import ConfigError, SedscaleError
 from ..io.atomic import write_table
 from ..io.catalog import check_fits_strings
 from ..io.runs import file_sha256, partition_filename
-from ..units import POGSON, mag_to_nanomaggies
+from ..units import mag_sigma_to_flux_sigma, mag_to_nanomaggies
 from .catalog_plan import CatalogOptions, PartitionSpec
 from .fit_check import POOR_FIT_P, fit_check
 from .quality import STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_POOR_FIT, CheckedPhotometry, check_photometry, reason_labels
@@ -163,7 +163,7 @@ def with_fit_check(rows: pa.Table, post: Posterior, model: ForwardModel, theta: 
     good = np.flatnonzero(~checked.bad)
     n, bands = checked.bad.size, post.bands
     flux = np.where(checked.used, mag_to_nanomaggies(checked.mag), np.nan)[good]
-    sigma = checked.mag_sigma[good] * flux / POGSON
+    sigma = mag_sigma_to_flux_sigma(flux, checked.mag_sigma[good])
     k = post.n_model_params
     z_fit = theta[:, :, -1] if post.redshift_input is not None else z[good]
     fit = fit_check(model, theta[:, :, :k], z_fit, flux, sigma)

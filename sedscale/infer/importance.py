@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..models.base import ForwardModel
-from ..units import POGSON, mag_to_nanomaggies, nanomaggies_to_mag
+from ..units import POGSON, mag_sigma_to_flux_sigma, mag_to_nanomaggies, nanomaggies_to_mag
 from .posterior import Posterior
 
 __all__ = [
@@ -145,7 +145,7 @@ def observed_photometry(x: np.ndarray, n_band: int, error_floor: float) -> Obser
     flux = np.where(used, mag_to_nanomaggies(mag), np.nan)
     with np.errstate(invalid="ignore"):
         sigma_mag = np.sqrt(np.maximum((10.0**log_sigma) ** 2 - float(error_floor) ** 2, 0.0))
-    return ObservedPhotometry(flux, np.where(used, sigma_mag * flux / POGSON, np.nan), used, x[:, -1])
+    return ObservedPhotometry(flux, np.where(used, mag_sigma_to_flux_sigma(flux, sigma_mag), np.nan), used, x[:, -1])
 
 
 def log_likelihood(model_flux: np.ndarray, obs_flux: np.ndarray, obs_sigma: np.ndarray, error_floor: float,

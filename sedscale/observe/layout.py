@@ -43,10 +43,6 @@ LOG_SIGMA_COLUMNS = tuple(f"log_sigma_{b}" for b in SDSS_BANDS)
 OBSERVED_COLUMNS = tuple(f"observed_{b}" for b in SDSS_BANDS)
 #: The conditioning vector of band-masked photometric flows, in order.
 MASKED_PHOTOMETRY_X_COLUMNS = MAG_COLUMNS + LOG_SIGMA_COLUMNS + OBSERVED_COLUMNS + (REDSHIFT_COLUMN,)
-MASKED_X_UNITS = {
-    **{c: "mag(AB)" for c in MAG_COLUMNS}, **{c: "dex(mag)" for c in LOG_SIGMA_COLUMNS},
-    **{c: "" for c in OBSERVED_COLUMNS}, "z": "",
-}
 #: log10 of the magnitude uncertainty given to a masked band (10 mag: no information).
 MISSING_LOG_SIGMA_MAG = 1.0
 #: Fewest usable bands for a posterior.
