@@ -13,7 +13,7 @@ Example::
 Command line: ``bin/run_simulate``.  Reading: :func:`read_simulation`.
 """
 from .config import SimulationConfig, config_hash, identity, load_model, load_noise_model
-from .dataset import read_simulation, read_simulation_metadata, simulation_files
+from .dataset import finished_manifest, read_simulation, read_simulation_metadata, simulation_files
 from .manifest import MANIFEST_NAME, partition_filename, read_manifest
 from .partition import ID_COLUMN, TaskSpec, draw_valid, partition_streams, simulate_partition
 from .redshift import CatalogRedshift, UniformRedshift, read_catalog_column, redshift_from_catalog
@@ -31,6 +31,7 @@ __all__ = [
     "check_output",
     "config_hash",
     "draw_valid",
+    "finished_manifest",
     "identity",
     "load_model",
     "load_noise_model",

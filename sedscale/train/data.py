@@ -303,55 +303,6 @@ class TrainingSet:
 #: What to do about a missing or damaged partition of the simulation in ``{path}``.
 _RECOMPUTE = ("rerun bin/run_simulate --out {path} --resume, with the options that made it (recorded under "
               "'options' in its " + MANIFEST_NAME + "), to recompute it")
-#: The partition entries of a simulation manifest that training reads, and their types.
-_ENTRY_FIELDS = {"file": str, "rows": int, "bytes": int, "sha256": str}
-
-
-def finished_simulation_manifest(path: Path) -> dict:
-    """The manifest of the finished simulation in ``path``, with the entries training reads checked.
-
-    Raises
-    ------
-    MissingDataError
-        No such directory, no manifest, or an unfinished simulation.
-    ConfigError
-        A manifest that is not JSON or not a simulation's.
-    TrainingSetError
-        A manifest without a config hash, a partition count or well-formed
-        partition entries (``file``, ``rows``, ``bytes``, ``sha256``).
-    """
-    from ..simulate import read_manifest
-
-    if not path.is_dir():
-        raise MissingDataError(f"{path}: no such directory; pass the --out directory of bin/run_simulate")
-    manifest = read_manifest(path)
-    if manifest is None:
-        raise MissingDataError(f"{path} holds no simulation (no {MANIFEST_NAME}); "
-                               "pass the --out directory of bin/run_simulate")
-    parts, n_partitions = manifest.get("partitions"), manifest.get("n_partitions")
-    if not isinstance(parts, dict) or not isinstance(n_partitions, int):
-        parts, n_partitions = None, None
-    well_formed = (
-        isinstance(manifest.get("config_hash"), str)
-        and parts is not None
-        and all(
-            key.isdigit() and isinstance(entry, dict)
-            and all(isinstance(entry.get(field), kind) for field, kind in _ENTRY_FIELDS.items())
-            for key, entry in parts.items()
-        )
-    )
-    if not well_formed:
-        raise TrainingSetError(
-            f"{path / MANIFEST_NAME}: malformed manifest (it needs config_hash, n_partitions and partition entries "
-            f"with {', '.join(_ENTRY_FIELDS)}); rerun bin/run_simulate with the options that made it into a new --out"
-        )
-    assert parts is not None and n_partitions is not None  # well formed
-    if len(parts) < n_partitions:
-        raise MissingDataError(
-            f"{path}: unfinished simulation ({len(parts)}/{n_partitions} partitions); finish it with "
-            f"bin/run_simulate --out {path} --resume and the options that made it"
-        )
-    return manifest
 
 
 def verified_partitions(path: Path, manifest: dict, checksums: bool) -> tuple[tuple[Path, ...], tuple[int, ...]]:
@@ -368,7 +319,7 @@ def verified_partitions(path: Path, manifest: dict, checksums: bool) -> tuple[tu
     path : Path
         The simulation directory.
     manifest : dict
-        Its manifest (:func:`finished_simulation_manifest`).
+        Its manifest (:func:`sedscale.simulate.dataset.finished_manifest`).
     checksums : bool
         Compare the sha256 of every file too.
 
@@ -429,15 +380,14 @@ def open_training_set(path: str | os.PathLike, x_columns=None, *, checksums: boo
     MissingDataError
         No manifest, an unfinished simulation, or a missing partition file.
     ConfigError
-        A manifest that is not JSON or not a simulation's.
+        A manifest that is not JSON, not a simulation's, or malformed.
     TrainingSetError
-        A malformed manifest, damaged partition files, partitions of
-        different runs, or missing columns.
+        Damaged partition files, partitions of different runs, or missing columns.
     """
-    from ..simulate import read_simulation_metadata
+    from ..simulate import finished_manifest, read_simulation_metadata
 
     path = Path(path)
-    manifest = finished_simulation_manifest(path)
+    manifest = finished_manifest(path)
     files, counts = verified_partitions(path, manifest, checksums)
     if not files:
         raise TrainingSetError(f"{path}: the simulation has no partitions")
