@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from ..options import check_option_keys
 
 __all__ = ["REDSHIFT_X_COLUMNS", "RedshiftInput", "redshift_input"]
 
@@ -115,8 +116,6 @@ def redshift_input(spec) -> RedshiftInput | None:
     if spec == "parameter":
         return RedshiftInput()
     if isinstance(spec, dict):
-        unknown = set(spec) - set(RedshiftInput.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown redshift-input options {sorted(unknown)}")
+        check_option_keys(RedshiftInput, spec, "redshift-input")
         return RedshiftInput(**spec)
     raise ConfigError(f"redshift must be None, 'parameter' or a dict of RedshiftInput options; got {spec!r}")

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ParameterError
+from ..options import check_option_keys
 from ..units import C_KMS
 from .layout import normalization_window
 from .spectra import DIGS_WAVELENGTH
@@ -198,9 +199,7 @@ class SpectralNoiseModel:
 
     @classmethod
     def from_dict(cls, d: dict) -> SpectralNoiseModel:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown spectral noise options {sorted(unknown)}")
+        check_option_keys(cls, d, "spectral noise")
         kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kwargs)
 

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from ..errors import ConfigError
+from ..options import check_option_keys
 from ..units import POGSON, nanomaggies_to_mag
 from .layout import MIN_BANDS, masked_photometry_x
 
@@ -258,8 +259,6 @@ def photometric_noise_model(spec) -> SurveyNoise:
             raise ConfigError(f"unknown photometric noise {spec!r}; choose one of {sorted(PHOTOMETRIC_NOISE_PRESETS)}")
         return PHOTOMETRIC_NOISE_PRESETS[spec]
     if isinstance(spec, dict):
-        unknown = set(spec) - set(SurveyNoise.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown photometric noise options {sorted(unknown)}")
+        check_option_keys(SurveyNoise, spec, "photometric noise")
         return SurveyNoise(**spec)
     raise ConfigError(f"photometric noise must be a preset name or a dict of options, got {spec!r}")

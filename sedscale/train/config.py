@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import ConfigError
+from ..options import check_option_keys
 
 #: Flow kinds: the density estimators of sbi's ``posterior_nn(model=...)``.
 FLOW_KINDS = ("maf", "nsf", "maf_rqs", "zuko_maf", "zuko_nsf", "zuko_nice", "zuko_naf")
@@ -120,9 +121,7 @@ class FlowConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FlowConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown flow options {sorted(unknown)}")
+        check_option_keys(cls, d, "flow")
         return cls(**d)
 
 
@@ -241,9 +240,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown training options {sorted(unknown)}")
+        check_option_keys(cls, d, "training")
         return cls(flow=FlowConfig.from_dict(d.pop("flow", {})), **d)
 
 
