@@ -193,7 +193,11 @@ def log_likelihood(model_flux: np.ndarray, obs_flux: np.ndarray, obs_sigma: np.n
 
 
 def systematic_resample(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` indices drawn in proportion to ``weights`` (systematic resampling, shuffled)."""
+    """``n`` indices drawn in proportion to ``weights`` (systematic resampling: ``n`` evenly spaced points through
+    the cumulative weights).
+
+    Shuffled: the derived properties use a galaxy's leading samples, which must stay a fair subset.
+    """
     cdf = np.cumsum(weights / weights.sum())
     cdf[-1] = 1.0
     idx = np.searchsorted(cdf, (rng.random() + np.arange(n)) / n, side="right")

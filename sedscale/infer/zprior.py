@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConfigError
+from .importance import systematic_resample, weigh
 
 __all__ = ["DEFAULT_Z_PRIOR", "Z_PRIORS", "reweight_redshift_prior"]
 
@@ -66,13 +67,8 @@ def reweight_redshift_prior(theta: np.ndarray, training, name: str, rng: np.rand
     out = theta.copy()
     ess = np.full(n, np.nan)
     for i in np.flatnonzero(finite.any(axis=1)):
-        w = np.exp(log_w[i] - log_w[i].max())
-        total = w.sum()
-        ess[i] = total**2 / np.sum(w**2)
-        # Systematic resampling: s evenly spaced points through the cumulative weights.
-        cum = np.cumsum(w / total)
-        cum[-1] = 1.0
-        picks = np.searchsorted(cum, (rng.random() + np.arange(s)) / s)
-        # Shuffled: the derived properties use a galaxy's leading samples, which must stay a fair subset.
-        out[i] = theta[i, rng.permutation(picks)]
+        # Samples from the training prior are proposals for the run's prior: importance weights.
+        weights = weigh(log_w[i], np.zeros(s))
+        ess[i] = weights.ess
+        out[i] = theta[i, systematic_resample(weights.weights, s, rng)]
     return out, ess
