@@ -30,7 +30,7 @@ from scipy import stats
 from ..models.base import ForwardModel
 from ..units import nanomaggies_to_mag
 
-__all__ = ["FIT_SAMPLES", "POOR_FIT_P", "FitCheck", "fit_check"]
+__all__ = ["FIT_SAMPLES", "POOR_FIT_P", "FitCheck", "fit_check", "posterior_photometry"]
 
 #: Posterior samples per galaxy whose photometry is computed (the cost: this many forward-model evaluations).
 FIT_SAMPLES = 50
@@ -58,6 +58,41 @@ class FitCheck(NamedTuple):
     ppc_p: np.ndarray
 
 
+def posterior_photometry(model: ForwardModel, theta: np.ndarray, z: np.ndarray, n_fit: int,
+                         dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Model fluxes of the first ``n_fit`` posterior samples of each galaxy.
+
+    Parameters
+    ----------
+    model : ForwardModel
+    theta : ndarray, shape (n, n_samples, d)
+        Posterior samples of the model's parameters (NaN rows: none); clipped into the prior box.
+    z : ndarray, shape (n,) or (n, n_samples)
+        Redshift of each galaxy, or of each sample (photometric redshifts).
+    n_fit : int
+    dtype : numpy dtype
+        Of the forward model's arithmetic.
+
+    Returns
+    -------
+    model_flux : ndarray, shape (n, k, n_band)
+        Nanomaggies, ``k = min(n_fit, n_samples)``; NaN for samples that are not ``valid``.
+    valid : ndarray of bool, shape (n, k)
+        Samples with finite parameters and redshift.
+    """
+    theta = np.asarray(theta, dtype=float)
+    n, n_samples, _ = theta.shape
+    k = min(n_fit, n_samples)
+    z_samples = np.broadcast_to(np.asarray(z, dtype=float).reshape(n, -1), (n, n_samples))[:, :k]
+    sub = theta[:, :k]
+    valid = np.isfinite(sub).all(axis=2) & np.isfinite(z_samples)
+    model_flux = np.full((n, k, len(model.bands.bands)), np.nan)
+    if valid.any():
+        inside = np.clip(sub[valid], model.prior.low, model.prior.high)
+        model_flux[valid] = model.photometry(inside, z_samples[valid], dtype=dtype)
+    return model_flux, valid
+
+
 def fit_check(model: ForwardModel, theta: np.ndarray, z: np.ndarray, flux: np.ndarray, flux_sigma: np.ndarray,
               n_fit: int = FIT_SAMPLES) -> FitCheck:
     """Posterior-predictive photometry and its fit to the measured photometry.
@@ -74,27 +109,20 @@ def fit_check(model: ForwardModel, theta: np.ndarray, z: np.ndarray, flux: np.nd
     n_fit : int
         Samples per galaxy used (the first ones: the samples are exchangeable).
     """
-    n, n_samples, d = theta.shape
-    k = min(n_fit, n_samples)
-    n_band = flux.shape[1]
+    # Imported here: sedscale.validate imports this module (posterior_photometry) at package import.
+    from ..validate.mcmc import photometry_chi2
+
+    n, n_band = flux.shape
     out = FitCheck(np.full((n, n_band), np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int64), np.full(n, np.nan))
-    z_samples = np.broadcast_to(np.asarray(z, dtype=float).reshape(n, -1), (n, n_samples))[:, :k]
-    sub = theta[:, :k]
-    valid = np.isfinite(sub).all(axis=2) & np.isfinite(z_samples)
+    model_flux, valid = posterior_photometry(model, theta, z, n_fit, dtype=np.float64)
     if not valid.any():
         return out
-    model_flux = np.full((n, k, n_band), np.nan)
-    model_flux[valid] = model.photometry(sub[valid].astype(np.float64), z_samples[valid], dtype=np.float64)
-    use = np.isfinite(flux) & np.isfinite(flux_sigma) & (flux_sigma > 0)
-    f, s = np.where(use, flux, 0.0)[:, None, :], np.where(use, flux_sigma, 1.0)[:, None, :]
-    chi2 = np.where(use[:, None, :], ((f - model_flux) / s) ** 2, 0.0).sum(axis=2)
-    chi2 = np.where(valid, chi2, np.nan)
-    n_used = use.sum(axis=1)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+    chi2 = np.where(valid, photometry_chi2(model_flux, flux[:, None, :], flux_sigma[:, None, :]), np.nan)
+    n_used = (np.isfinite(flux) & np.isfinite(flux_sigma) & (flux_sigma > 0)).sum(axis=1)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # galaxies without samples: all-NaN slices
-        median_flux = np.nanmedian(np.where(valid[:, :, None], model_flux, np.nan), axis=1)
-    chi2_median = np.where(use, ((np.where(use, flux, 0.0) - median_flux) / np.where(use, flux_sigma, 1.0)) ** 2,
-                           0.0).sum(axis=1)
+        median_flux = np.nanmedian(model_flux, axis=1)
+    chi2_median = photometry_chi2(median_flux, flux, flux_sigma)
     # Replicated photometry of a sample is its model plus Gaussian noise, so its chi2 follows chi2(n_used)
     # exactly: the tail probability replaces a Monte Carlo of replicas (whose 1/n_fit resolution would
     # flag ~2% of good fits at p = 0).

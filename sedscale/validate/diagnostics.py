@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..infer.fit_check import posterior_photometry
 from .mcmc import photometry_chi2
 
 #: Posterior samples per galaxy in the posterior predictive p-value.
@@ -117,12 +118,8 @@ def ppc_pvalues(model, samples, z, flux, flux_sigma, n_draws: int, rng: np.rando
         Posterior samples used per galaxy (the first ``n_draws``).
     rng : numpy.random.Generator
     """
-    samples = np.asarray(samples, dtype=float)[:, :n_draws]
-    n, k, d = samples.shape
-    z = np.asarray(z, dtype=float)
-    zz = z[:, :n_draws].reshape(n * k) if z.ndim == 2 else np.repeat(z, k)
-    theta = np.clip(samples.reshape(n * k, d), model.prior.low, model.prior.high)
-    model_flux = model.photometry(theta, zz).reshape(n, k, -1)
+    model_flux, _ = posterior_photometry(model, samples, z, n_draws)
+    n, k = model_flux.shape[:2]
     sigma = np.asarray(flux_sigma, dtype=float)[:, None, :]
     # Masked bands (sigma NaN) count neither in the observed nor in the replicated chi2.
     used = np.isfinite(sigma) & (sigma > 0)
