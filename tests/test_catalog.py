@@ -149,8 +149,11 @@ def test_resume_recomputes_only_what_is_missing(tiny_flow, mock_catalog, tmp_pat
     printed = capsys.readouterr()
     assert "removed the partition directory" in printed.out and not (tmp_path / "c.parquet.parts").exists()
     assert "warning: with 20 samples per galaxy the 2.5/97.5 percentiles" in printed.err
+    # An existing output is not replaced without --overwrite (issue 38); --resume reuses the finished run.
+    assert main(argv) == 2 and "c.parquet exists: --overwrite replaces it" in capsys.readouterr().err
+    (tmp_path / "c.parquet").unlink()
     argv.append("--keep-parts")
-    assert main(argv) == 0 and main(argv) == 0
+    assert main(argv) == 0 and main(argv + ["--resume"]) == 0
     assert "reused             the finished run" in capsys.readouterr().out
     assert main(argv + ["--overwrite"]) == 0
     printed = capsys.readouterr().out
@@ -660,7 +663,8 @@ def test_mcmc_subset_and_fallback_in_the_same_run(tiny_flow, tmp_path):
     short = MCMCConfig.until_converged(1200, n_walkers=24, check_every=600, rhat_max=1.2, min_ess=50.0, n_init=2000,
                                        sampler="emcee")
     request = CatalogMCMC(subset=2, fallback=True, config=short, anpe_samples=400)
-    options = CatalogOptions(n_samples=200, partition_size=6, seed=2)
+    # The 15-epoch test flow fits few galaxies well enough for the fit check: the subset needs ok rows.
+    options = CatalogOptions(n_samples=200, partition_size=6, seed=2, fit_check=False)
     lines = []
     plan = plan_catalog(pushed, tiny_flow, [tmp_path / "cat.parquet", tmp_path / "cat.fits"], options, mcmc=request)
     summary = run_catalog(plan, log=lines.append)
@@ -746,3 +750,14 @@ def test_killed_worker_damaged_and_foreign_partitions_lose_and_duplicate_nothing
     again = run_catalog(plan, resume=True)
     assert (again.partitions_run, again.partitions_skipped) == (2, plan.n_partitions - 2)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run.parquet"), clean)
+
+
+def test_the_mcmc_fallback_takes_rows_outside_the_support_also_when_the_fit_check_flagged_them():
+    from sedscale.infer.catalog_mcmc import select_fallback
+
+    rows = pd.DataFrame({
+        "status": ["ok", "out_of_support", "poor_fit", "poor_fit", "sampling_timeout", "bad_input"],
+        "reason": ["", "low_training_density", "outside_training_range:mag_u;poor_fit:p=1e-05", "poor_fit:p=0.0e+00",
+                   "low_acceptance:3/10_samples_from_500_draws", "nan_flux:u"],
+    })
+    assert select_fallback(rows).tolist() == [1, 2, 4]

@@ -45,7 +45,10 @@ def test_shipped_flows_are_listed_and_an_unknown_name_names_them(tmp_path, monke
 
     monkeypatch.chdir(tmp_path)
     names = shipped_names()
-    assert DEFAULT_FLOW_NAME in names and "photoz_ugriz" in names
+    # Every flow the docs name ships in the package (issue 38): usable by name from any directory.
+    assert {DEFAULT_FLOW_NAME, "photoz_ugriz", "photoz_legacy_wise", "galex_sdss", "legacy_wise", "all_surveys",
+            "provabgs_nsa", "dirichlet_nsa", "dirichlet_spectra", "delayed_tau_spectra"} <= set(names)
+    assert checkpoint_observable("galex_sdss") == "photometry"
     assert main(["flows"]) == 0
     listed = capsys.readouterr().out
     assert f"{DEFAULT_FLOW_NAME} " in listed and "(default)" in listed and "inferred (photo-z)" in listed

@@ -54,14 +54,24 @@ def test_the_p_value_is_uniform_for_noise_the_model_describes(model_and_truth):
 
 def test_catalog_rows_carry_the_fit_and_keep_their_status_when_it_is_good(tmp_path):
     """The shipped flow on MOCK galaxies of its own model reproduces their photometry."""
+    from astropy.table import Table
+
     from sedscale.infer.catalog import CatalogOptions, plan_catalog, run_catalog
     from sedscale.infer.mock import write_mock_nsa
     from sedscale.shipped import default_flow
 
     catalog = write_mock_nsa(tmp_path / "mock.fits", n=30, seed=6, z_range=(0.02, 0.1), n_defects=2)
+    # Galaxy 0's r band broken as in NSA Virgo galaxy 107638: 1/1000 of its flux, at S/N 0.5 (masked for the
+    # flow as low_snr); the other bands fix a model whose r lies hundreds of sigma above it.
+    table = Table.read(catalog)
+    table["NMGY"][0, 4] *= 1e-3
+    table["NMGY_IVAR"][0, 4] = (0.5 / table["NMGY"][0, 4]) ** 2
+    table.write(catalog, overwrite=True)
     options = CatalogOptions(n_samples=100, partition_size=30, seed=2, fit_check=True)
     run_catalog(plan_catalog(catalog, default_flow(), tmp_path / "a.parquet", options))
     df = pd.read_parquet(tmp_path / "a.parquet")
+    broken, df = df.iloc[0], df.iloc[1:]
+    assert "low_snr:r" in broken["reason"] and broken["n_bands_fit"] == 5 and broken["status"] == "poor_fit"
     usable = df["status"] != "bad_input"
     assert {"model_mag_r", "chi2_best", "n_bands_fit", "ppc_p"} <= set(df.columns)
     assert df.loc[usable, "ppc_p"].between(0, 1).all() and df.loc[~usable, "ppc_p"].isna().all()

@@ -140,13 +140,41 @@ def test_importance_sampling_with_the_shipped_flow_is_efficient_and_reproducible
     np.testing.assert_array_equal(first.samples, again.samples)
 
 
-def test_a_flow_it_cannot_correct_is_refused(tiny_flow, mock_catalog, tmp_path):
+def test_a_flow_it_cannot_correct_is_refused(mock_catalog, tmp_path):
     from sedscale.infer.catalog import CatalogOptions, plan_catalog
+    from sedscale.shipped import resolve_checkpoint
 
-    with pytest.raises(ConfigError, match="importance sampling needs a band-masked survey flow"):
-        plan_catalog(mock_catalog, tiny_flow, tmp_path / "a.parquet", CatalogOptions(importance_proposals=100))
+    with pytest.raises(ConfigError, match="importance sampling of photometric-redshift flows is not implemented"):
+        plan_catalog(mock_catalog, resolve_checkpoint("photoz_ugriz"), tmp_path / "a.parquet",
+                     CatalogOptions(importance_proposals=100))
     with pytest.raises(ConfigError, match="importance_proposals must be 0"):
         CatalogOptions(importance_proposals=5)
+
+
+def test_the_fallback_serves_galaxies_outside_the_support_of_a_sedflow_flow(tiny_flow, mock_catalog, tmp_path):
+    """--fallback is: only the out-of-support rows are importance-sampled, with the likelihood of their photometry
+    given its reported errors; a row passes (ok, method is) exactly when its efficiency passes the threshold."""
+    from astropy.table import Table
+
+    from sedscale.infer.catalog import CatalogOptions, plan_catalog, run_catalog
+
+    table = Table.read(mock_catalog)[:40]
+    # Errors 30x the NSA's: outside the SEDflow noise model's support, but the photometry still constrains.
+    table["NMGY_IVAR"][:12] = table["NMGY_IVAR"][:12] / 900.0
+    catalog = tmp_path / "wide_errors.fits"
+    table.write(catalog)
+    options = CatalogOptions(n_samples=60, partition_size=20, importance_fallback=True, importance_proposals=400)
+    run_catalog(plan_catalog(catalog, tiny_flow, tmp_path / "a.parquet", options))
+    df = pd.read_parquet(tmp_path / "a.parquet")
+    usable = df["status"] != "bad_input"
+    sampled = df["is_efficiency"].notna()
+    assert usable.all() and sampled.sum() >= 10, df["reason"].tolist()
+    assert df["reason"][sampled].str.contains("outside|low_training_density|support").all()
+    assert df.loc[~sampled, "method"].eq("anpe").all() and df.loc[~sampled, "is_ess"].isna().all()
+    passed = df["is_efficiency"] >= MIN_EFFICIENCY
+    assert (df.loc[sampled & passed, "method"] == "is").all() and (df.loc[sampled & passed, "status"] == "ok").all()
+    assert (df.loc[sampled & ~passed, "status"] == "low_is_efficiency").all()
+    assert not (df["status"].eq("ok") & df["method"].eq("anpe") & sampled).any()
 
 
 def test_catalog_rows_carry_the_weights_and_a_low_efficiency_is_never_ok(shipped, tmp_path, monkeypatch):

@@ -1,9 +1,10 @@
 """``sedscale <command> ...``: one entry point for every command-line tool.
 
-Installed as the ``sedscale`` console script (and each tool under its own
-name, ``run_catalog`` etc.), so that a non-editable ``pip install`` works
-from any directory; the ``bin/`` scripts are thin wrappers of the same
-functions for a source checkout.
+Installed as the ``sedscale`` console script, the one name a ``pip install``
+puts on the PATH (generic names such as ``run_catalog`` would clash with
+other packages'), so that a non-editable install works from any directory;
+the ``bin/`` scripts of a source checkout (``bin/run_catalog`` ...) are thin
+wrappers of the same functions.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ COMMANDS = {
     "compare-masses": ("sedscale.cli.compare", "main", "a catalog's masses against a reference (bin/compare_masses)"),
     "mock-catalog": ("sedscale.cli.catalog", "mock_main", "a MOCK NSA-format catalog with truths (bin/make_mock_catalog)"),
     "flows": ("sedscale.cli.flows", "main", "the trained flows usable by name, and what each serves"),
+    "plot": ("sedscale.cli.plot", "main", "one galaxy's fit (SED, SFH, corner) or a catalog's summary figure"),
 }
 
 

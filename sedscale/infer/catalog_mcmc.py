@@ -15,7 +15,7 @@ run on the catalog's own Dask cluster once its partitions are done:
   as the flow's training noise (the catalog's uncertainties with the run's
   error floor), the same prior, a per-galaxy iteration budget.  In the
   assembled catalog their rows get the MCMC posterior's summaries and
-  samples, ``method = "mcmc"`` (``"anpe"`` elsewhere), the diagnostics
+  samples, ``method = "mcmc"`` (``"anpe"`` or ``"is"`` elsewhere), the diagnostics
   ``mcmc_converged``, ``mcmc_max_rhat``, ``mcmc_min_ess``, ``mcmc_n_iter``,
   ``mcmc_cpu_s``, and status ``ok`` or ``mcmc_not_converged``; the reason
   that sent them keeps saying why.  The partition directory holds the
@@ -48,9 +48,18 @@ from ..units import mag_sigma_to_flux_sigma
 from ..validate.mcmc import MCMCConfig, PhotometryLogPosterior, run_mcmc
 from ..validate.mcmc_benchmark import GalaxyObservation, mcmc_task
 from .catalog_worker import check_catalog_rows, load_posterior_cached, model_for
-from .quality import STATUS_MCMC_NOT_CONVERGED, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT
+from .quality import (
+    METHOD_ANPE,
+    METHOD_MCMC,
+    STATUS_MCMC_NOT_CONVERGED,
+    STATUS_OK,
+    STATUS_OUT_OF_SUPPORT,
+    STATUS_POOR_FIT,
+    STATUS_TIMEOUT,
+)
 from .rows import sample_quantities, summary_columns
 from .summaries import clip_to_prior
+from .support import SUPPORT_LABELS
 
 __all__ = [
     "CatalogMCMC", "DEFAULT_MAX_ITER", "FALLBACK_STATUSES", "MCMCOutcome", "STATUS_MCMC_NOT_CONVERGED",
@@ -64,7 +73,7 @@ DEFAULT_MAX_ITER = 20_000
 #: Columns the fallback adds to every row of the assembled catalog, with their fill for amortized rows
 #: (no nulls: FITS has none for booleans and integers).
 FALLBACK_COLUMNS = {
-    "method": (pa.string(), "anpe"), "mcmc_converged": (pa.bool_(), False), "mcmc_max_rhat": (pa.float32(), np.nan),
+    "method": (pa.string(), METHOD_ANPE), "mcmc_converged": (pa.bool_(), False), "mcmc_max_rhat": (pa.float32(), np.nan),
     "mcmc_min_ess": (pa.float32(), np.nan), "mcmc_n_iter": (pa.int32(), 0), "mcmc_cpu_s": (pa.float32(), np.nan),
 }
 #: Agreement of a galaxy-parameter pair (issue 13): |median shift| <= 0.3 MCMC sigma, width ratio 0.8-1.25.
@@ -209,8 +218,11 @@ def select_subset(rows: pd.DataFrame, bands, n: int, seed: int) -> np.ndarray:
 
 
 def select_fallback(rows: pd.DataFrame) -> np.ndarray:
-    """Rows flagged ``out_of_support`` or ``sampling_timeout``, sorted."""
-    return np.flatnonzero(rows["status"].isin(FALLBACK_STATUSES).to_numpy())
+    """Rows flagged ``out_of_support`` or ``sampling_timeout``, also those outside the support whose flow posterior
+    the fit check then found ``poor_fit`` (its status takes precedence), sorted."""
+    outside = rows["reason"].fillna("").str.contains("|".join(SUPPORT_LABELS)).to_numpy()
+    poor = (rows["status"] == STATUS_POOR_FIT).to_numpy()
+    return np.flatnonzero(rows["status"].isin(FALLBACK_STATUSES).to_numpy() | (poor & outside))
 
 
 def observations(plan, index: np.ndarray) -> tuple[list[GalaxyObservation], np.ndarray]:
@@ -265,7 +277,7 @@ def fallback_task(galaxy: GalaxyObservation, flow: str, flow_sha256: str, config
     cols.update(summary_columns(post, model, quantities, z, np.array([0]), 1, [n_samples], [result.n_model_evals],
                                 [np.nan], save_samples))
     summary = result.summary()
-    values = {"method": "mcmc", "mcmc_converged": converged, "mcmc_max_rhat": summary["max_rhat"],
+    values = {"method": METHOD_MCMC, "mcmc_converged": converged, "mcmc_max_rhat": summary["max_rhat"],
               "mcmc_min_ess": summary["min_ess"], "mcmc_n_iter": result.n_iter, "mcmc_cpu_s": result.cpu_s}
     cols.update({k: pa.array([values[k]], FALLBACK_COLUMNS[k][0]) for k in FALLBACK_COLUMNS})
     return pa.table(cols)
@@ -280,9 +292,9 @@ def mcmc_table_path(out: str | Path) -> Path:
 
 
 def _catalog_rows(plan, manifest: dict) -> pd.DataFrame:
-    """Status, z and magnitudes of every row, read from the partition files (input order)."""
+    """Status, reason, z and magnitudes of every row, read from the partition files (input order)."""
     bands = plan.posterior.bands
-    columns = ["status", "z", *bands.columns("mag_")]
+    columns = ["status", "reason", "z", *bands.columns("mag_")]
     parts = manifest["partitions"]
     return pd.concat([pq.read_table(plan.work_dir / parts[str(i)]["file"], columns=columns).to_pandas()
                       for i in range(plan.n_partitions)], ignore_index=True)
@@ -404,7 +416,8 @@ def patched_tables(tables: Iterator[pa.Table], fallback: dict) -> Iterator[pa.Ta
         n = table.num_rows
         rows = {r - offset: t for r, t in fallback.items() if offset <= r < offset + n}
         for col, (dtype, fill) in FALLBACK_COLUMNS.items():
-            table = table.append_column(pa.field(col, dtype), pa.array([fill] * n, dtype))
+            if col not in table.column_names:  # ``method`` is in every partition
+                table = table.append_column(pa.field(col, dtype), pa.array([fill] * n, dtype))
         if rows:
             for col in table.column_names:
                 if not any(col in t.column_names for t in rows.values()):

@@ -162,7 +162,9 @@ def with_fit_check(rows: pa.Table, post: Posterior, model: ForwardModel, theta: 
     """
     good = np.flatnonzero(~checked.bad)
     n, bands = checked.bad.size, post.bands
-    flux = np.where(checked.used, mag_to_nanomaggies(checked.mag), np.nan)[good]
+    # Every measured band, also those masked for low S/N: a model far above a band's upper limit is no fit.
+    measured = np.isfinite(checked.mag) & np.isfinite(checked.mag_sigma) & (checked.mag_sigma > 0)
+    flux = np.where(measured, mag_to_nanomaggies(checked.mag), np.nan)[good]
     sigma = mag_sigma_to_flux_sigma(flux, checked.mag_sigma[good])
     k = post.n_model_params
     z_fit = theta[:, :, -1] if post.redshift_input is not None else z[good]

@@ -3,8 +3,9 @@
 A posterior can be confidently wrong (a flow extrapolating, a galaxy the
 model cannot describe) while every input check passes.  For each galaxy,
 the model photometry of ``n_fit`` of its posterior samples is computed with
-the forward model, and compared with the measured fluxes of the bands the
-flow used (errors with the run's error floor):
+the forward model, and compared with the measured fluxes of every measured
+band, those the flow used and those masked for low S/N (a model far above a
+band's upper limit does not reproduce it), errors with the run's error floor:
 
 * ``model_mag_<band>``: the median posterior-predictive model magnitude;
 * ``chi2_best``: the smallest chi2 among those samples (a best fit from
@@ -83,6 +84,8 @@ def posterior_photometry(model: ForwardModel, theta: np.ndarray, z: np.ndarray, 
     theta = np.asarray(theta, dtype=float)
     n, n_samples, _ = theta.shape
     k = min(n_fit, n_samples)
+    if n == 0:
+        return np.empty((0, k, len(model.bands.bands))), np.zeros((0, k), dtype=bool)
     z_samples = np.broadcast_to(np.asarray(z, dtype=float).reshape(n, -1), (n, n_samples))[:, :k]
     sub = theta[:, :k]
     valid = np.isfinite(sub).all(axis=2) & np.isfinite(z_samples)
@@ -105,7 +108,7 @@ def fit_check(model: ForwardModel, theta: np.ndarray, z: np.ndarray, flux: np.nd
     z : ndarray, shape (n,) or (n, n_samples)
         Redshift of each galaxy, or of each sample (photometric redshifts).
     flux, flux_sigma : ndarray, shape (n, n_band)
-        Measured fluxes and 1-sigma errors (nanomaggies, floor included); NaN for bands the flow did not use.
+        Measured fluxes and 1-sigma errors (nanomaggies, floor included); NaN for bands not measured.
     n_fit : int
         Samples per galaxy used (the first ones: the samples are exchangeable).
     """

@@ -29,7 +29,12 @@ positivity cut of the simulator (a band with a negative noisy flux is
 masked) is left out: it matters for bands at S/N below ~1, which the
 catalog masks (``low_snr``).
 
-Only band-masked flows that take the redshift as an input are handled.
+SEDflow-layout flows (every band, the NSA noise model of Hahn & Melchior
+2022) are handled with the likelihood of the photometry given its reported
+errors (as the MCMC fallback's): their noise model's p(sigma | f), whose
+spread is ~1e-4 mag in the NSA, is not part of the target, so that a galaxy
+whose errors the NSA never reported (``out_of_support``) still gets its
+exact posterior.  Photometric-redshift flows are not handled.
 """
 from __future__ import annotations
 
@@ -118,29 +123,31 @@ def check_importance_flow(post: Posterior) -> None:
     Raises
     ------
     ConfigError
-        A SEDflow-layout flow (its NSA noise model is not the survey one) or
-        a photometric-redshift flow (z is a parameter).
+        A photometric-redshift flow (z is a parameter).
     """
-    if not post.band_masked or not post.metadata.get("photometric_noise"):
-        raise ConfigError(f"{post.path}: importance sampling needs a band-masked survey flow (this one has the "
-                          "SEDflow x layout)")
     if post.redshift_input is not None:
         raise ConfigError(f"{post.path}: importance sampling of photometric-redshift flows is not implemented; "
                           "use a flow that takes z as an input")
 
 
-def observed_photometry(x: np.ndarray, n_band: int, error_floor: float) -> ObservedPhotometry:
-    """Fluxes, flux errors and z of band-masked flow inputs x (inverse of ``masked_photometry_x``).
+def observed_photometry(x: np.ndarray, n_band: int, error_floor: float, band_masked: bool = True) -> ObservedPhotometry:
+    """Fluxes, flux errors and z of flow inputs x (inverse of ``masked_photometry_x`` or ``photometry_x``).
 
     Parameters
     ----------
-    x : ndarray, shape (n, 3 n_band + 1)
-        ``mag_<b>``, ``log_sigma_<b>`` (mag, error floor included), ``used_<b>``, ``z``.
+    x : ndarray, shape (n, 3 n_band + 1) or (n, 2 n_band + 1)
+        Band-masked: ``mag_<b>``, ``log_sigma_<b>`` (mag, error floor included), ``used_<b>``, ``z``.
+        SEDflow layout: ``mag_<b>``, ``sigma_<b>`` (mag, no floor), ``z``.
     n_band : int
     error_floor : float
-        The floor (mag) that was added to the errors in x.
+        The floor (mag) that was added to the errors in x (band-masked x only).
+    band_masked : bool
     """
     x = np.asarray(x, dtype=np.float64)
+    if not band_masked:
+        mag, sigma_mag = x[:, :n_band], x[:, n_band : 2 * n_band]
+        flux = mag_to_nanomaggies(mag)
+        return ObservedPhotometry(flux, mag_sigma_to_flux_sigma(flux, sigma_mag), np.isfinite(flux), x[:, -1])
     mag, log_sigma, used = x[:, :n_band], x[:, n_band : 2 * n_band], x[:, 2 * n_band : 3 * n_band] > 0.5
     flux = np.where(used, mag_to_nanomaggies(mag), np.nan)
     with np.errstate(invalid="ignore"):
@@ -288,7 +295,7 @@ def importance_sample(post: Posterior, model: ForwardModel, x: np.ndarray, *, n_
     Parameters
     ----------
     post : Posterior
-        A band-masked flow that takes z as an input (:func:`check_importance_flow`).
+        A flow that takes z as an input (:func:`check_importance_flow`).
     model : ForwardModel
         Its forward model (the likelihood's fluxes, the prior's density and draws).
     x : ndarray, shape (n, dx)
@@ -314,10 +321,11 @@ def importance_sample(post: Posterior, model: ForwardModel, x: np.ndarray, *, n_
         raise ConfigError(f"importance sampling needs >= 10 proposals per galaxy, got {n_proposals}")
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))
     n, d = x.shape[0], len(post.param_names)
-    noise = post.metadata["photometric_noise"]
-    sigma_range = (float(noise["sigma_min"]), float(noise["sigma_max"]))
-    mag_range = tuple(noise["mag_range"]) if noise.get("mag_range") else None
-    obs = observed_photometry(x, len(post.bands.bands), error_floor)
+    # The survey noise's trained error and magnitude ranges restrict the target; SEDflow flows have none.
+    noise = post.metadata.get("photometric_noise") if post.band_masked else None
+    sigma_range = (float(noise["sigma_min"]), float(noise["sigma_max"])) if noise else None
+    mag_range = tuple(noise["mag_range"]) if noise and noise.get("mag_range") else None
+    obs = observed_photometry(x, len(post.bands.bands), error_floor, post.band_masked)
     rng = np.random.default_rng(seed)
     low, high = np.asarray(post.prior.low, dtype=float), np.asarray(post.prior.high, dtype=float)
     n_def = max(1, int(round(defensive * n_proposals)))

@@ -65,6 +65,10 @@ STATUS_LOW_IS_EFFICIENCY = "low_is_efficiency"
 STATUS_POOR_FIT = "poor_fit"
 STATUSES = (STATUS_OK, STATUS_BAD_INPUT, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT, STATUS_MCMC_NOT_CONVERGED,
             STATUS_LOW_IS_EFFICIENCY, STATUS_POOR_FIT)
+#: ``method`` values: how a galaxy's posterior samples were made (the flow's own samples; importance-sampled
+#: against the exact likelihood; MCMC, ``--fallback mcmc``); ``""`` for bad input.
+METHOD_ANPE, METHOD_IS, METHOD_MCMC = "anpe", "is", "mcmc"
+METHODS = (METHOD_ANPE, METHOD_IS, METHOD_MCMC)
 #: ``z_source`` values: the redshift was given and used as exact; given with a
 #: Gaussian uncertainty that the posterior marginalizes over; or inferred from
 #: the photometry alone (photometric redshift).

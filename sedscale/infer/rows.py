@@ -19,7 +19,15 @@ import pyarrow as pa
 from .contraction import DERIVED_CONTRACTION, contraction_columns, with_log_ssfr
 from .importance import MIN_EFFICIENCY, ImportanceResult, importance_sample
 from .posterior import SampleResult
-from .quality import STATUS_BAD_INPUT, STATUS_LOW_IS_EFFICIENCY, STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT
+from .quality import (
+    METHOD_ANPE,
+    METHOD_IS,
+    STATUS_BAD_INPUT,
+    STATUS_LOW_IS_EFFICIENCY,
+    STATUS_OK,
+    STATUS_OUT_OF_SUPPORT,
+    STATUS_TIMEOUT,
+)
 from .summaries import clip_to_prior, derived_quantities, physical_quantities, summarize
 from .zprior import DEFAULT_Z_PRIOR, reweight_redshift_prior
 
@@ -266,21 +274,21 @@ _IMPORTANCE_STREAM = 3
 
 
 def _importance_corrected(post: Posterior, model: ForwardModel, x: np.ndarray, theta: np.ndarray,
-                          timed_out: np.ndarray, options, partition: int) -> ImportanceResult:
-    """Replace the flow samples ``theta`` (in place) of galaxies the flow could sample by importance-sampled ones.
+                          select: np.ndarray, options, partition: int) -> ImportanceResult:
+    """Replace the flow samples ``theta`` (in place) of the ``select`` galaxies by importance-sampled ones.
 
     Galaxies left without effective samples keep the flow's samples (and
     are flagged by their efficiency, 0).  Returns the per-galaxy results
-    (NaN efficiency where not sampled: timed out).
+    (NaN efficiency where not sampled).
     """
     n = theta.shape[0]
     result = ImportanceResult(samples=theta, ess=np.full(n, np.nan), efficiency=np.full(n, np.nan),
                               log_evidence=np.full(n, np.nan), log_evidence_err=np.full(n, np.nan),
                               flow_acceptance=np.full(n, np.nan))
-    todo = np.flatnonzero(~timed_out)
+    todo = np.flatnonzero(select)
     if todo.size:
         got = importance_sample(post, model, x[todo], n_samples=options.n_samples,
-                                error_floor=options.error_floor or 0.0, n_proposals=options.importance_proposals,
+                                error_floor=options.error_floor or 0.0, n_proposals=options.n_proposals,
                                 seed=_chunk_seed(options.seed, partition, _IMPORTANCE_STREAM))
         for name in ("ess", "efficiency", "log_evidence", "log_evidence_err", "flow_acceptance"):
             getattr(result, name)[todo] = getattr(got, name)
@@ -349,8 +357,12 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
             warnings.simplefilter("ignore", RuntimeWarning)
             z_good = np.nanmedian(theta[:, :, -1], axis=1) if good.size else z_good
     importance = None
-    if options.importance_proposals:
-        importance = _importance_corrected(post, model, xg, theta, timed_out, options, partition)
+    if options.n_proposals:
+        select = ~timed_out & (outside[good] if options.importance_fallback else True)
+        importance = _importance_corrected(post, model, xg, theta, select, options, partition)
+    # The weights, not the flow, make the posterior of an importance-sampled galaxy that passes the threshold.
+    served_by_is = (np.zeros(good.size, dtype=bool) if importance is None
+                    else np.nan_to_num(importance.efficiency, nan=-1.0) >= MIN_EFFICIENCY)
     quantities = sample_quantities(post, model, theta, z_good, options.n_derived)
 
     edges = edge_labels(theta, post) if good.size else np.empty(0, dtype=object)
@@ -364,19 +376,22 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
             status[i] = STATUS_TIMEOUT
             labels.append(_short_reason(drawn, j, options.n_samples))
         if outside[i]:
-            if not timed_out[j]:
+            if not timed_out[j] and not served_by_is[j]:
                 status[i] = STATUS_OUT_OF_SUPPORT
             labels.append(support_reason[i])
         if edges[j]:
             labels.append(edges[j])
-        if importance is not None and not timed_out[j] and importance.efficiency[j] < MIN_EFFICIENCY:
+        if importance is not None and np.isfinite(importance.efficiency[j]) and importance.efficiency[j] < MIN_EFFICIENCY:
             status[i] = STATUS_LOW_IS_EFFICIENCY
             labels.append(f"low_is_efficiency:{importance.efficiency[j]:.2g}")
         reason[i] = ";".join(labels)
 
+    method = np.full(n, "", dtype=object)
+    method[good] = np.where(served_by_is, METHOD_IS, METHOD_ANPE)
     cols: dict[str, pa.Array] = {
         "status": pa.array(status.tolist(), pa.string()),
         "reason": pa.array(reason.tolist(), pa.string()),
+        "method": pa.array(method.tolist(), pa.string()),
         "support_score": pa.array(score.astype(np.float32)),
     }
     if prior_ess is not None:

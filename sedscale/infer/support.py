@@ -44,6 +44,9 @@ DEFAULT_K = 10
 DEFAULT_REFERENCE = 20_000
 DEFAULT_CALIBRATION = 10_000
 DEFAULT_QUANTILE = 0.985
+#: ``reason`` labels of a galaxy outside the training support (:meth:`XSupport.check`).
+LOW_DENSITY, OUTSIDE_RANGE = "low_training_density", "outside_training_range"
+SUPPORT_LABELS = (LOW_DENSITY, OUTSIDE_RANGE)
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,9 +129,9 @@ class XSupport:
         outside = low_density | off.any(axis=1)
         reason = np.full(score.shape[0], "", dtype=object)
         for i in np.flatnonzero(outside):
-            labels = ["low_training_density"] if low_density[i] else []
+            labels = [LOW_DENSITY] if low_density[i] else []
             if off[i].any():
-                labels.append("outside_training_range:" + ",".join(c for c, o in zip(self.columns, off[i]) if o))
+                labels.append(f"{OUTSIDE_RANGE}:" + ",".join(c for c, o in zip(self.columns, off[i]) if o))
             reason[i] = ";".join(labels)
         return score, outside, reason
 
