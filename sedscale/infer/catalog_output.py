@@ -82,7 +82,7 @@ def write_outputs(plan: CatalogPlan, manifest: dict, fallback: dict | None = Non
     """Assemble the partitions into every output file, one partition in memory at a time, with units and provenance.
 
     ``fallback`` (row -> MCMC columns, :func:`~sedscale.infer.catalog_mcmc.run_catalog_mcmc`)
-    replaces those rows and adds the ``method`` and ``mcmc_*`` columns.
+    replaces those rows (``method`` = ``mcmc``) and adds the ``mcmc_*`` columns.
     """
     first = pq.read_schema(plan.work_dir / manifest["partitions"]["0"]["file"]).empty_table().replace_schema_metadata(None)
     if fallback is not None:
