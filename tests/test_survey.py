@@ -491,15 +491,31 @@ def test_masked_band_gives_the_posterior_of_a_catalog_without_it(survey_flow, sh
     assert json.loads(meta[b"sedscale.options"])["error_floor"] == 0.03
 
 
-def test_default_error_floor_and_min_snr_are_the_training_limits_and_spectral_flows_are_refused(
+def test_default_error_floor_and_min_snr_and_spectral_flows_are_refused(
         survey_flow, repo_root, tmp_path, shared_data):
+    """The default floor is DEFAULT_ERROR_FLOOR (0.05 mag, chosen on the real catalogs), never below the flow's
+    smallest training error; the default S/N threshold is the lowest S/N the flow was trained on."""
+    import json
+    import shutil
+
+    from sedscale.infer.catalog_plan import DEFAULT_ERROR_FLOOR
     from sedscale.io.nsa import read_nsa
 
     df = read_nsa(sorted((shared_data / "nsa_lcs").glob("*_NSAmastertable.fits"))[:1]).iloc[:5]
     path = tmp_path / "few.parquet"
     write_canonical(df, path)
     plan = plan_catalog(path, survey_flow, [tmp_path / "p.parquet"], CatalogOptions(n_samples=20))
-    assert plan.spec.options.error_floor == 0.002
+    assert DEFAULT_ERROR_FLOOR == 0.05 and plan.spec.options.error_floor == DEFAULT_ERROR_FLOOR
+    assert plan_catalog(path, survey_flow, [tmp_path / "f.parquet"],
+                        CatalogOptions(n_samples=20, error_floor=0.002)).spec.options.error_floor == 0.002
+    # A flow trained on errors of 0.1 mag and more: no band may claim more precision than that.
+    coarse = tmp_path / "coarse"
+    shutil.copytree(survey_flow, coarse)
+    meta = json.loads((coarse / "posterior.json").read_text())
+    meta["photometric_noise"]["sigma_min"] = 0.1
+    (coarse / "posterior.json").write_text(json.dumps(meta))
+    assert plan_catalog(path, coarse, [tmp_path / "c.parquet"],
+                        CatalogOptions(n_samples=20)).spec.options.error_floor == 0.1
     assert plan.spec.options.min_snr == pytest.approx(2.5 / np.log(10.0))  # sigma_max 1 mag
     assert plan_catalog(path, survey_flow, [tmp_path / "p0.parquet"],
                         CatalogOptions(n_samples=20, min_snr=0)).spec.options.min_snr == 0

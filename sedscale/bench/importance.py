@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ..shipped import default_flow
 
     p = argparse.ArgumentParser(prog="python -m sedscale.bench importance", description=__doc__.split("\n")[0])
-    p.add_argument("--flow", default=default_flow(), help="checkpoint that takes z, band-masked or SEDflow layout (default: the shipped default)")
+    p.add_argument("--flow", default=default_flow(),
+                   help="checkpoint that takes z, band-masked or SEDflow layout (default: the shipped default)")
     p.add_argument("--catalog", help="NSA-format catalog (default: MOCK galaxies of the flow's model, z 0.02-0.1)")
     p.add_argument("--proposals", type=int, nargs="+", default=[1_000, 10_000, 100_000], help="proposals per galaxy")
     p.add_argument("--galaxies", type=int, default=5, help="galaxies (the first usable ones)")

@@ -16,10 +16,28 @@ from ..errors import SedscaleError
 EXIT_ERROR = 2
 #: Exit status after Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED = 130
+#: The name a tool runs under when ``sedscale <command>`` dispatched it (None: its ``bin/`` name).
+_DISPATCHED_AS: list[str] = []
+
+
+def prog_name(default: str) -> str:
+    """The program name for usage lines and error messages: ``sedscale <command>`` when dispatched so, else ``default``."""
+    return _DISPATCHED_AS[-1] if _DISPATCHED_AS else default
+
+
+@contextlib.contextmanager
+def dispatched_as(name: str) -> Iterator[None]:
+    """Within the block, tools name themselves ``name`` (:func:`prog_name`)."""
+    _DISPATCHED_AS.append(name)
+    try:
+        yield
+    finally:
+        _DISPATCHED_AS.pop()
 
 
 def run_guarded(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
     """Call ``main(argv)``, reporting sedscale errors, a full disk and Ctrl-C in one line."""
+    prog = prog_name(prog)
     try:
         return main(argv)
     except SedscaleError as exc:

@@ -27,7 +27,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..shipped import DEFAULT_FLOW_NAME, default_flow
-from . import add_worker_timeout, announced_client, cluster_from_args, interrupted_resumable, run_guarded, run_resumable
+from . import (
+    add_worker_timeout,
+    announced_client,
+    cluster_from_args,
+    interrupted_resumable,
+    prog_name,
+    run_guarded,
+    run_resumable,
+)
 
 PROG = "run_catalog"
 #: Below this many samples per galaxy the tail percentiles are noise (a warning, not an error:
@@ -49,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..infer.zprior import DEFAULT_Z_PRIOR, Z_PRIORS
 
     p = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+        prog=prog_name(PROG), description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -231,6 +239,7 @@ def _spectral_main(args, options) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} applies to photometric catalogs only")
     if args.fallback != "none":
         raise ConfigError("--fallback applies to photometric catalogs only")
+    _check_outputs_new(args)
     from ..infer.catalog import default_work_dir
     from ..io.atomic import check_writable
 
@@ -298,7 +307,6 @@ def _main(argv: Sequence[str] | None) -> int:
     _check_input_kind(args.catalog, args.flow, spectral)
     if args.overwrite and args.resume:
         raise ConfigError("--overwrite and --resume exclude each other")
-    _check_outputs_new(args)
     if spectral:
         for name in ("error_floor", "min_snr"):
             if getattr(args, name) is not None:
@@ -344,6 +352,8 @@ def _run_planned(args, plan) -> int:
             print(f"{PROG}: --overwrite: removed the earlier run's work directory ({removed} files)", flush=True)
     else:
         check_work_dir(plan, args.resume)
+    # After the work directory's own advice (an unfinished run of these options wants --resume).
+    _check_outputs_new(args)
     options = plan.spec.options
     source = plan.source
     if plan.flux_warning:
@@ -420,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_mock_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=MOCK_PROG,
+        prog=prog_name(MOCK_PROG),
         description="Simulate a MOCK NSA-format FITS catalog with known truths (TRUE_* columns) for bin/run_catalog.",
         epilog="Example: bin/make_mock_catalog --out catalogs/mock_nsa_dirichlet.fits --n 1000 --seed 42 "
         "--flow checkpoints/dirichlet_survey --z-range 0.01 0.06",

@@ -49,4 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sedscale: unknown command {name!r}\n{usage()}", file=sys.stderr)
         return 2
     module, function, _ = COMMANDS[name]
-    return getattr(importlib.import_module(module), function)(rest)
+    from . import dispatched_as
+
+    with dispatched_as(f"sedscale {name}"):
+        return getattr(importlib.import_module(module), function)(rest)

@@ -34,14 +34,14 @@ from ..validate.reference import (
     read_posterior_catalog,
     write_report,
 )
-from . import run_guarded
+from . import prog_name, run_guarded
 
 PROG = "compare_masses"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+        prog=prog_name(PROG), description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("catalog", help="posterior catalog of bin/run_catalog (Parquet or FITS)")

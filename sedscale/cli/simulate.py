@@ -15,14 +15,14 @@ from pathlib import Path
 from ..observe.layout import OBSERVABLES
 from ..simulate import SimulationConfig, check_output, plan_run, run_simulation
 from ..simulate.config import DEFAULT_PARTITION_SIZE, DEFAULT_Z_RANGE
-from . import add_worker_timeout, announced_client, cluster_from_args, interrupted_resumable, run_resumable
+from . import add_worker_timeout, announced_client, cluster_from_args, interrupted_resumable, prog_name, run_resumable
 
 PROG = "run_simulate"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+        prog=prog_name(PROG), description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="forward model: dirichlet, provabgs or delayed_tau")

@@ -19,7 +19,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from . import run_guarded
+from . import prog_name, run_guarded
 
 PROG = "run_train"
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..train.config import EMBEDDINGS, FLOW_KINDS, PRESETS, THETA_TRANSFORMS
 
     p = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+        prog=prog_name(PROG), description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--sims", required=True, help="training set: output directory of bin/run_simulate")

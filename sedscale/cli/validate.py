@@ -26,14 +26,14 @@ from ..validate.mcmc import (
     MCMCConfig,
 )
 from ..validate.report import ValidationConfig, run_validation
-from . import add_worker_timeout, announced_client, cluster_from_args, run_guarded
+from . import add_worker_timeout, announced_client, cluster_from_args, prog_name, run_guarded
 
 PROG = "run_validate"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+        prog=prog_name(PROG), description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--flow", required=True, help="checkpoint directory (bin/run_train output)")
