@@ -68,6 +68,8 @@ def _main(argv: Sequence[str] | None) -> int:
         raise ConfigError("nothing to plot: give --id ID ... and/or --summary")
     if args.ref and not args.summary:
         raise ConfigError("--ref applies to --summary")
+    if args.ref_h and not args.ref:
+        raise ConfigError("--ref-h applies to --ref")
     out = Path(args.out)
     if args.id:
         read_catalog_rows(args.catalog, args.id)  # every id exists, before any figure
