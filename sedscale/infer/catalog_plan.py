@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -295,7 +295,7 @@ def plan_catalog(
     outputs: str | os.PathLike | Sequence[str | os.PathLike],
     options: CatalogOptions | None = None,
     *,
-    mapping: ColumnMapping | str | os.PathLike | Sequence[str] | None = None,
+    mapping: ColumnMapping | str | os.PathLike | Sequence[str] | Mapping | None = None,
     keep: Sequence[str] = (),
     support: str | os.PathLike | None = None,
     support_sims: str | os.PathLike | None = None,
