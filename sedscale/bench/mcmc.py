@@ -34,12 +34,13 @@ import pandas as pd
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..validate.mcmc import SEDFLOW_BURN_IN, SEDFLOW_ITERATIONS, SEDFLOW_WALKERS
+    from ..cli import add_cluster_options
+    from ..validate.mcmc import SAMPLERS, SEDFLOW_BURN_IN, SEDFLOW_ITERATIONS, SEDFLOW_WALKERS
 
     p = argparse.ArgumentParser(prog="python -m sedscale.bench mcmc", description=__doc__.split("\n")[0])
     p.add_argument("--flow", required=True, help="checkpoint directory")
     p.add_argument("--n-galaxies", type=int, default=2, help="test galaxies, one Dask task each (default 2)")
-    p.add_argument("--sampler", choices=("zeus", "emcee"), default="zeus", help="ensemble sampler (default zeus)")
+    p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0], help=f"ensemble sampler (default {SAMPLERS[0]})")
     p.add_argument("--walkers", type=int, default=SEDFLOW_WALKERS, help=f"default {SEDFLOW_WALKERS}")
     p.add_argument("--n-iter", type=int, default=SEDFLOW_ITERATIONS,
                    help=f"iterations incl. burn-in (default {SEDFLOW_ITERATIONS})")
@@ -50,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run each chain until R-hat < 1.01 and ESS >= 1000 per parameter (at most --n-iter)")
     p.add_argument("--nsa", help="folder of NSA FITS files: also run real galaxies")
     p.add_argument("--n-nsa", type=int, default=20, help="real NSA galaxies (default 20; random, seeded)")
-    p.add_argument("--cluster", default="local", help="cluster config name or YAML; 'none' runs in this process")
-    p.add_argument("--n-workers", type=int, help="local cluster: worker processes")
+    add_cluster_options(p)
     p.add_argument("--out", help="write the results as JSON here")
     return p
 
@@ -93,7 +93,8 @@ def speedup_rows(results) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..cluster import load_cluster_config, open_client
+    from ..cli import cluster_from_args
+    from ..cluster import open_client
     from ..infer import Posterior
     from ..validate.mcmc import MCMCConfig
     from ..validate.mcmc_benchmark import run_mcmc_benchmark
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_mcmc_benchmark(None, galaxies, args.flow, config, args.anpe_samples)
         where = "in process"
     else:
-        cluster_config = load_cluster_config(args.cluster).with_workers(args.n_workers)
+        cluster_config = cluster_from_args(args)
         where = cluster_config.describe()
         with open_client(cluster_config) as client:
             results = run_mcmc_benchmark(client, galaxies, args.flow, config, args.anpe_samples)

@@ -62,8 +62,15 @@ def run_guarded(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
         return EXIT_ERROR
 
 
-def add_worker_timeout(parser) -> None:
-    """The ``--worker-timeout`` option of every command that can run on SLURM."""
+def add_cluster_options(parser, in_process: bool = True) -> None:
+    """``--cluster``, ``--n-workers``, ``--jobs`` and ``--worker-timeout``, the same for every command that runs on a
+    cluster (:func:`cluster_from_args` reads them); ``in_process``: ``--cluster none`` runs in this process."""
+    none = "; 'none' runs in this process" if in_process else ""
+    parser.add_argument("--cluster", default="local",
+                        help=f"cluster config: 'local', 'slurm' (templates shipped in sedscale/data/cluster/) or a YAML "
+                             f"path (default: local){none}")
+    parser.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
+    parser.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML)")
     parser.add_argument("--worker-timeout", type=float, metavar="S",
                         help="SLURM cluster: seconds to wait for the first worker (default: the YAML's, 600)")
 

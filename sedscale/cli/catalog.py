@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..shipped import DEFAULT_FLOW_NAME, default_flow
 from . import (
-    add_worker_timeout,
+    add_cluster_options,
     announced_client,
     cluster_from_args,
     interrupted_resumable,
@@ -45,6 +45,7 @@ MIN_SAMPLES_FOR_INTERVALS = 100
 KEEP_PARTS_ABOVE = 100_000
 MOCK_PROG = "make_mock_catalog"
 
+
 def build_parser() -> argparse.ArgumentParser:
     from ..infer.catalog_plan import (
         DEFAULT_MAX_PROPOSALS_OUTSIDE,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..infer.importance import DEFAULT_PROPOSALS, MIN_EFFICIENCY
     from ..infer.posterior import DEFAULT_MAX_PROPOSALS
     from ..infer.zprior import DEFAULT_Z_PRIOR, Z_PRIORS
+    from ..validate.mcmc import SAMPLERS, SEDFLOW_WALKERS
 
     p = argparse.ArgumentParser(
         prog=prog_name(PROG), description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
@@ -72,14 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", action="append", metavar="FILE",
         help="output .parquet or .fits; repeat for both (default: posteriors.parquet)",
     )
-    p.add_argument(
-        "--cluster", default="local",
-        help="'local', 'slurm' (templates shipped in sedscale/data/cluster/), a YAML path, or 'none' to run in this process "
-        "(default: local)",
-    )
-    p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
-    p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML)")
-    add_worker_timeout(p)
+    add_cluster_options(p)
     p.add_argument("--n-samples", type=int, default=DEFAULT_N_SAMPLES,
                    help=f"posterior samples per galaxy (default {DEFAULT_N_SAMPLES})")
     p.add_argument(
@@ -157,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--mcmc-max-iter", type=int,
                     help="iteration budget per galaxy (default 20,000: catalog_mcmc.DEFAULT_MAX_ITER); chains stop "
                          "earlier once split-R-hat < 1.01 and every parameter has >= 1,000 effective samples")
-    mc.add_argument("--mcmc-walkers", type=int, default=30, help="walkers (default 30)")
-    mc.add_argument("--mcmc-sampler", choices=("zeus", "emcee"), default="zeus", help="ensemble sampler (default zeus)")
+    mc.add_argument("--mcmc-walkers", type=int, default=SEDFLOW_WALKERS, help=f"walkers (default {SEDFLOW_WALKERS})")
+    mc.add_argument("--mcmc-sampler", choices=SAMPLERS, default=SAMPLERS[0], help=f"ensemble sampler (default {SAMPLERS[0]})")
     p.add_argument("--best-fit", action="store_true",
                    help="spectra: also fit each spectrum by least squares from its posterior median (chi2_best)")
     p.add_argument("--ignore-mask-bits", metavar="NAMES",

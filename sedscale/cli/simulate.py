@@ -15,7 +15,7 @@ from pathlib import Path
 from ..observe.layout import OBSERVABLES
 from ..simulate import SimulationConfig, check_output, plan_run, run_simulation
 from ..simulate.config import DEFAULT_PARTITION_SIZE, DEFAULT_Z_RANGE
-from . import add_worker_timeout, announced_client, cluster_from_args, interrupted_resumable, prog_name, run_resumable
+from . import add_cluster_options, announced_client, cluster_from_args, interrupted_resumable, prog_name, run_resumable
 
 PROG = "run_simulate"
 
@@ -28,10 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="forward model: dirichlet, provabgs or delayed_tau")
     p.add_argument("--n", type=int, required=True, help="rows to write (valid simulations)")
     p.add_argument("--out", required=True, help="output directory (Parquet partitions + _manifest.json)")
-    p.add_argument(
-        "--cluster", default="local",
-        help="cluster config: 'local', 'slurm' (templates shipped in sedscale/data/cluster/) or a YAML path (default: local)",
-    )
     p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     p.add_argument(
         "--partition-size", type=int, default=DEFAULT_PARTITION_SIZE,
@@ -63,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--z-range draws: uniform in z, or 'survey' (half uniform in z, half in log z)",
     )
     p.add_argument("--z-column", default="z", help="redshift column of --z-from-catalog (case-insensitive; default z)")
-    p.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
-    p.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML, disables adaptive)")
-    add_worker_timeout(p)
+    add_cluster_options(p, in_process=False)
     p.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
     p.add_argument("--nmf-dir", help="provabgs: folder of the PROVABGS NMF tables "
                    "(else $SEDSCALE_PROVABGS_DIR, else the copy shipped with sedscale)")

@@ -26,7 +26,7 @@ from ..validate.mcmc import (
     MCMCConfig,
 )
 from ..validate.report import ValidationConfig, run_validation
-from . import add_worker_timeout, announced_client, cluster_from_args, prog_name, run_guarded
+from . import add_cluster_options, announced_client, cluster_from_args, prog_name, run_guarded
 
 PROG = "run_validate"
 
@@ -74,11 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="amortized samples per MCMC galaxy, timed against the MCMC (default 10000)")
     m.add_argument("--corner", type=int, default=3, help="corner plots of the first MCMC galaxies (default 3)")
     c = p.add_argument_group("cluster")
-    c.add_argument("--cluster", default="local",
-                   help="cluster config: 'local', 'slurm' or a YAML path (default local); 'none' runs in this process")
-    c.add_argument("--n-workers", type=int, help="local cluster: worker processes (overrides the YAML)")
-    c.add_argument("--jobs", type=int, help="SLURM cluster: number of jobs (overrides the YAML)")
-    add_worker_timeout(c)
+    add_cluster_options(c)
     return p
 
 
