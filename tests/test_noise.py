@@ -153,8 +153,9 @@ def test_fit_script_reports_errors_in_one_line(tmp_path):
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
-    assert "missing.fits" in result.stderr and "Traceback" not in result.stderr
+    # Exit status 2 and one line, as every sedscale tool (sedscale fit-noise-model is the same function).
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "fit_noise_model: error:" in result.stderr and "missing.fits" in result.stderr
 
 
 def test_apply_flags_out_of_range_and_nonpositive_true_flux(fitted):

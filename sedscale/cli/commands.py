@@ -21,6 +21,7 @@ COMMANDS = {
     "compare-masses": ("sedscale.cli.compare", "main", "a catalog's masses against a reference (bin/compare_masses)"),
     "mock-catalog": ("sedscale.cli.catalog", "mock_main", "a MOCK NSA-format catalog with truths (bin/make_mock_catalog)"),
     "flows": ("sedscale.cli.flows", "main", "the trained flows usable by name, and what each serves"),
+    "fit-noise-model": ("sedscale.cli.noise", "main", "fit the SEDflow noise model to NSA FITS files (bin/fit_noise_model)"),
     "plot": ("sedscale.cli.plot", "main", "one galaxy's fit (SED, SFH, corner) or a catalog's summary figure"),
 }
 
