@@ -41,7 +41,7 @@ from ..validate.photoz import knn_photoz, photoz_metrics
 from .catalog import bench_cluster, stage_costs
 
 #: The shared SDSS MGS table and its true column order (its '#' header is wrong; see its README).
-MGS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sdss_mgs" / "SDSS_MGS.train"
+MGS = Path("../shared/data/sdss_mgs/SDSS_MGS.train")  # from a checkout's root, as the docs' commands
 MGS_COLUMNS = ("format=text", "names=zs,u,g,r,i,z,u-g,g-r,r-i,i-z,eu,eg,er,ei,ez,eu-g,eg-r,er-i,ei-z",
                "z=none", "mag={band}", "mag_err=e{band}", "keep=zs")
 #: Spec-z and r-magnitude bins of the sedscale breakdown.

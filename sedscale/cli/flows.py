@@ -15,8 +15,8 @@ from ..shipped import DEFAULT_FLOW_NAME, SHIPPED_CHECKPOINTS
 from . import run_guarded
 
 PROG = "sedscale flows"
-#: The checkout's checkpoint folder (beside the package), when sedscale runs from a source checkout.
-CHECKOUT_CHECKPOINTS = SHIPPED_CHECKPOINTS.parents[2] / "checkpoints"
+#: A source checkout's checkpoint folder, when ``sedscale flows`` runs from the checkout's root.
+CHECKOUT_CHECKPOINTS = Path("checkpoints")
 
 
 def describe(sidecar: Path) -> dict[str, str]:
