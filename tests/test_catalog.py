@@ -761,3 +761,10 @@ def test_the_mcmc_fallback_takes_rows_outside_the_support_also_when_the_fit_chec
                    "low_acceptance:3/10_samples_from_500_draws", "nan_flux:u"],
     })
     assert select_fallback(rows).tolist() == [1, 2, 4]
+
+
+def test_an_nsa_file_is_refused_for_a_flow_whose_bands_of_those_names_are_other_filters(mock_catalog, tmp_path):
+    """The NSA's g r z are SDSS's; the Legacy-Surveys flow's g r z are DECam's: refused, not silently swapped."""
+    with pytest.raises(ConfigError, match=r"bands g \(decam_g\), r \(decam_r\), z \(decam_z\) are not the NSA's"):
+        plan_catalog(mock_catalog, "legacy_wise", tmp_path / "a.parquet")
+    assert plan_catalog(mock_catalog, "galex_sdss", tmp_path / "b.parquet").source.kind == "nsa"

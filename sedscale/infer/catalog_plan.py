@@ -360,6 +360,8 @@ def plan_catalog(
                           "uncertainties (z_err) needs a photometric-redshift flow (--flow photoz_ugriz)")
     keep = tuple(dict.fromkeys(tuple(keep) + (mapping.keep if mapping else ())))
     source = open_catalog(catalog, mapping=mapping, keep=keep, bands=bands)
+    if source.kind == "nsa":
+        check_nsa_filters(post)
     inputs = {Path(f.path).resolve() for f in source.files}
     for out in outputs:
         if Path(out).resolve() in inputs:
@@ -438,6 +440,22 @@ def check_forward_model(post: Posterior) -> None:
             f"{post.path}: the metadata's model {post.model_name!r} has parameters {', '.join(model.param_names)}, the "
             f"flow was trained for {', '.join(expected)}; the metadata does not belong to these weights"
         )
+
+
+def check_nsa_filters(post: Posterior) -> None:
+    """Refuse a flow whose bands share the NSA's labels through other filters (DECam g r z are not SDSS g r z).
+
+    Raises
+    ------
+    ConfigError
+    """
+    from ..io.nsa import NSA_FILTERS
+
+    other = [f"{b} ({f})" for b, f in zip(post.bands.bands, post.bands.filters) if b in NSA_FILTERS and NSA_FILTERS[b] != f]
+    if other:
+        raise ConfigError(f"{post.path}: the flow's bands {', '.join(other)} are not the NSA's (GALEX and SDSS) "
+                          "bands of those names; give a column mapping (--columns) naming the columns measured "
+                          "through those filters, or use a flow of SDSS bands")
 
 
 def resolve_error_floor(post: Posterior, error_floor: float | None) -> float:

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 #: Band order of the NSA ``NMGY`` / ``NMGY_IVAR`` vectors.
 NSA_BANDS = ("FUV", "NUV", "u", "g", "r", "i", "z")
+#: The filter of each NSA band (names of :mod:`sedscale.observe.filters`): a flow band of the same label
+#: through another filter (DECam g, r, z) is not what the NSA measured.
+NSA_FILTERS = {"fuv": "galex_FUV", "nuv": "galex_NUV", "u": "sdss_u0", "g": "sdss_g0", "r": "sdss_r0",
+               "i": "sdss_i0", "z": "sdss_z0"}
 #: Slice of the NSA band vectors that holds SDSS ugriz (indices 2..6).
 NSA_UGRIZ = slice(2, 7)
 #: NSA columns every file must provide.
