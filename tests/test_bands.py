@@ -111,6 +111,7 @@ def test_survey_band_patterns_for_one_flow_across_surveys():
         SurveyNoise(band_patterns=((1, 1, 1),)).draw(np.ones((2, 5)), np.random.default_rng(0))
 
 
+@pytest.mark.slow
 def test_the_union_band_set_keeps_every_surveys_fluxes():
     """Fluxes of a band do not depend on the set it is projected in (the library only grows at its ends)."""
     union = get_model("dirichlet", prior="physical", bands="all_surveys")
@@ -222,6 +223,7 @@ def test_nsa_rows_with_and_without_galex_through_a_uv_flow(uv_flow, shared_data,
     pd.testing.assert_frame_equal(mapped.source.read(), plan.source.read(), check_dtype=False)
 
 
+@pytest.mark.slow
 def test_validation_of_a_uv_flow_is_stratified_by_galex_coverage(uv_flow, tmp_path):
     from sedscale.validate.report import ValidationConfig, run_validation
 
@@ -239,6 +241,7 @@ def union_flow(tmp_path_factory, train_masked_flow) -> Path:
                              noise="all_surveys")
 
 
+@pytest.mark.slow
 def test_a_desi_like_catalog_through_the_union_flow(union_flow, tmp_path, capsys):
     """Legacy grz + W1 W2 fluxes (nanomaggies, ivars) to z = 0.6 with a column mapping, through bin/run_catalog;
     run_validate tests the flow in DESI's band pattern alone."""
@@ -279,6 +282,7 @@ def test_a_desi_like_catalog_through_the_union_flow(union_flow, tmp_path, capsys
                                         observed_bands=("decam_g", "decam_r", "y")), log=lambda line: None)
 
 
+@pytest.mark.slow
 def test_the_shipped_legacy_flow_recovers_the_masses_of_a_desi_like_catalog(repo_root, tmp_path):
     """checkpoints/legacy_wise on DECam grz + W1 W2 fluxes (5% errors) of prior draws to z = 0.6, through bin/run_catalog:
     every galaxy served, posterior-median masses within ~0.1 dex of the truth, the 68% intervals covering about 68%."""

@@ -640,6 +640,7 @@ def test_a_partition_without_usable_rows_has_the_schema_of_the_others(mock_run):
     assert set(table.column("status").to_pylist()) == {"bad_input"}
 
 
+@pytest.mark.slow
 def test_mcmc_subset_and_fallback_in_the_same_run(tiny_flow, tmp_path):
     """A galaxy pushed outside the support gets an MCMC posterior (method mcmc) consistent with its truth;
     a benchmark subset gets an ANPE-vs-MCMC table; --resume keeps every finished MCMC galaxy."""
@@ -709,6 +710,7 @@ def test_mcmc_subset_and_fallback_in_the_same_run(tiny_flow, tmp_path):
     assert main(argv) == 2 and not (tmp_path / "z.parquet.parts").exists()
 
 
+@pytest.mark.slow
 def test_killed_worker_damaged_and_foreign_partitions_lose_and_duplicate_nothing(tiny_flow, mock_catalog, tmp_path):
     """A worker SIGKILLed mid-run, then a truncated partition and one of another run: the catalog of a clean run."""
     import os

@@ -128,6 +128,7 @@ def test_initial_walkers_are_the_best_prior_draws(model, galaxy):
     np.testing.assert_array_equal(np.sort(start, axis=0), np.sort(best, axis=0))
 
 
+@pytest.mark.slow
 def test_mcmc_converges_and_matches_grid_posterior(model, galaxy):
     flux, sigma = galaxy
     lp = PhotometryLogPosterior(model, flux, sigma, Z, free=FREE, theta_fixed=THETA)
@@ -152,6 +153,7 @@ def test_mcmc_converges_and_matches_grid_posterior(model, galaxy):
     assert s["n_model_evals"] > 8 * 400 and s["evals_per_s"] > 0 and s["mcmc_cpu_s"] > 0
 
 
+@pytest.mark.slow
 def test_run_until_converged_stops_on_its_diagnostics(model, galaxy):
     """check_every: chunks until split-R-hat < 1.01 and enough effective samples, starting from given walkers."""
     flux, sigma = galaxy

@@ -257,6 +257,7 @@ def test_colours_redden_with_age_and_dust(dirichlet):
     "name, n",
     [("provabgs", 1000), ("dirichlet", 300), ("delayed_tau", 300)],
 )
+@pytest.mark.slow
 def test_batched_model_matches_slow_reference(name, n, request):
     model = request.getfixturevalue(name)
     rng = np.random.default_rng(11)

@@ -243,6 +243,7 @@ def test_poor_fits_name_the_parameters_at_a_prior_edge(model):
     assert flagged.column("reason").to_pylist()[0] == "poor_fit:chi2/dof=3.00;at_prior_edge:log_mass=7.00"
 
 
+@pytest.mark.slow
 def test_shipped_spectral_flow_fits_sdss_and_desi_spectra(desi_dir, shared_data, repo_root, tmp_path, capsys):
     """bin/run_catalog end to end on real SDSS and DESI spectra with checkpoints/dirichlet_spectra."""
     import pandas as pd

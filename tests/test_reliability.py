@@ -158,6 +158,7 @@ def test_a_sidecar_naming_another_model_is_refused_before_a_cluster_starts(cli, 
 
 
 # ----------------------------------------------------------------------------- 9/10. corrupt data on a worker: one line
+@pytest.mark.slow
 def test_corrupt_data_beyond_the_planned_rows_stops_the_run_in_one_line(mock_catalog, tiny_flow, tmp_path):
     """Row group 3 of 4 damaged: planning reads footers and the first rows; the worker that reads it stops the run.
 

@@ -243,6 +243,7 @@ def test_interrupted_run_resumes_without_redoing_finished_partitions(reference, 
     np.testing.assert_array_equal(read_simulation(config.out)["sim_id"].to_numpy(), np.arange(N))
 
 
+@pytest.mark.slow
 def test_cli_one_worker_reproduces_the_two_worker_dataset(reference, tmp_path, repo_root, capsys):
     """bin/run_simulate on a 1-worker cluster writes byte-identical partitions."""
     _, _, ref_manifest = reference

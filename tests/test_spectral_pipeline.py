@@ -190,6 +190,7 @@ def test_spectral_noise_is_rejected_at_simulation(tmp_path):
 
 
 # ----------------------------------------------------------------------- training and calibration
+@pytest.mark.slow
 def test_spectral_checkpoint_records_layout_noise_and_embedding(spec_flow):
     from sedscale.infer import Posterior
 
@@ -203,6 +204,7 @@ def test_spectral_checkpoint_records_layout_noise_and_embedding(spec_flow):
         Posterior.load(spec_flow, x_columns=("mag_u",))
 
 
+@pytest.mark.slow
 def test_tiny_spectral_flow_recovers_truth_at_nominal_coverage(spec_flow, tmp_path):
     result = run_spectral_validation({"tiny": spec_flow}, tmp_path, n_test=300, n_samples=300, seed=99)
     by = result.set_index("parameter")

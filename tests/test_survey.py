@@ -546,6 +546,7 @@ def test_grid_masses_recover_the_truth_of_prior_draws(physical):
     assert abs(np.median(d)) < 0.08 and nmad(d) < 0.2
 
 
+@pytest.mark.slow
 def test_shipped_survey_flow_on_real_virgo_galaxies(repo_root, shared_data, tmp_path):
     """The default checkpoint on 1,000 real NSA Virgo galaxies: served, and masses agree with iSEDfit."""
     import fitsio

@@ -19,6 +19,7 @@ def blocks(text: str) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in re.finditer(r"```(bash|python)\n(.*?)```", text, re.S)]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "nsa_lcs").is_dir(), reason="the shared NSA rows (../shared/data/nsa_lcs) are absent")
 def test_the_tutorial_runs_as_written(tmp_path):
     found = blocks(TUTORIAL.read_text())

@@ -167,6 +167,7 @@ def checkpoint(tmp_path_factory):
     return root / "ckpt"
 
 
+@pytest.mark.slow
 def test_run_validate_report_with_mcmc_on_dask(checkpoint, tmp_path):
     from sedscale.cli.validate import main
 
