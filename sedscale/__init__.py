@@ -5,7 +5,7 @@ Pipeline: forward models (:mod:`sedscale.sps`, :mod:`sedscale.models`,
 validation, with :mod:`sedscale.cluster` and :mod:`sedscale.io` beside them.
 
 From a notebook: :func:`fit` (posteriors for an in-memory table),
-:class:`Posterior` (a trained flow: ``Posterior.load("dirichlet_survey")``),
+:class:`Posterior` (a trained flow: ``Posterior.load("dirichlet_dwarf")``),
 :func:`plot_galaxy` and :func:`plot_summary` (figures of a posterior catalog).
 """
 from ._version import __version__

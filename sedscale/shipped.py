@@ -17,7 +17,7 @@ __all__ = ["DEFAULT_FLOW_NAME", "FLOW_ENV", "SHIPPED_CHECKPOINTS", "default_flow
 #: Checkpoints shipped inside the package (package data), found by name.
 SHIPPED_CHECKPOINTS = Path(__file__).resolve().parent / "data" / "checkpoints"
 #: The shipped flow used when none is named (``bin/run_catalog`` without ``--flow``).
-DEFAULT_FLOW_NAME = "dirichlet_survey"
+DEFAULT_FLOW_NAME = "dirichlet_dwarf"
 #: Environment variable naming another default flow (a path or a shipped name).
 FLOW_ENV = "SEDSCALE_FLOW"
 
@@ -35,7 +35,7 @@ def shipped_names() -> list[str]:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint path as given, or the shipped checkpoint of that name (``"dirichlet_survey"``) if no such path exists."""
+    """A checkpoint path as given, or the shipped checkpoint of that name (``"dirichlet_dwarf"``) if no such path exists."""
     given = Path(path)
     shipped = SHIPPED_CHECKPOINTS / str(path)
     if not given.exists() and os.sep not in str(path) and shipped.is_dir():

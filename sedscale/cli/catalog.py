@@ -210,7 +210,7 @@ def _check_file_kind(path: Path, flow: str, spectral: bool) -> None:
     if spectral and not is_spectrum:
         raise ConfigError(
             f"{path} is not an SDSS spectrum or DESI coadd file (no COADD or B_FLUX HDU; a photometric catalog?), "
-            f"but the flow {flow} is conditioned on spectra: use a photometric flow (e.g. checkpoints/dirichlet_survey) "
+            f"but the flow {flow} is conditioned on spectra: use a photometric flow (e.g. checkpoints/dirichlet_dwarf) "
             "for catalogs"
         )
     if not spectral and is_spectrum:
