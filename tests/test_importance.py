@@ -10,11 +10,13 @@ from scipy import stats
 from sedscale.errors import ConfigError
 from sedscale.infer.importance import (
     MIN_EFFICIENCY,
+    MIN_ESS,
     defensive_proposal,
     importance_sample,
     log_likelihood,
     observed_photometry,
     systematic_resample,
+    trusted,
     weigh,
 )
 from sedscale.observe.layout import masked_photometry_x
@@ -171,15 +173,17 @@ def test_the_fallback_serves_galaxies_outside_the_support_of_a_sedflow_flow(tiny
     assert usable.all() and sampled.sum() >= 10, df["reason"].tolist()
     assert df["reason"][sampled].str.contains("outside|low_training_density|support").all()
     assert df.loc[~sampled, "method"].eq("anpe").all() and df.loc[~sampled, "is_ess"].isna().all()
-    passed = df["is_efficiency"] >= MIN_EFFICIENCY
+    passed = trusted(df["is_efficiency"], df["is_ess"])
+    assert ((df["is_efficiency"] >= MIN_EFFICIENCY) & (df["is_ess"] >= MIN_ESS) == passed).all()
     assert (df.loc[sampled & passed, "method"] == "is").all() and (df.loc[sampled & passed, "status"] == "ok").all()
     assert (df.loc[sampled & ~passed, "status"] == "low_is_efficiency").all()
+    assert df.loc[sampled & ~passed, "reason"].str.contains(r"low_is_efficiency:[\d.e-]+,ess=\d+").all()
     assert not (df["status"].eq("ok") & df["method"].eq("anpe") & sampled).any()
 
 
 def test_catalog_rows_carry_the_weights_and_a_low_efficiency_is_never_ok(shipped, tmp_path, monkeypatch):
     """Every usable row gets is_ess/is_efficiency/log_evidence; below the threshold its status says so."""
-    from sedscale.infer import rows
+    from sedscale.infer import importance
     from sedscale.infer.catalog import CatalogOptions, plan_catalog, run_catalog
     from sedscale.infer.mock import write_mock_nsa
     from sedscale.shipped import default_flow
@@ -197,8 +201,14 @@ def test_catalog_rows_carry_the_weights_and_a_low_efficiency_is_never_ok(shipped
     again = run_catalog(plan, resume=True)
     assert (again.partitions_run, again.partitions_skipped) == (1, 1)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a.parquet"), df)
-    monkeypatch.setattr(rows, "MIN_EFFICIENCY", 1.01)  # every efficiency is "too low"
+    monkeypatch.setattr(importance, "MIN_EFFICIENCY", 1.01)  # every efficiency is "too low"
     run_catalog(plan_catalog(catalog, default_flow(), tmp_path / "b.parquet", options))
     flagged = pd.read_parquet(tmp_path / "b.parquet")
     assert (flagged.loc[usable, "status"] == "low_is_efficiency").all()
     assert flagged.loc[usable, "reason"].str.contains("low_is_efficiency:").all()
+
+
+def test_weights_are_trusted_only_with_enough_efficiency_and_effective_samples():
+    eff = np.array([0.5, 0.5, 0.005, np.nan])
+    ess = np.array([500.0, 50.0, 500.0, np.nan])
+    assert trusted(eff, ess).tolist() == [True, False, False, False]

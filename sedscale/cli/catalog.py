@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_N_SAMPLES,
         DEFAULT_PARTITION_SIZE,
     )
-    from ..infer.importance import DEFAULT_PROPOSALS, MIN_EFFICIENCY
+    from ..infer.importance import DEFAULT_PROPOSALS, MIN_EFFICIENCY, MIN_ESS
     from ..infer.posterior import DEFAULT_MAX_PROPOSALS
     from ..infer.zprior import DEFAULT_Z_PRIOR, Z_PRIORS
     from ..validate.mcmc import SAMPLERS, SEDFLOW_WALKERS
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="correct each galaxy's posterior by importance sampling against the exact likelihood of its "
                         f"photometry, N proposals per galaxy (default {DEFAULT_PROPOSALS:,}; ~1-3 CPU-s per galaxy): "
                         "columns is_ess, is_efficiency, log_evidence; status low_is_efficiency below "
-                        f"{MIN_EFFICIENCY:g} efficiency")
+                        f"{MIN_EFFICIENCY:g} efficiency or {MIN_ESS:.0f} effective samples")
     p.add_argument("--fit-check", action=argparse.BooleanOptionalAction, default=None,
                    help="goodness of fit per galaxy, on by default for photometric catalogs: model magnitudes of 50 "
                         "posterior samples against every measured band (columns model_mag_<band>, chi2_best, "

@@ -74,7 +74,8 @@ that failed, ``;``-separated):
 ``low_is_efficiency``
     With ``importance_proposals`` (``--importance-sampling``,
     :mod:`sedscale.infer.importance`), the importance weights against the
-    exact likelihood kept fewer than ``MIN_EFFICIENCY`` of the proposals.
+    exact likelihood kept fewer than ``MIN_EFFICIENCY`` of the proposals or
+    fewer than ``MIN_ESS`` (100) effective samples.
 ``mcmc_not_converged``
     With ``--fallback mcmc`` (:mod:`sedscale.infer.catalog_mcmc`), galaxies
     ``out_of_support`` or ``sampling_timeout`` are sampled by MCMC instead

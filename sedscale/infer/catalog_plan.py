@@ -121,7 +121,8 @@ class CatalogOptions:
         exact likelihood of its photometry as target
         (:mod:`sedscale.infer.importance`); columns ``is_ess``,
         ``is_efficiency``, ``log_evidence``, ``log_evidence_err``, and status
-        ``low_is_efficiency`` below :data:`~sedscale.infer.importance.MIN_EFFICIENCY`.
+        ``low_is_efficiency`` below :data:`~sedscale.infer.importance.MIN_EFFICIENCY` or
+        :data:`~sedscale.infer.importance.MIN_ESS` effective samples.
         A galaxy outside the training support whose importance weights pass
         the threshold is served (status ``ok``, ``method = "is"``): the
         weights, not the flow, make its posterior.

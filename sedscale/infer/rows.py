@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from .contraction import DERIVED_CONTRACTION, contraction_columns, with_log_ssfr
-from .importance import MIN_EFFICIENCY, ImportanceResult, importance_sample
+from .importance import ImportanceResult, importance_sample, trusted
 from .posterior import SampleResult
 from .quality import (
     METHOD_ANPE,
@@ -361,8 +361,7 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
         select = ~timed_out & (outside[good] if options.importance_fallback else True)
         importance = _importance_corrected(post, model, xg, theta, select, options, partition)
     # The weights, not the flow, make the posterior of an importance-sampled galaxy that passes the threshold.
-    served_by_is = (np.zeros(good.size, dtype=bool) if importance is None
-                    else np.nan_to_num(importance.efficiency, nan=-1.0) >= MIN_EFFICIENCY)
+    served_by_is = np.zeros(good.size, dtype=bool) if importance is None else trusted(importance.efficiency, importance.ess)
     quantities = sample_quantities(post, model, theta, z_good, options.n_derived)
 
     edges = edge_labels(theta, post) if good.size else np.empty(0, dtype=object)
@@ -381,9 +380,9 @@ def posterior_rows(post: Posterior, model: ForwardModel, x, z, bad, reason, supp
             labels.append(support_reason[i])
         if edges[j]:
             labels.append(edges[j])
-        if importance is not None and np.isfinite(importance.efficiency[j]) and importance.efficiency[j] < MIN_EFFICIENCY:
+        if importance is not None and np.isfinite(importance.efficiency[j]) and not served_by_is[j]:
             status[i] = STATUS_LOW_IS_EFFICIENCY
-            labels.append(f"low_is_efficiency:{importance.efficiency[j]:.2g}")
+            labels.append(f"low_is_efficiency:{importance.efficiency[j]:.2g},ess={importance.ess[j]:.0f}")
         reason[i] = ";".join(labels)
 
     method = np.full(n, "", dtype=object)
