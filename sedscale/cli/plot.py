@@ -60,7 +60,7 @@ def reference_masses(values: np.ndarray, h: float | None) -> np.ndarray:
 
 def _main(argv: Sequence[str] | None) -> int:
     from ..errors import ConfigError
-    from ..plots.galaxy import plot_galaxy, read_catalog_rows
+    from ..plots.galaxy import plot_galaxy, read_catalog_rows, select_ids
     from ..plots.summary import plot_summary
 
     args = build_parser().parse_args(argv)
@@ -71,14 +71,15 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.ref_h and not args.ref:
         raise ConfigError("--ref-h applies to --ref")
     out = Path(args.out)
-    if args.id:
-        read_catalog_rows(args.catalog, args.id)  # every id exists, before any figure
+    # The catalog is read once, and every id must exist before any figure is drawn.
+    frame = read_catalog_rows(args.catalog)
+    rows = select_ids(frame, args.id, args.catalog)
     for galaxy_id in args.id:
+        row = rows[rows["id"].astype(str) == str(galaxy_id)].iloc[0]
         fit, corner = plot_galaxy(args.catalog, galaxy_id, out, flow=args.flow, n_samples=args.n_samples,
-                                  seed=args.seed)
+                                  seed=args.seed, row=row)
         print(f"{PROG}: {fit}, {corner}", flush=True)
     if args.summary:
-        frame = read_catalog_rows(args.catalog)
         reference = None
         if args.ref:
             # Kept columns are stored lower-case.

@@ -28,7 +28,6 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..cosmology import cosmology_table
 from ..errors import ConfigError
 from ..infer.catalog_worker import model_for
 from ..infer.posterior import Posterior
@@ -36,10 +35,11 @@ from ..infer.rows import sample_quantities
 from ..infer.summaries import clip_to_prior
 from ..models.base import ForwardModel
 from ..observe.layout import masked_photometry_x
-from ..units import LSUN_ERG_S, NANOMAGGY_CGS, mag_sigma_to_flux_sigma, mag_to_nanomaggies, nanomaggies_to_mag
+from ..observe.spectra import FLAMBDA_UNIT_CGS, observed_flambda
+from ..units import C_AA_S, NANOMAGGY_CGS, mag_sigma_to_flux_sigma, mag_to_nanomaggies, nanomaggies_to_mag
 
 __all__ = ["CORNER_QUANTITIES", "GalaxyPosterior", "catalog_provenance", "galaxy_posterior", "model_photometry",
-           "pivot_wavelengths", "plot_galaxy", "read_catalog_rows"]
+           "pivot_wavelengths", "plot_galaxy", "read_catalog_rows", "select_ids"]
 
 #: Quantities of the corner plot (those present), with axis labels.
 CORNER_QUANTITIES = {
@@ -50,8 +50,6 @@ CORNER_QUANTITIES = {
     "tau_ism": r"$\tau_{\rm ISM}$",
     "age_mw": "mass-weighted age [Gyr]",
 }
-#: Speed of light in Angstrom/s (f_nu = f_lambda lambda^2 / c).
-_C_AA_S = 2.99792458e18
 #: Posterior samples whose SED is drawn (median and 16-84% band).
 _SED_SAMPLES = 100
 
@@ -117,8 +115,11 @@ def read_catalog_rows(path: str | Path, ids: list | None = None) -> pd.DataFrame
         frame = pd.read_parquet(path)
     if "id" not in frame.columns:
         raise ConfigError(f"{path} is not a sedscale posterior catalog (no id column)")
-    if ids is None:
-        return frame
+    return frame if ids is None else select_ids(frame, ids, path)
+
+
+def select_ids(frame: pd.DataFrame, ids: list, path: str | Path) -> pd.DataFrame:
+    """The rows of a catalog frame whose ``id`` is in ``ids`` (compared as strings); a missing id is a ConfigError."""
     wanted = {str(i) for i in ids}
     found = frame[frame["id"].astype(str).isin(wanted)]
     missing = sorted(wanted - set(found["id"].astype(str)))
@@ -206,9 +207,9 @@ def _sed_mags(gp: GalaxyPosterior, n: int) -> tuple[np.ndarray, np.ndarray]:
     theta = gp.theta[:n, :k]
     z = np.full(theta.shape[0], gp.z) if gp.post.redshift_input is None else gp.theta[:n, -1]
     wave, lum = gp.model.rest_spectrum(theta, z, dtype=np.float64)
-    dl = cosmology_table(gp.model.cosmology).luminosity_distance_cm(z)
-    # f_nu = L_lambda lambda_rest^2 (1 + z) / (4 pi d_L^2 c), as the photometry operator's projection.
-    fnu = lum * wave[None] ** 2 / _C_AA_S * ((1 + z) * LSUN_ERG_S / (4 * np.pi * dl**2) / NANOMAGGY_CGS)[:, None]
+    wave_obs = wave[None] * (1 + z)[:, None]
+    # f_nu = f_lambda lambda_obs^2 / c, in nanomaggies.
+    fnu = observed_flambda(lum, z, gp.model.cosmology) * FLAMBDA_UNIT_CGS * wave_obs**2 / C_AA_S / NANOMAGGY_CGS
     with np.errstate(divide="ignore", invalid="ignore"):
         return wave * (1 + float(np.median(z))), nanomaggies_to_mag(np.where(fnu > 0, fnu, np.nan))
 
@@ -227,8 +228,10 @@ def _sfh(gp: GalaxyPosterior) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def plot_galaxy(catalog: str | Path, galaxy_id, out_dir: str | Path, flow: str | Path | None = None,
-                n_samples: int = 2000, seed: int = 0) -> tuple[Path, Path]:
+                n_samples: int = 2000, seed: int = 0, row: pd.Series | None = None) -> tuple[Path, Path]:
     """Write ``<id>_fit.png`` and ``<id>_corner.png`` of one galaxy of a posterior catalog (module docstring).
+
+    ``row``: the galaxy's catalog row when already read (:func:`read_catalog_rows`), else it is read here.
 
     Returns
     -------
@@ -238,7 +241,7 @@ def plot_galaxy(catalog: str | Path, galaxy_id, out_dir: str | Path, flow: str |
 
     from ..validate.plots import save_figure
 
-    gp = galaxy_posterior(catalog, galaxy_id, flow=flow, n_samples=n_samples, seed=seed)
+    gp = galaxy_posterior(catalog, galaxy_id, flow=flow, n_samples=n_samples, seed=seed, row=row)
     row, bands = gp.row, gp.post.bands.bands
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -316,47 +319,19 @@ def model_photometry(gp: GalaxyPosterior) -> np.ndarray:
 
 
 def _corner(samples: np.ndarray, labels: list[str], title: str):
-    """A corner plot: 1-d histograms with the median and 16-84%, 2-d 68/95% contours."""
-    import matplotlib.pyplot as plt
-    from scipy.ndimage import gaussian_filter
+    """A corner plot (:func:`sedscale.validate.plots.corner_grid`) with the median and 16-84% on the diagonal."""
+    from ..validate.plots import corner_grid
 
-    from ..validate.plots import _contour_levels
-
-    k = samples.shape[1]
-    fig, axes = plt.subplots(k, k, figsize=(1.8 * k + 0.6, 1.8 * k + 0.6), squeeze=False)
     ranges = []
-    for j in range(k):
+    for j in range(samples.shape[1]):
         lo, hi = np.percentile(samples[:, j], [0.5, 99.5])
         ranges.append((lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
-    for i in range(k):
-        for j in range(k):
-            ax = axes[i, j]
-            if j > i:
-                ax.set_visible(False)
-                continue
-            if i == j:
-                ax.hist(samples[:, i], bins=30, range=ranges[i], histtype="step", color="k")
-                for q, style in zip(np.percentile(samples[:, i], [16, 50, 84]), (":", "-", ":")):
-                    ax.axvline(q, color="C0", ls=style, lw=0.8)
-                ax.set_yticks([])
-                ax.set_title(f"{np.median(samples[:, i]):.2f}", fontsize=7)
-            else:
-                h, xe, ye = np.histogram2d(samples[:, j], samples[:, i], bins=25, range=[ranges[j], ranges[i]])
-                h = gaussian_filter(h, 1.0)  # a few thousand samples: contours of the smoothed histogram
-                levels = _contour_levels(h)
-                if len(levels) > 1 or (levels and levels[0] > 0):
-                    ax.contour(0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1]), h.T, levels=levels,
-                               colors="k", linewidths=0.8)
-            if i == k - 1:
-                ax.set_xlabel(labels[j], fontsize=8)
-            else:
-                ax.set_xticklabels([])
-            if j == 0 and i > 0:
-                ax.set_ylabel(labels[i], fontsize=8)
-            elif j > 0:
-                ax.set_yticklabels([])
-            ax.tick_params(labelsize=6)
+    # A few thousand samples: contours of the smoothed histograms.
+    fig = corner_grid(((samples, "k"),), labels, ranges, smooth=1.0, panel=1.8, fontsize=8)
+    k = samples.shape[1]
+    for i, ax in enumerate(fig.axes[:: k + 1]):
+        for q, style in zip(np.percentile(samples[:, i], [16, 50, 84]), (":", "-", ":")):
+            ax.axvline(q, color="C0", ls=style, lw=0.8)
+        ax.set_title(f"{np.median(samples[:, i]):.2f}", fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(wspace=0.06, hspace=0.06)
     return fig
-

@@ -203,7 +203,7 @@ def plot_corner(mcmc, anpe, names, path, truth=None, labels=None, use_corner: bo
         fig = corner.corner(mcmc, labels=labels, truths=truth, truth_color="C3", **kw("k"))
         corner.corner(anpe, fig=fig, **kw("C0"))
     else:
-        fig = _simple_corner(mcmc, anpe, labels, ranges, truth)
+        fig = corner_grid(((mcmc, "k"), (anpe, "C0")), labels, ranges, truth)
     fig.legend(
         handles=[plt.Line2D([], [], color="k", label="MCMC"), plt.Line2D([], [], color="C0", label="ANPE")],
         loc="upper right",
@@ -217,9 +217,32 @@ def _contour_levels(h: np.ndarray, masses=(0.95, 0.68)) -> list[float]:
     return sorted({float(flat[min(np.searchsorted(cum, m), flat.size - 1)]) for m in masses})
 
 
-def _simple_corner(mcmc, anpe, labels, ranges, truth):
-    k = mcmc.shape[1]
-    fig, axes = plt.subplots(k, k, figsize=(1.6 * k, 1.6 * k), squeeze=False)
+def corner_grid(sets, labels, ranges, truth=None, smooth: float = 0.0, panel: float = 1.6, fontsize: int = 7):
+    """A corner plot of one or more sample sets: 1-d histograms, 2-d 68/95% density contours.
+
+    Parameters
+    ----------
+    sets : sequence of (ndarray (n, k), colour)
+        Samples and their colour, drawn in order.
+    labels : sequence of str
+    ranges : sequence of (float, float)
+        Axis range per quantity.
+    truth : ndarray (k,), optional
+        Marked with a red cross in the 2-d panels.
+    smooth : float
+        Gaussian smoothing (histogram bins) of the 2-d histograms before contouring; 0: none.
+    panel, fontsize : float, int
+        Panel size (inches) and axis-label font size.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Axes ``fig.axes`` in row-major order of the k x k grid (upper triangle hidden).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    k = len(labels)
+    fig, axes = plt.subplots(k, k, figsize=(panel * k, panel * k), squeeze=False)
     for i in range(k):
         for j in range(k):
             ax = axes[i, j]
@@ -227,12 +250,14 @@ def _simple_corner(mcmc, anpe, labels, ranges, truth):
                 ax.set_visible(False)
                 continue
             if i == j:
-                for s, c in ((mcmc, "k"), (anpe, "C0")):
+                for s, c in sets:
                     ax.hist(s[:, i], bins=30, range=ranges[i], density=True, histtype="step", color=c)
                 ax.set_yticks([])
             else:
-                for s, c in ((mcmc, "k"), (anpe, "C0")):
+                for s, c in sets:
                     h, xe, ye = np.histogram2d(s[:, j], s[:, i], bins=25, range=[ranges[j], ranges[i]])
+                    if smooth:
+                        h = gaussian_filter(h, smooth)
                     levels = _contour_levels(h)
                     if len(levels) > 1 or (levels and levels[0] > 0):
                         ax.contour(0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1]), h.T, levels=levels,
@@ -240,11 +265,11 @@ def _simple_corner(mcmc, anpe, labels, ranges, truth):
                 if truth is not None:
                     ax.plot(truth[j], truth[i], "+", color="C3")
             if i == k - 1:
-                ax.set_xlabel(labels[j], fontsize=7)
+                ax.set_xlabel(labels[j], fontsize=fontsize)
             else:
                 ax.set_xticklabels([])
             if j == 0 and i > 0:
-                ax.set_ylabel(labels[i], fontsize=7)
+                ax.set_ylabel(labels[i], fontsize=fontsize)
             elif j > 0:
                 ax.set_yticklabels([])
             ax.tick_params(labelsize=6)
