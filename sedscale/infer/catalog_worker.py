@@ -24,7 +24,7 @@ from ..io.runs import file_sha256, partition_filename
 from ..units import mag_sigma_to_flux_sigma, mag_to_nanomaggies
 from .catalog_plan import CatalogOptions, PartitionSpec
 from .fit_check import POOR_FIT_P, fit_check
-from .quality import STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_POOR_FIT, CheckedPhotometry, check_photometry, reason_labels
+from .quality import STATUS_OK, STATUS_OUT_OF_SUPPORT, STATUS_POOR_FIT, CheckedPhotometry, check_photometry, reason_counts
 from .rows import flag_rows, posterior_rows
 from .support import XSupport
 
@@ -207,16 +207,13 @@ def infer_partition(part: pd.DataFrame, spec: PartitionSpec) -> pd.DataFrame:
                         spec.absent_bands)
     written = write_table(Path(spec.work_dir) / partition_filename(index), table)
     status = table.column("status").to_numpy(zero_copy_only=False)
-    reasons: dict[str, int] = {}
-    for r in table.column("reason").to_pylist():
-        for label in reason_labels(r):
-            reasons[label] = reasons.get(label, 0) + 1
+    reasons = reason_counts(table.column("reason").to_pylist())
     values, counts = np.unique(status, return_counts=True)
     return summary_frame([{
         "partition": index,
         **written,
         "status_counts": json.dumps(dict(zip(values.tolist(), counts.tolist())), sort_keys=True),
-        "reason_counts": json.dumps(reasons, sort_keys=True),
+        "reason_counts": json.dumps(dict(reasons), sort_keys=True),
         "seconds": round(time.perf_counter() - start, 3),
     }])
 

@@ -43,6 +43,8 @@ plus the per-band labels that say why).
 """
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +70,6 @@ STATUSES = (STATUS_OK, STATUS_BAD_INPUT, STATUS_OUT_OF_SUPPORT, STATUS_TIMEOUT, 
 #: ``method`` values: how a galaxy's posterior samples were made (the flow's own samples; importance-sampled
 #: against the exact likelihood; MCMC, ``--fallback mcmc``); ``""`` for bad input.
 METHOD_ANPE, METHOD_IS, METHOD_MCMC = "anpe", "is", "mcmc"
-METHODS = (METHOD_ANPE, METHOD_IS, METHOD_MCMC)
 #: ``z_source`` values: the redshift was given and used as exact; given with a
 #: Gaussian uncertainty that the posterior marginalizes over; or inferred from
 #: the photometry alone (photometric redshift).
@@ -239,3 +240,11 @@ def check_photometry(flux, ivar, z, z_range: tuple[float, float] | None = None, 
 def reason_labels(reason: str) -> list[str]:
     """The check names in a reason string, without band lists (for counting)."""
     return [part.split(":", 1)[0] for part in reason.split(";") if part]
+
+
+def reason_counts(reasons: Iterable[str | None]) -> Counter:
+    """Rows per check name in ``reason`` strings (a row counts once per name; None counts as no reason)."""
+    counts: Counter = Counter()
+    for reason in reasons:
+        counts.update(set(reason_labels(reason or "")))
+    return counts

@@ -18,17 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..infer.quality import reason_labels
+from ..infer.quality import reason_counts
 
-__all__ = ["plot_summary", "reason_counts"]
-
-
-def reason_counts(reasons: pd.Series) -> Counter:
-    """Rows per check name in a ``reason`` column (a row counts once per name)."""
-    counts: Counter = Counter()
-    for reason in reasons.fillna("").astype(str):
-        counts.update(set(reason_labels(reason)))
-    return counts
+__all__ = ["plot_summary"]
 
 
 def plot_summary(frame: pd.DataFrame, path: str | Path, reference: np.ndarray | None = None,
@@ -64,7 +56,7 @@ def plot_summary(frame: pd.DataFrame, path: str | Path, reference: np.ndarray | 
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
 
     ax = axes[0, 1]
-    reasons = reason_counts(frame["reason"]) if "reason" in frame else Counter()
+    reasons = reason_counts(frame["reason"].tolist()) if "reason" in frame else Counter()
     if reasons:
         names, values = zip(*reasons.most_common(12))
         bars = ax.barh(names[::-1], values[::-1], color="C1")
