@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["fit", "with_units"]
+__all__ = ["fit", "read_posterior_table"]
 
 
 def fit(table, flow: str | os.PathLike | None = None, *,
@@ -72,15 +72,18 @@ def fit(table, flow: str | os.PathLike | None = None, *,
         plan = plan_catalog(source, flow or default_flow(), out, CatalogOptions(**options), mapping=columns,
                             keep=keep, work_dir=Path(tmp) / "parts")
         run_catalog(plan, client, log=lambda message: None)
-        return with_units(Table.read(out), out)
+        return read_posterior_table(out)
 
 
-def with_units(table, parquet: str | os.PathLike):
-    """``table`` (read from a posterior catalog's Parquet file) with the units its ``sedscale.units`` metadata names."""
+def read_posterior_table(parquet: str | os.PathLike):
+    """A posterior catalog's Parquet file as an astropy Table, with the units its ``sedscale.units`` metadata names."""
     import json
 
     import astropy.units as u
     import pyarrow.parquet as pq
+    from astropy.table import Table
+
+    table = Table.read(parquet)
 
     units = json.loads((pq.read_schema(parquet).metadata or {}).get(b"sedscale.units", b"{}"))
     with u.add_enabled_aliases({"Msun": u.solMass}):

@@ -44,7 +44,6 @@ from ..infer.catalog import (
 from ..infer.mock import write_mock_nsa
 from ..shipped import default_flow
 
-#: The source checkout holding the MOCK catalog this benchmark times by default.
 #: h of the NSA MASS conversion (MASS is in Msun h^-2 with h = 1).
 NSA_H = 0.7
 

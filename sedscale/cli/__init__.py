@@ -16,7 +16,7 @@ from ..errors import SedscaleError
 EXIT_ERROR = 2
 #: Exit status after Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED = 130
-#: The name a tool runs under when ``sedscale <command>`` dispatched it (None: its ``bin/`` name).
+#: The names tools run under while ``sedscale <command>`` dispatches them (empty: each its ``bin/`` name).
 _DISPATCHED_AS: list[str] = []
 
 

@@ -48,6 +48,7 @@ MOCK_PROG = "make_mock_catalog"
 
 def build_parser() -> argparse.ArgumentParser:
     from ..infer.catalog_plan import (
+        DEFAULT_ERROR_FLOOR,
         DEFAULT_MAX_PROPOSALS_OUTSIDE,
         DEFAULT_MAX_TIME,
         DEFAULT_N_SAMPLES,
@@ -85,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--error-floor", type=float, metavar="MAG",
         help="magnitudes added in quadrature to every band's uncertainty, for what the SPS model and the "
-        "calibration do not reproduce (default 0.05, chosen on the real catalogs: docs/catalog.md); a smaller "
-        "floor sharpens photometric redshifts a little (SDSS MGS NMAD 0.0238 at 0.002, 0.0264 at 0.05) but "
-        "leaves more galaxies poor_fit",
+        f"calibration do not reproduce (default {DEFAULT_ERROR_FLOOR:g}, chosen on the real catalogs: docs/catalog.md); "
+        "a smaller floor sharpens photometric redshifts a little (SDSS MGS NMAD 0.0238 at 0.002, 0.0264 at 0.05) "
+        "but leaves more galaxies poor_fit",
     )
     p.add_argument(
         "--min-snr", type=float, metavar="SNR",
